@@ -1,0 +1,133 @@
+"""What every verifier shares: the `Score` it returns, the registry, and the TRL adapter.
+
+A verifier is any object with `score(completion, state) -> Score`. Register a class with
+`@register_verifier("name")`; `get_verifier("name", **options)` builds one, and
+`get_verifier("my_pkg.module:factory")` loads a user's own (a class, a factory, or a plain
+function `(completion, state) -> float | Score`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pivotrl.data.types import Action
+from pivotrl.errors import DataError
+
+
+@dataclass(frozen=True)
+class Score:
+    """A reward in [0, 1] and a short reason category (`match`, `wrong_tool`, `bad_json`, ...)."""
+
+    reward: float
+    reason: str
+
+    def __float__(self) -> float:
+        return float(self.reward)
+
+
+class Verifier(Protocol):
+    name: str
+
+    def score(self, completion: Any, state) -> Score: ...
+
+
+_REGISTRY: dict[str, Callable[..., Verifier]] = {}
+
+
+def register_verifier(name: str):
+    def deco(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def list_verifiers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_verifier(spec: str | Verifier, **options) -> Verifier:
+    """A verifier by registered name or `module:callable`; an object with `score` passes through."""
+    if not isinstance(spec, str):
+        return spec
+    if spec in _REGISTRY:
+        try:
+            return _REGISTRY[spec](**options)
+        except TypeError as exc:
+            raise DataError(f"bad options for verifier {spec!r}: {exc}") from None
+    if ":" in spec:
+        module, _, attr = spec.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise DataError(f"cannot load verifier {spec!r}: {exc}") from None
+        if isinstance(obj, type) or options:
+            obj = obj(**options)
+        return obj if hasattr(obj, "score") else FunctionVerifier(obj, spec)
+    raise DataError(f"unknown verifier {spec!r}; registered: {', '.join(list_verifiers())}, "
+                    "or give module:callable")
+
+
+class FunctionVerifier:
+    """Wraps a plain `(completion, state) -> float | Score` function as a verifier."""
+
+    def __init__(self, fn: Callable, name: str):
+        self.fn, self.name = fn, name
+
+    def score(self, completion, state) -> Score:
+        try:
+            out = self.fn(completion, state)
+        except Exception as exc:  # a user's function must not take a whole batch down
+            return Score(0.0, f"error:{type(exc).__name__}")
+        return out if isinstance(out, Score) else Score(float(out), "user")
+
+
+def safe_score(verifier: Verifier, completion: Any, state) -> Score:
+    """Score with the never-raise, always-in-[0,1] contract enforced around any verifier."""
+    try:
+        s = verifier.score(completion, state)
+    except (RecursionError, MemoryError):
+        return Score(0.0, "too_deep")
+    reward = float(s.reward)
+    if not reward >= 0.0:  # also catches NaN
+        reward = 0.0
+    return Score(min(reward, 1.0), s.reason)
+
+
+@dataclass
+class ColumnState:
+    """The parts of a state a verifier reads, rebuilt from dataset columns inside a trainer."""
+
+    reference: Action
+    tools: list
+    domain: str = "default"
+    meta: dict | None = None
+    context: list | None = None
+
+
+def as_reward_function(verifier: Verifier | str, **options) -> Callable[..., list[float]]:
+    """Adapt a verifier to TRL's reward-function signature `(completions, **columns) -> list[float]`.
+
+    TRL passes every dataset column as a list aligned with `completions`; the reference action and
+    tools arrive as the JSON strings that `states_to_dataset` wrote.
+    """
+    v = get_verifier(verifier, **options)
+
+    def reward_fn(completions, reference, tools=None, domain=None, prompts=None, **_):
+        out = []
+        for i, completion in enumerate(completions):
+            ref = reference[i]
+            ref = Action.from_dict(json.loads(ref) if isinstance(ref, str) else ref)
+            t = tools[i] if tools is not None else []
+            t = json.loads(t) if isinstance(t, str) else (t or [])
+            st = ColumnState(ref, t, domain[i] if domain is not None else "default",
+                             context=prompts[i] if prompts is not None else None)
+            out.append(safe_score(v, completion, st).reward)
+        return out
+
+    reward_fn.__name__ = f"{getattr(v, 'name', 'verifier')}_reward"
+    return reward_fn

@@ -1,0 +1,45 @@
+"""`dispatch`: choose a verifier per state, from config.
+
+Rules, first that applies wins: the NeMo Gym agent of the row (`by_agent`), the state's domain
+(`by_domain`), the reference action's kind (`by_action`: `tool_calls` or `message`), else
+`default`. Each entry is a verifier name or `{"name": ..., **options}`, e.g.
+
+    {"default": "tool_call",
+     "by_domain": {"terminal": "terminus", "swe": {"name": "tool_call", "word_count_similarity_threshold": 0.0}},
+     "by_action": {"message": {"name": "string_similarity", "threshold": 0.6}}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pivotrl.rewards.base import Score, get_verifier, register_verifier
+
+
+def _build(spec: Any):
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        return get_verifier(spec.pop("name"), **spec)
+    return get_verifier(spec)
+
+
+@register_verifier("dispatch")
+class DispatchVerifier:
+    def __init__(self, default: Any = "tool_call", by_domain: dict | None = None,
+                 by_action: dict | None = None, by_agent: dict | None = None):
+        self.default = _build(default)
+        self.by_domain = {k: _build(v) for k, v in (by_domain or {}).items()}
+        self.by_action = {k: _build(v) for k, v in (by_action or {}).items()}
+        self.by_agent = {k: _build(v) for k, v in (by_agent or {}).items()}
+
+    def choose(self, state):
+        meta = getattr(state, "meta", None) or {}
+        agent = ((meta.get("gym") or {}).get("extra", {}).get("agent_ref") or {}).get("name")
+        if agent in self.by_agent:
+            return self.by_agent[agent]
+        if getattr(state, "domain", None) in self.by_domain:
+            return self.by_domain[state.domain]
+        return self.by_action.get(state.reference.kind, self.default)
+
+    def score(self, completion: Any, state) -> Score:
+        return self.choose(state).score(completion, state)

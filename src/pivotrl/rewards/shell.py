@@ -1,0 +1,120 @@
+"""`shell`: two shell commands are equivalent when they parse to the same programs with the same
+arguments, up to flag order and combined short flags (`ls -la` == `ls -a -l`).
+
+With `execute=True` both commands also run, each in its own throwaway copy of `workdir` (or the
+state's `meta["workdir"]`), with a timeout, and their stdout and resulting files are compared.
+Only use execution inside a sandbox you trust: the candidate is model output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pivotrl.rewards.base import Score, register_verifier
+from pivotrl.rewards.parse import parse_action
+
+_OPERATOR_CHARS = set("|&;<>()")
+
+
+def canonical_command(command: str) -> tuple | None:
+    """(program, flags, positionals) per pipeline segment, operators kept; None if unparsable."""
+    try:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+    except ValueError:
+        return None
+    segments: list = []
+    current: list[str] = []
+    for tok in tokens + [";"]:
+        if tok and set(tok) <= _OPERATOR_CHARS:
+            if current:
+                segments.append(_canonical_segment(current))
+            if tok != ";" or tokens[-1:] != [tok]:
+                segments.append(tok)
+            current = []
+        else:
+            current.append(tok)
+    while segments and segments[-1] == ";":
+        segments.pop()
+    return tuple(segments) if segments else None
+
+
+def _canonical_segment(tokens: list[str]) -> tuple:
+    program, flags, positional, end_of_flags = tokens[0], set(), [], False
+    for tok in tokens[1:]:
+        if end_of_flags or tok == "-" or not tok.startswith("-"):
+            positional.append(tok)
+        elif tok == "--":
+            end_of_flags = True
+        elif tok.startswith("--"):
+            flags.add(tok)
+        elif tok[1:].isalpha():
+            flags.update(f"-{ch}" for ch in tok[1:])  # -la == -l -a
+        else:
+            flags.add(tok)  # e.g. -n5: value glued on, keep whole
+    return (os.path.basename(program), tuple(sorted(flags)), tuple(positional))
+
+
+@register_verifier("shell")
+class ShellCommandVerifier:
+    """`argument`: read commands from this argument of the (first) tool call instead of the text."""
+
+    def __init__(self, argument: str | None = None, execute: bool = False, workdir: str | None = None,
+                 timeout: float = 5.0, shell: str = "/bin/sh"):
+        self.argument, self.execute, self.workdir = argument, execute, workdir
+        self.timeout, self.shell = float(timeout), shell
+
+    def command_of(self, action) -> str | None:
+        if self.argument is None:
+            return action.text if action.kind == "message" else None
+        if not action.calls or not isinstance(action.calls[0].arguments, dict):
+            return None
+        value = action.calls[0].arguments.get(self.argument)
+        return value if isinstance(value, str) else None
+
+    def score(self, completion: Any, state) -> Score:
+        ref_cmd = self.command_of(state.reference)
+        if ref_cmd is None:
+            return Score(0.0, "bad_reference")
+        action = parse_action(completion, state.tools)
+        if action.kind == "none":
+            return Score(0.0, "no_action")
+        cmd = self.command_of(action)
+        if cmd is None:
+            return Score(0.0, "no_command")
+        if self.argument and action.calls[0].name != state.reference.calls[0].name:
+            return Score(0.0, "wrong_tool")
+        cand = canonical_command(cmd)
+        if cand is None:
+            return Score(0.0, "unparsable")
+        if cand == canonical_command(ref_cmd):
+            return Score(1.0, "match")
+        workdir = self.workdir or (getattr(state, "meta", None) or {}).get("workdir")
+        if self.execute and workdir:
+            return Score(1.0, "same_effect") if self.same_effect(ref_cmd, cmd, workdir) else Score(0.0, "different_effect")
+        return Score(0.0, "different")
+
+    def same_effect(self, a: str, b: str, workdir: str) -> bool:
+        return self._run(a, workdir) == self._run(b, workdir)
+
+    def _run(self, command: str, workdir: str):
+        with tempfile.TemporaryDirectory(prefix="pivotrl-shell-") as tmp:
+            root = Path(tmp) / "w"
+            shutil.copytree(workdir, root, symlinks=True)
+            try:
+                proc = subprocess.run([self.shell, "-c", command], cwd=root, capture_output=True,
+                                      timeout=self.timeout, env={"PATH": os.environ.get("PATH", ""), "HOME": tmp})
+                out = (proc.returncode, proc.stdout)
+            except subprocess.TimeoutExpired:
+                out = ("timeout", b"")
+            files = sorted((str(p.relative_to(root)), hashlib.sha256(p.read_bytes()).hexdigest())
+                           for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+            return out, files
