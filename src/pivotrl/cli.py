@@ -78,7 +78,8 @@ def extract(
             ("final-answer / message turns", d["message_turns"]), ("states written", len(states))]
     rows += [(f"skipped record: {k}", v) for k, v in sorted(ts.skipped.items())]
     rows += [(f"skipped turn: {k}", v) for k, v in sorted(stats.skipped.items())]
-    console.print(_table(f"extract {trajectories} -> {output}", rows))
+    console.print(f"extract {trajectories} -> {output}", soft_wrap=True)
+    console.print(_table("", rows))
 
 
 @app.command()
@@ -124,8 +125,9 @@ def verify(
     n = len(rewards)
     mean = sum(rewards) / n if n else 0.0
     bins = Counter("1" if r == 1.0 else "0" if r == 0.0 else "(0,1)" for r in rewards)
-    console.print(_table(f"verify {pairs} with {verifier}: {n} completions, mean reward {mean:.3f}",
-                         [(k, bins[k]) for k in ("1", "(0,1)", "0") if bins[k]], ("reward", "count")))
+    console.print(f"verify {pairs} with {verifier}: {n} completions, mean reward {mean:.3f}", soft_wrap=True)
+    console.print(_table("reward distribution", [(k, bins[k]) for k in ("1", "(0,1)", "0") if bins[k]],
+                         ("reward", "count")))
     console.print(_table("reasons", Counter(s["reason"] for s in scores).most_common(), ("reason", "count")))
 
 

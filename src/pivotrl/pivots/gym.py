@@ -105,22 +105,23 @@ def items_to_messages(items: list) -> list[dict]:
     for i, it in enumerate(items):
         if not isinstance(it, dict):
             raise DataError(f"input item {i} is not an object")
-        typ = it.get("type", "message")
-        if typ == "message" or ("role" in it and typ not in ("function_call", "function_call_output")):
+        # Parquet/Arrow fills absent keys with None: treat None like absent.
+        typ = it.get("type") or "message"
+        if typ == "message":
             role = it.get("role")
             if role not in ("system", "developer", "user", "assistant"):
                 raise DataError(f"input item {i}: unknown role {role!r}")
             msgs.append({"role": role, "content": _text(it.get("content"))})
         elif typ == "function_call":
-            call = {"id": it.get("call_id", f"call_{i}"), "type": "function",
-                    "function": {"name": it.get("name", ""), "arguments": it.get("arguments", "{}")}}
+            call = {"id": it.get("call_id") or f"call_{i}", "type": "function",
+                    "function": {"name": it.get("name") or "", "arguments": it.get("arguments") or "{}"}}
             prev = msgs[-1] if msgs else None
             if prev is not None and prev["role"] == "assistant":
                 prev.setdefault("tool_calls", []).append(call)
             else:
                 msgs.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif typ == "function_call_output":
-            out = it.get("output", "")
+            out = it.get("output") or ""
             msgs.append({"role": "tool", "tool_call_id": it.get("call_id"),
                          "content": out if isinstance(out, str) else json.dumps(out)})
         elif typ == "reasoning":
@@ -150,6 +151,11 @@ def messages_to_items(messages: list[dict]) -> list[dict]:
 
 
 def expected_to_action(expected: Any) -> Action:
+    if isinstance(expected, str):  # some exports store the column as a JSON string
+        try:
+            expected = json.loads(expected)
+        except ValueError:
+            raise DataError("'expected_action' is a string but not JSON") from None
     if not isinstance(expected, dict):
         raise DataError("'expected_action' must be an object")
     typ = expected.get("type")

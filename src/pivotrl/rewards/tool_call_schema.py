@@ -134,6 +134,11 @@ def coerce(value: Any, spec: dict) -> Any:
     types = types if isinstance(types, list) else [types] if types else []
     if isinstance(value, str):
         text = value.strip()
+        enum = spec.get("enum")
+        if isinstance(enum, list):  # " Business " -> "business": the member it normalises to
+            hit = next((m for m in enum if isinstance(m, str) and _norm(m) == _norm(value)), None)
+            if hit is not None:
+                return hit
         if "integer" in types and re.fullmatch(r"[+-]?\d+(\.0*)?", text):
             return int(float(text)) if "." in text else int(text)
         if "number" in types:

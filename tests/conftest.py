@@ -1,0 +1,33 @@
+import json
+
+import pytest
+
+from pivotrl.data.sample import SAMPLE_PATH
+
+
+def write_lines(path, records):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def sample_path():
+    return SAMPLE_PATH
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "default": 1}},
+    "required": ["city"]}}}]
+
+
+def openai_record(**overrides):
+    rec = {"id": "t1", "tools": TOOLS, "messages": [
+        {"role": "system", "content": "Be helpful."},
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "rain"},
+        {"role": "assistant", "content": "It rains in Oslo."},
+    ]}
+    rec.update(overrides)
+    return rec

@@ -1,0 +1,87 @@
+import json
+
+from typer.testing import CliRunner
+
+from conftest import openai_record, write_lines
+from pivotrl.cli import app
+from pivotrl.pivots import load_states
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_extract_prints_counts_and_writes_states(tmp_path, sample_path):
+    out = tmp_path / "states.jsonl"
+    r = run("extract", sample_path, "-o", out)
+    assert r.exit_code == 0, r.output
+    states = load_states(out)
+    assert "trajectories" in r.output and "40" in r.output and str(len(states)) in r.output
+    gym = tmp_path / "rows.jsonl"
+    assert run("extract", sample_path, "-o", gym, "--to", "gym").exit_code == 0
+    assert [s.id for s in load_states(gym)] == [s.id for s in states]
+
+
+def test_extract_skip_invalid_reports_reasons(tmp_path):
+    bad = openai_record(id="b")
+    bad["messages"][1]["role"] = "narrator"
+    p = write_lines(tmp_path / "t.jsonl", [openai_record(), bad])
+    r = runner.invoke(app, ["extract", str(p), "-o", str(tmp_path / "s.jsonl")])
+    assert r.exit_code != 0 and isinstance(r.exception, Exception)
+    r = run("extract", p, "-o", tmp_path / "s.jsonl", "--skip-invalid")
+    assert r.exit_code == 0 and "unknown_role" in r.output
+
+
+def test_verify_reports_distribution_and_reasons(tmp_path, sample_path):
+    states_path = tmp_path / "states.jsonl"
+    run("extract", sample_path, "-o", states_path)
+    states = load_states(states_path)
+    calls = [s for s in states if s.reference.kind == "tool_calls"][:3]
+    pairs = [{"state_id": s.id, "completion": "<tool_call>" + json.dumps(
+        {"name": s.reference.calls[0].name, "arguments": s.reference.calls[0].arguments}) + "</tool_call>"} for s in calls[:1]]
+    pairs += [{"state": calls[1].to_dict(), "completion": "I will not call a tool."}]
+    p = write_lines(tmp_path / "pairs.jsonl", pairs)
+    out = tmp_path / "scores.jsonl"
+    r = run("verify", p, "--states", states_path, "--verifier", "tool_call", "-O", "word_count_similarity_threshold=0.1",
+            "-o", out)
+    assert r.exit_code == 0, r.output
+    scores = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [s["reward"] for s in scores] == [1.0, 0.0]
+    assert "no_expected_tool_call" in r.output and "mean reward 0.500" in r.output
+
+
+def test_convert_round_trips_through_gym_and_openai(tmp_path, sample_path):
+    rows = tmp_path / "rows.jsonl"
+    assert run("convert", sample_path, rows, "--to", "gym").exit_code == 0
+    chat = tmp_path / "chat.jsonl"
+    assert run("convert", rows, chat, "--to", "openai").exit_code == 0
+    again = tmp_path / "again.jsonl"
+    assert run("extract", chat, "-o", again).exit_code == 0
+    # each converted record ends with its demonstrated action: the last state of each is the original
+    orig = {(json.dumps(s.reference.to_dict()), json.dumps(s.context)) for s in load_states(rows)}
+    last = {}
+    for s in load_states(again):
+        last[s.trajectory_id] = s
+    assert {(json.dumps(s.reference.to_dict()), json.dumps(s.context)) for s in last.values()} == orig
+
+
+def test_info_on_trajectories_and_states(tmp_path, sample_path):
+    r = run("info", sample_path)
+    assert r.exit_code == 0 and "trajectories" in r.output and "find_user" in r.output
+    states = tmp_path / "s.jsonl"
+    run("extract", sample_path, "-o", states)
+    r = run("info", states)
+    assert r.exit_code == 0 and "message actions" in r.output
+
+
+def test_demo_runs_and_shows_functional_beats_exact(tmp_path):
+    r = run("demo", "--out", tmp_path / "demo", "--n", "12")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())["verification"]
+    assert summary["same calls, reordered"]["tool_call"] == 1.0
+    assert summary["numbers as strings"]["tool_call_schema"] == 1.0
+    assert summary["paraphrased reply"]["exact"] == 0.0
+    assert all(summary[k][v] == 0.0 for k in ("wrong tool", "broken call / cut off", "wrong argument value")
+               for v in ("exact", "tool_call", "tool_call_schema"))

@@ -1,0 +1,95 @@
+import json
+
+import datasets
+import pytest
+
+from conftest import TOOLS, openai_record, write_lines
+from pivotrl import DataError, load_trajectories
+
+
+def test_openai_jsonl_loads_and_normalises(tmp_path):
+    rec = openai_record()
+    rec["messages"][1]["content"] = [{"type": "text", "text": "Weather in Oslo?"}]
+    p = write_lines(tmp_path / "t.jsonl", [rec])
+    ts = load_trajectories(p)
+    assert len(ts) == 1
+    t = ts[0]
+    assert t.id == "t1" and t.tools == TOOLS
+    assert t.messages[1]["content"] == "Weather in Oslo?"
+    assert [m["role"] for m in t.messages] == ["system", "user", "assistant", "tool", "assistant"]
+
+
+def test_flat_tools_are_wrapped_in_openai_form(tmp_path):
+    flat = [{"type": "function", **TOOLS[0]["function"]}]
+    ts = load_trajectories(write_lines(tmp_path / "t.jsonl", [openai_record(tools=flat)]))
+    assert ts[0].tools == TOOLS
+
+
+def test_sharegpt_with_function_call_and_observation(tmp_path):
+    rec = {"system": "sys", "tools": json.dumps([TOOLS[0]["function"]]), "conversations": [
+        {"from": "human", "value": "Weather in Oslo and Bergen?"},
+        {"from": "function_call", "value": json.dumps([{"name": "get_weather", "arguments": {"city": "Oslo"}},
+                                                        {"name": "get_weather", "arguments": {"city": "Bergen"}}])},
+        {"from": "observation", "value": "rain"},
+        {"from": "observation", "value": "sun"},
+        {"from": "gpt", "value": "Rain in Oslo, sun in Bergen."},
+    ]}
+    t = load_trajectories(write_lines(tmp_path / "s.jsonl", [rec]), "sharegpt")[0]
+    roles = [m["role"] for m in t.messages]
+    assert roles == ["system", "user", "assistant", "tool", "tool", "assistant"]
+    calls = t.messages[2]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"city": "Oslo"}, {"city": "Bergen"}]
+    assert [m["tool_call_id"] for m in t.messages[3:5]] == [c["id"] for c in calls]
+    assert t.id.startswith("traj-")  # content hash when the record has no id
+
+
+def test_hf_dataset_on_disk_and_parquet(tmp_path):
+    recs = [openai_record(id=f"t{i}") for i in range(3)]
+    rows = [{"id": r["id"], "messages": json.dumps(r["messages"]), "tools": json.dumps(r["tools"])} for r in recs]
+    ds = datasets.Dataset.from_list([{"id": r["id"], "messages": r["messages"], "tools": json.dumps(r["tools"])}
+                                     for r in recs])
+    ds.save_to_disk(str(tmp_path / "ds"))
+    ts = load_trajectories(tmp_path / "ds")
+    assert [t.id for t in ts] == ["t0", "t1", "t2"]
+    assert ts[0].messages[2]["tool_calls"][0]["function"]["name"] == "get_weather"
+    ds.to_parquet(str(tmp_path / "d.parquet"))
+    assert len(load_trajectories(tmp_path / "d.parquet")) == 3
+    del rows
+
+
+BAD = {
+    "unknown_role": lambda r: r["messages"].__setitem__(1, {"role": "narrator", "content": "x"}),
+    "tool_result_without_call": lambda r: r["messages"].insert(2, {"role": "tool", "tool_call_id": "zz", "content": "?"}),
+    "malformed_arguments": lambda r: r["messages"][2]["tool_calls"][0]["function"].__setitem__("arguments", "{city: Oslo"),
+    "missing_tool_schema": lambda r: r.__setitem__("tools", []),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_records_name_file_and_line(tmp_path, kind):
+    bad = openai_record(id="bad")
+    BAD[kind](bad)
+    p = write_lines(tmp_path / "t.jsonl", [openai_record(), openai_record(id="t2"), bad])
+    with pytest.raises(DataError) as err:
+        load_trajectories(p)
+    assert err.value.file == str(p) and err.value.line == 3
+    assert f"{p}:3" in str(err.value)
+    ts = load_trajectories(p, skip_invalid=True)
+    assert len(ts) == 2 and ts.skipped == {kind: 1}
+
+
+def test_invalid_json_line_is_named(tmp_path):
+    p = write_lines(tmp_path / "t.jsonl", [openai_record(), "{not json"])
+    with pytest.raises(DataError, match=r"t\.jsonl:2: invalid JSON"):
+        load_trajectories(p)
+
+
+def test_gym_rows_are_refused_as_trajectories_with_a_hint(tmp_path):
+    p = write_lines(tmp_path / "g.jsonl", [{"responses_create_params": {"input": []}, "expected_action": {}}])
+    with pytest.raises(DataError, match="load_states"):
+        load_trajectories(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        load_trajectories(tmp_path / "nope.jsonl")

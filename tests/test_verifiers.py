@@ -1,0 +1,232 @@
+import json
+import sys
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pivotrl import Action, DataError, ToolCall, as_reward_function, get_verifier, list_verifiers, states_to_dataset
+from pivotrl.rewards import safe_score
+from pivotrl.rewards.shell import canonical_command
+
+TOOLS = [{"type": "function", "function": {"name": "book", "parameters": {"type": "object", "properties": {
+    "flight": {"type": "string"}, "seats": {"type": "integer"}, "insured": {"type": "boolean", "default": False},
+    "cabin": {"type": "string", "enum": ["economy", "business"]}, "note": {"type": "string"},
+    "price": {"type": "number"}}, "required": ["flight", "seats"]}}}]
+
+
+class S:
+    def __init__(self, reference, tools=TOOLS, domain="default", meta=None, context=()):
+        self.reference, self.tools, self.domain, self.meta, self.context = reference, tools, domain, meta or {}, list(context)
+        self.id = "s"
+
+
+def calls(*argss, name="book"):
+    return "".join(f"<tool_call>{json.dumps({'name': name, 'arguments': a})}</tool_call>" for a in argss)
+
+
+def ref(*argss, name="book"):
+    return S(Action.tool_calls([ToolCall(name, a) for a in argss]))
+
+
+# --- tool_call_schema ---------------------------------------------------------------------------
+SCHEMA_CASES = [
+    ({"flight": "SK1", "seats": 2}, {"seats": "2", "flight": "SK1"}, 1.0, "match"),  # "2" -> 2, order free
+    ({"flight": "SK1", "seats": 2}, {"flight": "SK1", "seats": 2.0}, 1.0, "match"),
+    ({"flight": "SK1", "seats": 2, "insured": True}, {"flight": "SK1", "seats": 2, "insured": "true"}, 1.0, "match"),
+    ({"flight": "SK1", "seats": 2}, {"flight": "SK1", "seats": 2, "insured": False}, 1.0, "match"),  # default = absent
+    ({"flight": "SK1", "seats": 2}, {"flight": "SK1", "seats": 2, "insured": True}, 0.0, "wrong_arguments"),
+    ({"flight": "SK1", "seats": 2, "cabin": "business"}, {"flight": "SK1", "seats": 2, "cabin": " Business "}, 1.0, "match"),
+    ({"flight": "SK1", "seats": 2}, {"flight": "sk1", "seats": 2}, 0.0, "wrong_value"),  # identifiers exact
+    ({"flight": "SK1", "seats": 2}, {"flight": "SK2", "seats": 2}, 0.0, "wrong_value"),
+    ({"flight": "SK1", "seats": 2, "note": "window seat near the front please"},
+     {"flight": "SK1", "seats": 2, "note": "Window seat near the front, please"}, 1.0, "match"),  # free text fuzzy
+    ({"flight": "SK1", "seats": 2, "note": "window seat near the front please"},
+     {"flight": "SK1", "seats": 2, "note": "aisle seat at the back"}, 0.0, "wrong_value"),
+    ({"flight": "SK1", "seats": 2, "price": 10}, {"flight": "SK1", "seats": 2, "price": "10.0"}, 1.0, "match"),
+    ({"flight": "SK1", "seats": 2}, {"flight": "SK1", "seats": "two"}, 0.0, "schema_invalid"),
+    ({"flight": "SK1", "seats": 2}, {"flight": "SK1"}, 0.0, "schema_invalid"),  # required missing
+    ({"flight": "SK1", "seats": 2}, {"flight": "SK1", "seats": 2, "cabin": "first"}, 0.0, "schema_invalid"),
+]
+
+
+@pytest.mark.parametrize("expected,generated,reward,reason", SCHEMA_CASES)
+def test_schema_verifier(expected, generated, reward, reason):
+    s = get_verifier("tool_call_schema").score(calls(generated), ref(expected))
+    assert (s.reward, s.reason) == (reward, reason)
+
+
+def test_schema_verifier_parallel_calls_are_a_multiset():
+    v = get_verifier("tool_call_schema")
+    r = ref({"flight": "A", "seats": 1}, {"flight": "B", "seats": 1})
+    assert v.score(calls({"flight": "B", "seats": "1"}, {"flight": "A", "seats": 1}), r).reward == 1.0
+    assert v.score(calls({"flight": "A", "seats": 1}), r).reason == "call_count_different"
+    assert v.score(calls({"flight": "A", "seats": 1}, {"flight": "A", "seats": 1}), r).reward == 0.0
+    assert v.score(calls({"flight": "A", "seats": 1}, {"flight": "A", "seats": 1}, {"flight": "B", "seats": 1}), r).reward == 0.0
+
+
+# --- terminus -----------------------------------------------------------------------------------
+def term(keys, done=False):
+    return json.dumps({"analysis": "a", "plan": "p", "commands": [{"keystrokes": k, "duration": 0.1} for k in keys],
+                       "task_complete": done})
+
+
+def test_terminus():
+    v = get_verifier("terminus")
+    r = S(Action.message(term(["ls -la\n", "cat notes.txt\n"])), tools=[])
+    assert v.score(term(["ls -la\n", "cat notes.txt\n"]), r).reward == 1.0
+    assert v.score("```json\n" + term(["ls -la\n", "cat notes.txt\n"]) + "\n```", r).reward == 1.0
+    assert v.score(term(["ls -la\ncat notes.txt\n"]), r).reward == 1.0  # concatenated keystrokes
+    assert v.score(term(["rm -rf /tmp/x\n"]), r).reason == "keystrokes_different"
+    assert v.score('{"commands": "ls"}', r).reason == "schema_invalid"
+    done = S(Action.message(term(["exit\n"], done=True)), tools=[])
+    assert v.score(term(["exit\n"], done=False), done).reason == "not_complete"
+    assert v.score(term(["exit\n"], done=True), done).reward == 1.0
+    loose = S(Action.message(term(["cat notes.txt\n"])), tools=[], meta={"threshold": 0.5})
+    assert v.score(term(["cat note.md\n"]), loose).reward == 1.0  # a row's own threshold wins
+    assert get_verifier("terminus").score(term(["cat note.md\n"]), S(Action.message(term(["cat notes.txt\n"])))).reward == 0.0
+
+
+# --- string_similarity, exact -------------------------------------------------------------------
+def test_string_similarity():
+    r = S(Action.message("Your order O123 has been cancelled."))
+    v = get_verifier("string_similarity", threshold=0.8)
+    assert v.score("your order O123 has been cancelled", r).reward == 1.0
+    assert v.score("I could not find your order.", r).reward == 0.0
+    g = get_verifier("string_similarity", graded=True).score("Your order O123 was cancelled.", r).reward
+    assert 0.5 < g < 1.0
+    arg = get_verifier("string_similarity", argument="note", threshold=0.9)
+    assert arg.score(calls({"note": "Window seat"}), ref({"note": "window seat"})).reward == 1.0
+    assert arg.score(calls({"note": "Window seat"}, name="other"), ref({"note": "window seat"})).reason == "wrong_tool"
+
+
+def test_exact_is_strict_about_spelling():
+    v = get_verifier("exact")
+    r = ref({"flight": "SK1", "seats": 2})
+    assert v.score(calls({"flight": "SK1", "seats": 2}), r).reward == 1.0
+    assert v.score(calls({"seats": 2, "flight": "SK1"}), r).reward == 0.0
+    assert v.score(calls({"flight": "SK1", "seats": 2.0}), r).reward == 0.0
+    assert v.score(" Done. ", S(Action.message("Done."))).reward == 1.0
+
+
+# --- shell ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("a,b,same", [
+    ("ls -la /tmp", "ls -al /tmp", True),
+    ("ls -la /tmp", "ls -l -a /tmp", True),
+    ("grep -r -n foo src", "grep -nr foo src", True),
+    ("sort --reverse data.txt | head -n 3", "sort --reverse data.txt|head -n 3", True),
+    ("ls /tmp", "ls /var", False),
+    ("ls -la", "ls -l", False),
+    ("cp a b", "cp b a", False),
+    ("cat 'my file.txt'", 'cat "my file.txt"', True),
+    ("echo hi > out.txt", "echo hi >> out.txt", False),
+])
+def test_shell_equivalence(a, b, same):
+    v = get_verifier("shell")
+    assert (v.score(b, S(Action.message(a), tools=[])).reward == 1.0) is same
+    assert (canonical_command(a) == canonical_command(b)) is same
+
+
+def test_shell_unparsable_and_execution(tmp_path):
+    v = get_verifier("shell")
+    r = S(Action.message("cat notes.txt"), tools=[])
+    assert v.score("cat 'unterminated", r).reason == "unparsable"
+    (tmp_path / "notes.txt").write_text("hello\n")
+    ex = get_verifier("shell", execute=True, workdir=str(tmp_path))
+    assert ex.score("cat ./notes.txt", r).reason == "same_effect"
+    assert ex.score("head -n 1 notes.txt", r).reason == "same_effect"
+    assert ex.score("rm notes.txt", r).reason == "different_effect"
+    assert (tmp_path / "notes.txt").exists()  # ran in a throwaway copy
+    via_arg = get_verifier("shell", argument="cmd")
+    rr = S(Action.tool_calls([ToolCall("run", {"cmd": "ls -la"})]), tools=[])
+    assert via_arg.score(calls({"cmd": "ls -al"}, name="run"), rr).reward == 1.0
+
+
+# --- judge ----------------------------------------------------------------------------------------
+def test_judge_parses_strictly_and_caches(tmp_path):
+    replies = []
+
+    def judge(prompt):
+        replies.append(prompt)
+        return "Same order, same reason.\nVERDICT: YES" if "O123" in prompt.split("Candidate action:")[1] else "VERDICT: NO"
+
+    cache = tmp_path / "judge.jsonl"
+    v = get_verifier("judge", judge=judge, cache_path=str(cache))
+    r = S(Action.message("Order O123 is cancelled."))
+    assert v.score("I cancelled O123 for you.", r).reason == "judge_yes"
+    assert v.score("I cancelled O999.", r).reason == "judge_no"
+    assert v.score("I cancelled O123 for you.", r).reward == 1.0
+    assert len(replies) == 2  # the repeated pair was not judged again
+    again = get_verifier("judge", judge=judge, cache_path=str(cache))
+    assert again.score("I cancelled O123 for you.", r).reward == 1.0 and len(replies) == 2  # cache on disk
+    rambling = get_verifier("judge", judge=lambda p: "VERDICT: YES, probably")
+    assert rambling.score("x", r).reason == "judge_unparseable"
+    broken = get_verifier("judge", judge=lambda p: 1 / 0)
+    assert broken.score("x", r).reason == "judge_error"
+
+
+# --- dispatch, registry, TRL adapter -------------------------------------------------------------
+def test_dispatch_by_domain_action_and_agent():
+    v = get_verifier("dispatch", default="tool_call", by_domain={"terminal": "terminus"},
+                     by_action={"message": {"name": "string_similarity", "threshold": 0.9}},
+                     by_agent={"swe_agent": {"name": "tool_call", "word_count_similarity_threshold": 0.0}})
+    assert v.score("totally different", S(Action.message("Your order is cancelled."))).reward == 0.0
+    assert v.score("Your order is cancelled.", S(Action.message("Your order is cancelled."))).reward == 1.0
+    t = S(Action.message(term(["ls\n"])), domain="terminal")
+    assert v.score(term(["ls\n"]), t).reward == 1.0
+    swe = ref({"note": "red shoes"})
+    assert v.score(calls({"note": "blue boots"}), swe).reward == 0.0
+    swe.meta = {"gym": {"extra": {"agent_ref": {"name": "swe_agent"}}}}
+    assert v.score(calls({"note": "blue boots"}), swe).reward == 1.0
+
+
+def prefers_short(completion, state):
+    return 1.0 if len(str(completion)) < 10 else 0.0
+
+
+def test_registry_loads_user_verifiers():
+    assert {"tool_call", "tool_call_schema", "terminus", "string_similarity", "shell", "judge", "exact",
+            "dispatch"} <= set(list_verifiers())
+    v = get_verifier(f"{__name__}:prefers_short")
+    assert v.score("hi", None).reward == 1.0 and v.score("a long answer", None).reward == 0.0
+    with pytest.raises(DataError, match="unknown verifier"):
+        get_verifier("nope")
+    with pytest.raises(DataError, match="cannot load"):
+        get_verifier("no_such_module_xyz:f")
+
+
+def test_reward_function_reads_dataset_columns(sample_path):
+    from pivotrl import extract_states, load_trajectories
+
+    states = extract_states(load_trajectories(sample_path))[:12]
+    ds = states_to_dataset(states)
+    fn = as_reward_function("tool_call")
+    good = [s.reference.text if s.reference.kind == "message" else calls(*[c.arguments for c in s.reference.calls],
+                                                                               name=s.reference.calls[0].name)
+            for s in states]
+    # Parallel references call one tool twice, so `calls(..., name=first)` reproduces them.
+    cols = {k: ds[k] for k in ds.column_names if k != "prompt"}
+    assert fn(good, prompts=ds["prompt"], **cols) == [1.0] * len(states)
+    assert fn(["<think>"] * len(states), **cols) == [0.0] * len(states)
+    assert fn.__name__ == "tool_call_reward"
+
+
+# --- every verifier on hostile input -------------------------------------------------------------
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                           max_leaves=25)
+completions = st.one_of(
+    st.text(max_size=400), st.binary(max_size=200), json_values,
+    st.builds(lambda a: calls(a), st.dictionaries(st.sampled_from(["flight", "seats", "cabin", "note", "x"]), json_values)),
+    st.builds(lambda v: f"<tool_call>{json.dumps(v)}</tool_call>", json_values),
+    st.just("<tool_call>" + "[" * 50_000), st.just("x" * 300_000),
+)
+HOSTILE_REFS = [ref({"flight": "SK1", "seats": 2, "note": "window seat please"}), S(Action.message(term(["ls\n"]))),
+                ref({"flight": "A", "seats": 1}, {"flight": "B", "seats": 1})]
+
+
+@settings(max_examples=150, deadline=None)
+@given(completions, st.sampled_from(HOSTILE_REFS))
+def test_no_verifier_raises_on_hostile_output(completion, state):
+    for name in ("tool_call", "tool_call_schema", "terminus", "string_similarity", "shell", "exact"):
+        s = safe_score(get_verifier(name), completion, state)
+        assert 0.0 <= s.reward <= 1.0 and isinstance(s.reason, str) and s.reason
