@@ -31,3 +31,20 @@ def openai_record(**overrides):
     ]}
     rec.update(overrides)
     return rec
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A random-init tiny Qwen3 with a tokenizer trained on the sample data, built here (~5 s)."""
+    from pivotrl.data.sample import generate_sample_trajectories
+    from pivotrl.models import build_tiny_model
+
+    texts = [json.dumps(t.messages) for t in generate_sample_trajectories(40)]
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny"), texts, seed=0))
+
+
+@pytest.fixture(scope="session")
+def sample_states():
+    from pivotrl import extract_states, load_trajectories
+
+    return extract_states(load_trajectories(SAMPLE_PATH))

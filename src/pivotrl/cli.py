@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pivotrl.config import load_config
 from pivotrl.errors import DataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -197,6 +198,162 @@ def convert(
     else:
         raise DataError(f"--to must be openai or gym, not {to!r}")
     console.print(f"wrote {n} records to {output}")
+
+
+@app.command()
+def profile(
+    states: Path = typer.Argument(..., help="States JSONL (from extract) or NeMo Gym rows."),
+    output: Path = typer.Option(..., "-o", "--output", help="profile.parquet or .jsonl (records), or rows with --format gym."),
+    config: Optional[Path] = typer.Option(None, help="YAML with any ProfileConfig key; flags override it."),
+    model: Optional[str] = typer.Option(None, help="Frozen reference policy: local dir or hub id."),
+    k: Optional[int] = typer.Option(None, "--k", help="Samples per state (default 8)."),
+    verifier: Optional[str] = typer.Option(None, "--verifier", "-v", help="Verifier name or module:callable."),
+    option: list[str] = typer.Option([], "--option", "-O", help="Verifier option key=value."),
+    backend: Optional[str] = typer.Option(None, help="transformers (default), vllm or openai."),
+    backend_option: list[str] = typer.Option([], "--backend-option", "-B", help="Backend option key=value "
+                                             "(e.g. base_url=http://127.0.0.1:8000/v1, batch_size=16)."),
+    temperature: Optional[float] = typer.Option(None),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="States per sampling batch."),
+    keep_samples: Optional[bool] = typer.Option(None, "--keep-samples/--no-keep-samples", help="Store the sampled texts."),
+    format: Optional[str] = typer.Option(None, "--format", help="records (default) or gym."),
+    seed: Optional[int] = typer.Option(None),
+    chat_template: Optional[str] = typer.Option(None, "--chat-template", help="Jinja chat template file."),
+    ray: Optional[bool] = typer.Option(None, "--ray/--no-ray", help="Fan out over Ray actors."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers"),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing cluster (default: start one)."),
+):
+    """Sample K actions per state from the frozen reference policy and score them (resumable)."""
+    from pivotrl.pivots import load_states
+    from pivotrl.pivots.profile import ProfileConfig, profile_states
+
+    cfg = load_config(ProfileConfig, config, model=model, k=k, verifier=verifier, backend=backend,
+                      temperature=temperature, top_p=top_p, max_tokens=max_tokens, batch_size=batch_size,
+                      keep_samples=keep_samples, format=format, seed=seed, chat_template=chat_template, ray=ray,
+                      num_workers=num_workers, gpus_per_worker=gpus_per_worker, ray_address=ray_address)
+    cfg.verifier_options.update(_parse_options(option))
+    cfg.backend_options.update(_parse_options(backend_option))
+    sts = load_states(states)
+    sampler = build_sampler(cfg)
+    from pivotrl.rewards import get_verifier
+    from pivotrl.sampling import SamplingParams
+
+    v = get_verifier(cfg.verifier, **cfg.verifier_options)
+    try:
+        with _progress() as prog:
+            task = prog.add_task("profiling", total=len(sts), rate="")
+
+            def update(done, total, samples, elapsed):
+                prog.update(task, completed=done, rate=f"{samples / elapsed:.1f} samples/s" if elapsed else "")
+
+            records = profile_states(sts, sampler, v, k=cfg.k, output=output, batch_size=cfg.batch_size,
+                                     params=SamplingParams(cfg.k, cfg.temperature, cfg.top_p, cfg.max_tokens),
+                                     keep_samples=cfg.keep_samples, seed=cfg.seed, model_name=cfg.model,
+                                     verifier_name=cfg.verifier, fmt=cfg.format, progress=update)
+    finally:
+        sampler.close()
+    _print_profile_summary(records, output)
+
+
+def build_sampler(cfg):
+    from pivotrl.sampling import RaySampler, get_sampler
+
+    opts = dict(cfg.backend_options)
+    if cfg.backend in ("transformers", "vllm"):
+        if not cfg.model:
+            raise DataError("--model is required (a local model directory or a hub id)")
+        opts.setdefault("model", cfg.model)
+        if cfg.chat_template:
+            opts.setdefault("chat_template", cfg.chat_template)
+    elif cfg.backend == "openai" and cfg.model:
+        opts.setdefault("model", cfg.model)
+    if cfg.ray:
+        return RaySampler(cfg.backend, opts, num_workers=cfg.num_workers, gpus_per_worker=cfg.gpus_per_worker,
+                          address=cfg.ray_address)
+    return get_sampler(cfg.backend, **opts)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("states"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console)
+
+
+def _print_profile_summary(records: list[dict], output: Path) -> None:
+    ok = [r for r in records if not r["skipped"]]
+    mixed = sum(r["reward_var"] > 0 for r in ok)
+    rows = [("states profiled", len(ok)), ("skipped (see 'skipped' column)", len(records) - len(ok)),
+            ("samples", sum(len(r["rewards"]) for r in ok)),
+            ("mean reward", f"{sum(r['reward_mean'] for r in ok) / max(len(ok), 1):.3f}"),
+            ("mixed outcomes (variance > 0)", f"{mixed} ({mixed / max(len(ok), 1):.1%})"),
+            ("all correct", sum(r["reward_var"] == 0 and r["reward_mean"] == 1 for r in ok)),
+            ("all wrong", sum(r["reward_var"] == 0 and r["reward_mean"] == 0 for r in ok)),
+            ("truncated samples", sum(r["n_truncated"] for r in ok))]
+    console.print(f"profile written to {output}", soft_wrap=True)
+    console.print(_table("", rows, ("", "value")))
+
+
+@app.command("select")
+def select_cmd(
+    profile_file: Path = typer.Argument(..., help="A profile (from `pivotrl profile`) or NeMo Gym rows with profiling columns."),
+    output: Path = typer.Option(..., "-o", "--output", help="pivots.jsonl"),
+    rule: str = typer.Option("pivot", help="pivot, variance_top_k, mean_band or all."),
+    lambda_diff: float = typer.Option(0.75, "--lambda-diff", help="pivot rule: keep mean reward below this."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="variance_top_k: how many to keep."),
+    band: Optional[tuple[float, float]] = typer.Option(None, "--band", help="mean_band: LO HI."),
+    format: str = typer.Option("states", "--format", help="states (our JSONL) or gym (NeMo Gym rows)."),
+):
+    """Keep the pivots: states with mixed outcomes (variance > 0, mean < lambda_diff) or another rule."""
+    from pivotrl.artifacts import write_jsonl
+    from pivotrl.pivots.gym import state_to_gym_row
+    from pivotrl.pivots.select import RULES, breakdown, load_candidates, select
+    from pivotrl.pivots.state import write_states
+
+    lo, hi = band if band else (0.0, 1.0)
+    cands = load_candidates(profile_file)
+    kept = select(cands, rule, lambda_diff=lambda_diff, top_k=top_k, lo=lo, hi=hi)
+    if format == "gym":
+        write_jsonl(output, (state_to_gym_row(c.state) for c in kept))
+    elif format == "states":
+        write_states(output, (c.state for c in kept))
+    else:
+        raise DataError(f"--format must be states or gym, not {format!r}")
+    counts = []
+    for r in RULES:
+        if r == "variance_top_k" and top_k is None:
+            continue
+        counts.append((r + (f" (lambda_diff={lambda_diff})" if r == "pivot" else f" [{lo}, {hi}]" if r == "mean_band"
+                            else f" (k={top_k})" if r == "variance_top_k" else ""),
+                       len(select(cands, r, lambda_diff=lambda_diff, top_k=top_k, lo=lo, hi=hi))))
+    console.print(f"{len(cands)} candidate states; rule {rule!r} keeps {len(kept)} -> {output}", soft_wrap=True)
+    console.print(_table("states kept by each rule", counts, ("rule", "kept")))
+    b = breakdown(cands, kept)
+    console.print(_table(f"kept by {rule}, by domain", [(d, n, b["domain_kept"][d]) for d, n in sorted(b["domain"].items())],
+                         ("domain", "candidates", "kept")))
+    order = sorted(b["position"], key=lambda p: ("first", "middle", "last").index(p) if p in ("first", "middle", "last")
+                   else 3 + int(p.split()[-1]))
+    console.print(_table(f"kept by {rule}, by turn position", [(p, b["position"][p], b["position_kept"][p]) for p in order],
+                         ("position", "candidates", "kept")))
+
+
+@app.command()
+def report(
+    profile_file: Path = typer.Argument(..., help="A profile, or NeMo Gym rows with profiling columns."),
+    output: Path = typer.Option(Path("report"), "-o", "--output", help="Folder for PNGs and README.md."),
+    lambda_diff: float = typer.Option(0.75, "--lambda-diff"),
+):
+    """Plots (mean-reward histogram, variance by turn, pivots by domain) and a markdown summary."""
+    from pivotrl.pivots.report import write_report
+    from pivotrl.pivots.select import load_candidates
+
+    summary = write_report(load_candidates(profile_file), output, lambda_diff, title=str(profile_file))
+    console.print(f"report written to {output}/ (README.md and 3 PNGs): {summary['pivots']} pivots of "
+                  f"{summary['profiled']} profiled states", soft_wrap=True)
 
 
 @app.command()

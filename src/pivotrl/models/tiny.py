@@ -1,0 +1,100 @@
+"""Build a tiny causal LM and its tokenizer here, from text, without touching a hub.
+
+- Tokenizer: byte-level BPE trained with `tokenizers` (digits split one by one so ids copy
+  digit by digit), wrapped as a `PreTrainedTokenizerFast`.
+- Chat template: Qwen/Hermes style, with tools listed in the system turn and calls written as
+  `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the same blocks real Qwen models
+  emit, so `parse_action` reads both. Assistant turns are wrapped in `{% generation %}` so TRL
+  can train on assistant tokens only.
+- Model: `Qwen3ForCausalLM` (transformers' own architecture), random init from a seed.
+
+`<tool_call>` and `</tool_call>` are ordinary added tokens, not special ones: TRL decodes
+completions with `skip_special_tokens=True`, which would otherwise delete them (lab-notes.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+END_OF_TURN = "<|im_end|>"
+SPECIAL = ["<|endoftext|>", "<|im_start|>", END_OF_TURN]
+ADDED = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
+
+CHAT_TEMPLATE = (
+    "{%- set msgs = messages -%}"
+    "{%- if msgs and msgs[0].role == 'system' -%}{%- set sys = msgs[0].content -%}{%- set msgs = msgs[1:] -%}"
+    "{%- else -%}{%- set sys = '' -%}{%- endif -%}"
+    "{%- if tools or sys -%}"
+    "{{- '<|im_start|>system\\n' + sys -}}"
+    "{%- if tools -%}"
+    "{{- ('\\n\\n' if sys else '') + '# Tools\\n<tools>\\n' -}}"
+    "{%- for t in tools -%}{{- (t.function if t.function is defined else t) | tojson -}}{{- '\\n' -}}{%- endfor -%}"
+    "{{- '</tools>\\nCall a tool with <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>' -}}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- for m in msgs -%}"
+    "{%- if m.role == 'assistant' -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- generation -%}"
+    "{{- m.content or '' -}}"
+    "{%- for tc in (m.tool_calls or []) -%}"
+    "{{- '\\n' if (m.content or not loop.first) else '' -}}"
+    "{{- '<tool_call>{\"name\": \"' + tc.function.name + '\", \"arguments\": ' -}}"
+    "{{- tc.function.arguments if tc.function.arguments is string else tc.function.arguments | tojson -}}"
+    "{{- '}</tool_call>' -}}"
+    "{%- endfor -%}"
+    "{{- '<|im_end|>' -}}"
+    "{%- endgeneration -%}"
+    "{{- '\\n' -}}"
+    "{%- elif m.role == 'tool' -%}"
+    "{{- '<|im_start|>user\\n<tool_response>' + m.content + '</tool_response><|im_end|>\\n' -}}"
+    "{%- else -%}"
+    "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
+    """A byte-level BPE tokenizer trained on `texts`, with the chat template set."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=END_OF_TURN, pad_token="<|endoftext|>",
+                                   bos_token=None, unk_token=None, padding_side="left",
+                                   additional_special_tokens=["<|im_start|>"])
+    fast.add_tokens(ADDED)  # ordinary tokens: they survive skip_special_tokens decoding
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_model(out_dir: str | Path, texts: Iterable[str], *, seed: int = 0, vocab_size: int = 1024,
+                     hidden_size: int = 64, layers: int = 2, heads: int = 4, max_positions: int = 2048) -> Path:
+    """Train a tokenizer on `texts`, make a random-init Qwen3 for it, save both to `out_dir`."""
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    tok = train_tokenizer(texts, vocab_size)
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 4, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=heads, head_dim=hidden_size // heads,  # default head_dim is 128
+        max_position_embeddings=max_positions, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = Qwen3ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                               do_sample=True, temperature=1.0, top_k=None, top_p=1.0)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

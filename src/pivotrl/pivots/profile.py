@@ -1,0 +1,207 @@
+"""Offline profiling: K actions per state from the frozen reference policy, each scored by the
+functional verifier. One record per state: the K rewards, their mean and variance, reasons,
+token counts, and (optionally) the sampled texts.
+
+Resumable: finished batches are appended, as whole lines, to a journal beside the output
+(`OUT.partial.jsonl`); a rerun skips every state already in the journal or the output and
+never writes a state twice; at the end the output is written atomically and the journal removed.
+States go in batches fixed by their order in the input, each sampled with a seed derived from
+the run seed and the batch's first state id, so an interrupted and resumed run (or a Ray run)
+gives the same records as one uninterrupted local run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pivotrl.artifacts import append_jsonl, atomic_open, write_jsonl
+from pivotrl.errors import DataError
+from pivotrl.pivots.state import State
+from pivotrl.rewards import get_verifier, safe_score
+from pivotrl.rewards.exact import canonical_text
+from pivotrl.rewards.parse import parse_action
+from pivotrl.sampling.base import Prompt, Sampler, SamplingParams
+
+
+@dataclass
+class ProfileConfig:
+    """Everything `pivotrl profile` takes; the CLI and YAML fill this one dataclass."""
+
+    model: str = ""
+    k: int = 8
+    verifier: str = "tool_call"
+    verifier_options: dict = field(default_factory=dict)
+    backend: str = "transformers"
+    backend_options: dict = field(default_factory=dict)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    batch_size: int = 8          # states per sampling batch
+    keep_samples: bool = False
+    format: str = "records"      # records (our profile) or gym (NeMo Gym rows with profiling columns)
+    seed: int = 0
+    chat_template: str | None = None
+    ray: bool = False
+    num_workers: int = 2
+    gpus_per_worker: float = 0.0
+    ray_address: str | None = None
+
+
+def journal_path(output: Path) -> Path:
+    return output.with_name(output.name + ".partial.jsonl")
+
+
+def meta_path(output: Path) -> Path:
+    return output.with_name(output.name + ".meta.json")
+
+
+def read_records(path: Path) -> list[dict]:
+    """Profile records from a .parquet or .jsonl file, or a journal (a torn last line is ignored)."""
+    if not path.exists():
+        return []
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if i == len(lines) - 1:
+                break  # the line being written when the job died
+            raise DataError("corrupt profile record", file=str(path), line=i + 1) from None
+    return out
+
+
+def write_records(path: Path, records: list[dict]) -> None:
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(records)
+        with atomic_open(path, "wb") as fh:
+            pq.write_table(table, fh)
+    else:
+        write_jsonl(path, records)
+
+
+def batch_seed(seed: int, first_state_id: str) -> int:
+    return int(hashlib.sha1(f"{seed}:{first_state_id}".encode()).hexdigest()[:8], 16)
+
+
+def summarise(rewards: list[float]) -> dict:
+    n = len(rewards)
+    mean = sum(rewards) / n if n else float("nan")
+    var = sum((r - mean) ** 2 for r in rewards) / n if n else float("nan")  # population variance, as in the paper
+    return {"reward_mean": mean, "reward_var": var, "reward_std": math.sqrt(var) if n else float("nan")}
+
+
+def records_path(output: Path, fmt: str) -> Path:
+    """Where the records live: the output itself, or beside NeMo Gym rows (which are derived)."""
+    if fmt not in ("records", "gym"):
+        raise DataError(f"format must be records or gym, not {fmt!r}")
+    return output if fmt == "records" else output.with_name(output.name + ".records.jsonl")
+
+
+def profile_states(states: list[State], sampler: Sampler, verifier, *, k: int, params: SamplingParams,
+                   output: str | Path, batch_size: int = 8, keep_samples: bool = False, seed: int = 0,
+                   model_name: str = "", verifier_name: str = "", fmt: str = "records", progress=None) -> list[dict]:
+    """Profile every state not yet in `output` (or its journal); return all records, input order."""
+    final = Path(output)
+    output = records_path(final, fmt)
+    journal = journal_path(output)
+    verifier = get_verifier(verifier) if isinstance(verifier, str) else verifier
+    params = SamplingParams(k, params.temperature, params.top_p, params.max_tokens, params.stop)
+    done = {r["state_id"]: r for r in read_records(output) + read_records(journal)}
+    ids = [s.id for s in states]
+    if len(set(ids)) != len(ids):
+        raise DataError("state ids are not unique: profiling joins on them")
+    batches = [states[i:i + batch_size] for i in range(0, len(states), batch_size)]
+    todo = [([s for s in b if s.id not in done], batch_seed(seed, b[0].id)) for b in batches]
+    todo = [(b, sd) for b, sd in todo if b]
+    start = time.time()
+    if progress:
+        progress(len(done), len(states), 0, 0.0)
+    work = ((([Prompt(s.context, s.tools) for s in b]), params, sd) for b, sd in todo)
+    n_samples, tick = 0, time.time()
+    for (batch, _), results in zip(todo, sampler.sample_batches(work)):
+        now = time.time()
+        share = (now - tick) / len(batch)  # each record carries its share of the batch's wall-clock
+        tick = now
+        records = [_record(s, res, verifier, keep_samples, model_name, verifier_name, k, share)
+                   for s, res in zip(batch, results)]
+        append_jsonl(journal, records)
+        for r in records:
+            done[r["state_id"]] = r
+            n_samples += len(r["rewards"])
+        if progress:
+            progress(len(done), len(states), n_samples, time.time() - start)
+    records = [done[s.id] for s in states if s.id in done]
+    extra = [r for sid, r in done.items() if sid not in set(ids)]  # from an earlier run on more states
+    write_records(output, records + extra)
+    journal.unlink(missing_ok=True)
+    if fmt == "gym":
+        write_jsonl(final, profile_to_gym_rows(records + extra))
+    _write_cost(final, records + extra)
+    return records
+
+
+def _record(state: State, res, verifier, keep_samples: bool, model: str, verifier_name: str, k: int,
+            seconds: float) -> dict:
+    scores = [safe_score(verifier, s.completion, state) for s in res.samples]
+    rewards = [sc.reward for sc in scores]
+    actions = {canonical_text(parse_action(s.completion, state.tools)) for s in res.samples}
+    rec = {"state_id": state.id, "trajectory_id": state.trajectory_id, "domain": state.domain,
+           "turn_index": state.turn_index, "num_turns": state.num_turns, "k": k, "rewards": rewards,
+           **summarise(rewards), "reasons": [sc.reason for sc in scores],
+           "n_truncated": sum(s.truncated for s in res.samples), "prompt_tokens": res.prompt_tokens,
+           "completion_tokens": [s.tokens for s in res.samples], "num_unique_actions": len(actions),
+           "skipped": res.skipped, "model": model, "verifier": verifier_name, "seconds": seconds,
+           "state": json.dumps(state.to_dict(), ensure_ascii=False)}
+    if keep_samples:
+        rec["samples"] = [s.completion if isinstance(s.completion, str) else json.dumps(s.completion)
+                          for s in res.samples]
+    return rec
+
+
+def _write_cost(output: Path, records: list[dict]) -> None:
+    """The profiling bill, from the records themselves, so runs that were interrupted and resumed
+    are counted exactly once. The training ledger charges it to PivotRL as its own line."""
+    cost = {"states": len(records), "skipped": sum(bool(r["skipped"]) for r in records),
+            "samples": sum(len(r["rewards"]) for r in records),
+            "generated_tokens": sum(sum(r["completion_tokens"]) for r in records),
+            "verifier_calls": sum(len(r["rewards"]) for r in records),
+            "wall_clock_s": sum(r.get("seconds", 0.0) for r in records),
+            "models": sorted({r["model"] for r in records}), "verifiers": sorted({r["verifier"] for r in records})}
+    with atomic_open(meta_path(output)) as fh:
+        fh.write(json.dumps(cost, indent=2))
+
+
+def profile_to_gym_rows(records: Iterable[dict]) -> list[dict]:
+    """NeMo Gym rows carrying the same profiling columns as NVIDIA's released pivot datasets."""
+    from pivotrl.pivots.gym import state_to_gym_row
+
+    rows = []
+    for r in records:
+        if r["skipped"]:
+            continue
+        state = State.from_dict(json.loads(r["state"]))
+        passed = sum(x == 1.0 for x in r["rewards"])
+        state.meta["profile"] = {"rewards": r["rewards"], "reward_mean": r["reward_mean"],
+                                 "reward_std": r["reward_std"], "reward_var": r["reward_var"],
+                                 "pass_rate": passed / len(r["rewards"]), "pass_rate_total": len(r["rewards"]),
+                                 "pass_rate_passed": passed, "num_unique_actions": r["num_unique_actions"]}
+        rows.append(state_to_gym_row(state))
+    return rows
+

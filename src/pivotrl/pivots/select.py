@@ -1,0 +1,122 @@
+"""Pivot selection: keep the states whose profiled outcomes carry a learning signal.
+
+Rules:
+- `pivot` (the paper's): reward variance > 0 and mean reward < `lambda_diff`;
+- `variance_top_k`: the `top_k` states with the highest variance (ties keep input order);
+- `mean_band`: `lo <= mean <= hi`;
+- `all`: every profiled state (the no-filter ablation).
+States that could not be profiled (e.g. longer than the context) are never kept.
+
+Input is our profile records, or NeMo Gym rows that carry their own profiling columns (NVIDIA's
+pivot datasets), so their pivots can be re-selected with another `lambda_diff` without sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from pivotrl.errors import DataError
+from pivotrl.pivots.state import State
+
+RULES = ("pivot", "variance_top_k", "mean_band", "all")
+
+
+@dataclass
+class Candidate:
+    """A state with its profile statistics."""
+
+    state: State
+    mean: float
+    var: float
+    profiled: bool = True
+
+
+def candidates_from_records(records: list[dict]) -> list[Candidate]:
+    out = []
+    for r in records:
+        state = State.from_dict(json.loads(r["state"]))
+        state.meta["profile"] = {k: r[k] for k in ("rewards", "reward_mean", "reward_std", "reward_var",
+                                                    "num_unique_actions") if k in r}
+        out.append(Candidate(state, r["reward_mean"], r["reward_var"], not r.get("skipped") and bool(r["rewards"])))
+    return out
+
+
+def candidates_from_gym_rows(rows: list[dict], source: str = "") -> list[Candidate]:
+    from pivotrl.pivots.gym import gym_row_to_state
+
+    out = []
+    for i, row in enumerate(rows, start=1):
+        try:
+            mean, var = gym_row_stats(row)
+        except DataError as exc:
+            raise DataError(exc.reason, file=source or None, line=i) from None
+        out.append(Candidate(gym_row_to_state(row), mean, var))
+    return out
+
+
+def gym_row_stats(row: dict) -> tuple[float, float]:
+    """Mean and variance from whichever profiling columns a release has."""
+    rewards = row.get("rewards")
+    if isinstance(rewards, list) and rewards:
+        m = sum(rewards) / len(rewards)
+        return m, sum((x - m) ** 2 for x in rewards) / len(rewards)
+    mean = row.get("reward_mean", row.get("pass_rate"))
+    if mean is None:
+        raise DataError("row has no profiling columns (rewards, reward_mean or pass_rate)")
+    if row.get("reward_var") is not None:
+        return float(mean), float(row["reward_var"])
+    if row.get("reward_std") is not None:
+        return float(mean), float(row["reward_std"]) ** 2
+    return float(mean), float(mean) * (1 - float(mean))  # binary rewards: Bernoulli variance
+
+
+def load_candidates(path: str | Path) -> list[Candidate]:
+    from pivotrl.artifacts import iter_jsonl
+    from pivotrl.pivots.profile import read_records
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        rows = read_records(path)
+    else:
+        rows = [r for _, r in iter_jsonl(path)]
+    if rows and "responses_create_params" in rows[0]:
+        return candidates_from_gym_rows(rows, str(path))
+    if rows and "state" not in rows[0]:
+        raise DataError("not a profile (no 'state' column) nor NeMo Gym rows", file=str(path))
+    return candidates_from_records(rows)
+
+
+def select(cands: list[Candidate], rule: str = "pivot", *, lambda_diff: float = 0.75, top_k: int | None = None,
+           lo: float = 0.0, hi: float = 1.0) -> list[Candidate]:
+    if rule not in RULES:
+        raise DataError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    ok = [c for c in cands if c.profiled and not math.isnan(c.mean)]
+    if rule == "pivot":
+        return [c for c in ok if c.var > 0 and c.mean < lambda_diff]
+    if rule == "mean_band":
+        return [c for c in ok if lo <= c.mean <= hi]
+    if rule == "variance_top_k":
+        if top_k is None:
+            raise DataError("rule variance_top_k needs --top-k")
+        order = sorted(range(len(ok)), key=lambda i: (-ok[i].var, i))[:top_k]
+        return [ok[i] for i in sorted(order)]
+    return ok
+
+
+def position(state: State) -> str:
+    """Turn position bucket: first, middle or last assistant turn (or the turn index if unknown)."""
+    if state.num_turns <= 0:
+        return f"turn {state.turn_index}"
+    if state.turn_index == 0:
+        return "first"
+    return "last" if state.turn_index == state.num_turns - 1 else "middle"
+
+
+def breakdown(cands: list[Candidate], kept: list[Candidate]) -> dict[str, Counter]:
+    return {"domain": Counter(c.state.domain for c in cands), "domain_kept": Counter(c.state.domain for c in kept),
+            "position": Counter(position(c.state) for c in cands),
+            "position_kept": Counter(position(c.state) for c in kept)}

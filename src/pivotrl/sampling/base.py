@@ -1,0 +1,101 @@
+"""The sampling interface: prompts (chat messages + tools) in, n completions each out.
+
+Every backend (transformers, vLLM, an OpenAI-compatible server) and the Ray pool around them
+answer `sample(prompts, params, seed)` for one batch. The batch is the unit of determinism: the
+same batch with the same seed gives the same samples, which is what lets a resumed or distributed
+profiling run reproduce an uninterrupted local one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pivotrl.errors import DataError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Prompt:
+    messages: list[dict]
+    tools: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Sample:
+    """One completion. `completion` is what verifiers read: the text, or an OpenAI message dict
+    when a server already parsed tool calls out of it."""
+
+    completion: Any
+    tokens: int
+    truncated: bool  # stopped by max_tokens rather than by end of turn
+
+
+@dataclass
+class PromptResult:
+    samples: list[Sample]
+    prompt_tokens: int = 0
+    skipped: str = ""  # why this prompt was not sampled (e.g. longer than the context)
+
+
+_BACKENDS: dict[str, Callable[..., Any]] = {}
+
+
+def register_backend(name: str):
+    def deco(cls):
+        _BACKENDS[name] = cls
+        return cls
+    return deco
+
+
+def list_backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def get_sampler(backend: str, **options):
+    if backend not in _BACKENDS:
+        raise DataError(f"unknown sampling backend {backend!r}; choose one of {', '.join(list_backends())}")
+    return _BACKENDS[backend](**options)
+
+
+class Sampler:
+    """Base class: backends implement `sample`; `sample_batches` runs batches in order (the Ray
+    pool overrides it to run them in parallel)."""
+
+    def sample(self, prompts: list[Prompt], params: SamplingParams, seed: int | None = None) -> list[PromptResult]:
+        raise NotImplementedError
+
+    def sample_batches(self, batches: Iterable[tuple[list[Prompt], SamplingParams, int | None]]
+                       ) -> Iterator[list[PromptResult]]:
+        for prompts, params, seed in batches:
+            yield self.sample(prompts, params, seed)
+
+    def close(self) -> None:
+        pass
+
+
+def load_chat_template(chat_template: str | None) -> str | None:
+    """A template given as a file path or as the template text itself."""
+    if chat_template and "{" not in chat_template and Path(chat_template).exists():
+        return Path(chat_template).read_text()
+    return chat_template
+
+
+def render_prompt(tokenizer, prompt: Prompt, chat_template: str | None = None) -> str:
+    """The prompt text, with the tokenizer's own chat template (or the one given)."""
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise DataError(f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
+                        "pass one with --chat-template FILE")
+    return tokenizer.apply_chat_template(prompt.messages, tools=prompt.tools or None, chat_template=template,
+                                         tokenize=False, add_generation_prompt=True)

@@ -1,0 +1,68 @@
+"""`openai` backend: any OpenAI-compatible chat endpoint (vLLM or SGLang server, `transformers serve`).
+
+Async requests with bounded concurrency; the `openai` client retries connection errors, 429s and
+5xx with exponential backoff. Servers that ignore `n` (`transformers serve` does) are asked again
+until each prompt has n samples. Tool calls the server parsed come back as an OpenAI message,
+which the verifiers read directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pivotrl.errors import DataError
+from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, SamplingParams, register_backend
+
+
+@register_backend("openai")
+class OpenAISampler(Sampler):
+    def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str = "default", api_key: str = "EMPTY",
+                 concurrency: int = 8, max_retries: int = 3, timeout: float = 120.0, **_ignored):
+        self.base_url, self.model, self.api_key = base_url, model, api_key
+        self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
+
+    def sample(self, prompts: list[Prompt], params: SamplingParams, seed: int | None = None) -> list[PromptResult]:
+        return asyncio.run(self._sample_all(prompts, params, seed))
+
+    async def _sample_all(self, prompts, params, seed):
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
+                                    max_retries=self.max_retries, timeout=self.timeout)
+        gate = asyncio.Semaphore(self.concurrency)
+        try:
+            return await asyncio.gather(*(self._one(client, gate, p, params, seed) for p in prompts))
+        except openai.APIConnectionError as exc:
+            raise DataError(f"cannot reach the OpenAI-compatible server at {self.base_url} ({exc.__cause__ or exc}); "
+                            "start one (e.g. `vllm serve MODEL` or `transformers serve DIR`) or fix --base-url") from None
+        except openai.NotFoundError as exc:
+            raise DataError(f"server at {self.base_url} does not serve model {self.model!r}: {exc}") from None
+        finally:
+            await client.close()
+
+    async def _one(self, client, gate, prompt: Prompt, params: SamplingParams, seed) -> PromptResult:
+        samples: list[Sample] = []
+        prompt_tokens = 0
+        while len(samples) < params.n:
+            want = params.n - len(samples)
+            kwargs = dict(model=self.model, messages=prompt.messages, n=want, temperature=params.temperature,
+                          top_p=params.top_p, max_tokens=params.max_tokens)
+            if prompt.tools:
+                kwargs["tools"] = prompt.tools
+            if params.stop:
+                kwargs["stop"] = list(params.stop)
+            if seed is not None:
+                kwargs["seed"] = seed + len(samples)
+            async with gate:
+                resp = await client.chat.completions.create(**kwargs)
+            if not resp.choices:
+                raise DataError(f"server at {self.base_url} returned no choices")
+            usage = resp.usage
+            prompt_tokens = getattr(usage, "prompt_tokens", 0) or prompt_tokens
+            per_choice = (getattr(usage, "completion_tokens", 0) or 0) // max(len(resp.choices), 1)
+            for choice in resp.choices[:want]:
+                msg = choice.message
+                completion = {"role": "assistant", "content": msg.content or "",
+                              "tool_calls": [tc.model_dump() for tc in (msg.tool_calls or [])]}
+                samples.append(Sample(completion, per_choice, choice.finish_reason == "length"))
+        return PromptResult(samples, prompt_tokens)

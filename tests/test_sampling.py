@@ -1,0 +1,94 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pivotrl import DataError
+from pivotrl.sampling import Prompt, SamplingParams, get_sampler
+
+
+def test_transformers_modes_give_n_samples_each(tiny_model, sample_states):
+    prompts = [Prompt(s.context, s.tools) for s in sample_states[:3]]
+    params = SamplingParams(n=2, max_tokens=8)
+    for opts in ({"batch_size": 8}, {"batch_size": 1}, {"per_sample": True}):
+        res = get_sampler("transformers", model=tiny_model, **opts).sample(prompts, params, seed=0)
+        assert [len(r.samples) for r in res] == [2, 2, 2]
+        assert all(0 < s.tokens <= 8 and isinstance(s.completion, str) for r in res for s in r.samples)
+
+
+def test_same_seed_same_samples(tiny_model, sample_states):
+    s = get_sampler("transformers", model=tiny_model)
+    prompts = [Prompt(x.context, x.tools) for x in sample_states[:2]]
+    a = s.sample(prompts, SamplingParams(n=2, max_tokens=8), seed=7)
+    b = s.sample(prompts, SamplingParams(n=2, max_tokens=8), seed=7)
+    assert [[x.completion for x in r.samples] for r in a] == [[x.completion for x in r.samples] for r in b]
+
+
+def test_unknown_backend_and_missing_model():
+    with pytest.raises(DataError, match="unknown sampling backend"):
+        get_sampler("magic")
+    with pytest.raises(DataError, match="cannot load model"):
+        get_sampler("transformers", model="/nonexistent/model")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    """A real OpenAI-compatible server (`transformers serve`) on loopback, serving the tiny model."""
+    pytest.importorskip("fastapi")
+    port = _free_port()
+    exe = Path(sys.executable).with_name("transformers")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([str(exe), "serve", tiny_model, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("transformers serve did not start")
+        yield url + "/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_openai_backend_against_a_real_local_server(server, tiny_model, sample_states, tmp_path):
+    from pivotrl.pivots.profile import profile_states
+
+    s = get_sampler("openai", base_url=server, model=tiny_model, concurrency=2)
+    recs = profile_states(sample_states[:3], s, "tool_call", k=2, params=SamplingParams(n=2, max_tokens=8),
+                          output=tmp_path / "p.jsonl", keep_samples=True)
+    assert [len(r["rewards"]) for r in recs] == [2, 2, 2]
+    assert all(r["prompt_tokens"] > 0 for r in recs)
+    assert all(isinstance(json.loads(x), dict) for r in recs for x in r["samples"])
+
+
+def test_openai_backend_says_clearly_when_the_server_is_unreachable():
+    s = get_sampler("openai", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=0, timeout=2)
+    with pytest.raises(DataError, match="cannot reach the OpenAI-compatible server"):
+        s.sample([Prompt([{"role": "user", "content": "hi"}])], SamplingParams(n=1, max_tokens=4))
+
+
+def test_shared_prefill_matches_plain_generate_greedy(tiny_model, sample_states):
+    prompts = [Prompt(s.context, s.tools) for s in sample_states[:4]]
+    greedy = SamplingParams(n=2, temperature=0.0, max_tokens=10)
+    shared = get_sampler("transformers", model=tiny_model, batch_size=4).sample(prompts, greedy)
+    plain = get_sampler("transformers", model=tiny_model, batch_size=4, share_prefill=False).sample(prompts, greedy)
+    assert [[x.completion for x in r.samples] for r in shared] == [[x.completion for x in r.samples] for r in plain]
+    assert all(len(set(x.completion for x in r.samples)) == 1 for r in shared)  # greedy: n identical samples
