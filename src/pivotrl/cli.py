@@ -323,6 +323,7 @@ def select_cmd(
         write_states(output, (c.state for c in kept))
     else:
         raise DataError(f"--format must be states or gym, not {format!r}")
+    _carry_profile_cost(profile_file, output, rule, len(kept))
     counts = []
     for r in RULES:
         if r == "variance_top_k" and top_k is None:
@@ -341,6 +342,17 @@ def select_cmd(
                          ("position", "candidates", "kept")))
 
 
+def _carry_profile_cost(profile_file: Path, output: Path, rule: str, kept: int) -> None:
+    """The pivots inherit their profile's bill, so `train` can charge it to PivotRL's ledger."""
+    from pivotrl.pivots.profile import meta_path
+
+    src = meta_path(profile_file)
+    if src.exists():
+        meta = json.loads(src.read_text())
+        meta.update(selected_by=rule, selected=kept, profile=str(profile_file))
+        meta_path(output).write_text(json.dumps(meta, indent=2))
+
+
 @app.command()
 def report(
     profile_file: Path = typer.Argument(..., help="A profile, or NeMo Gym rows with profiling columns."),
@@ -354,6 +366,114 @@ def report(
     summary = write_report(load_candidates(profile_file), output, lambda_diff, title=str(profile_file))
     console.print(f"report written to {output}/ (README.md and 3 PNGs): {summary['pivots']} pivots of "
                   f"{summary['profiled']} profiled states", soft_wrap=True)
+
+
+# ---- training: every config key is also a flag (--learning-rate 1e-4, --lora, --no-lora) -----------
+_TRAIN_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _config_from_cli(cls, config: Optional[Path], extra: list[str]):
+    """Fill the dataclass from YAML, then from `--key value` flags named after its fields."""
+    import dataclasses
+
+    import yaml
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    overrides, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--"):
+            raise DataError(f"unexpected argument {arg!r}; options are --key value (keys: {', '.join(fields)})")
+        key, _, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if key.startswith("no_") and key[3:] in fields and not value:
+            overrides[key[3:]] = False
+            i += 1
+            continue
+        if key not in fields:
+            raise DataError(f"unknown option --{key.replace('_', '-')}; known: "
+                            + ", ".join("--" + k.replace("_", "-") for k in fields))
+        if not value:
+            nxt = extra[i + 1] if i + 1 < len(extra) else None
+            if nxt is None or nxt.startswith("--"):
+                value, i = "true", i + 1  # a bare flag
+            else:
+                value, i = nxt, i + 2
+        else:
+            i += 1
+        overrides[key] = yaml.safe_load(value)
+    return load_config(cls, config, **overrides)
+
+
+def _keys_help(cls) -> str:
+    import dataclasses
+
+    return "Keys (YAML or --flag): " + ", ".join(f.name for f in dataclasses.fields(cls)) + "."
+
+
+@app.command(context_settings=_TRAIN_CTX)
+def train(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YAML config; flags override it.")):
+    """PivotRL: GRPO on the pivots (TRL GRPOTrainer), with the functional verifier as reward."""
+    from pivotrl.train.pivotrl_trainer import PivotRLConfig, train_pivotrl
+
+    result = train_pivotrl(_config_from_cli(PivotRLConfig, config, ctx.args))
+    console.print(f"trained {result['steps']} steps on {result['train_states']} pivots; model in "
+                  f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
+
+
+@app.command(context_settings=_TRAIN_CTX)
+def sft(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YAML config; flags override it.")):
+    """The SFT baseline (TRL SFTTrainer) on the same trajectories, loss on assistant tokens only."""
+    from pivotrl.train.sft import SFTRunConfig, train_sft
+
+    result = train_sft(_config_from_cli(SFTRunConfig, config, ctx.args))
+    console.print(f"trained {result['steps']} steps on {result['trajectories']} trajectories; model in "
+                  f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
+
+
+@app.command(context_settings=_TRAIN_CTX)
+def e2e(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YAML config; flags override it.")):
+    """The end-to-end RL baseline: GRPO on full episodes in an environment (TRL environment_factory)."""
+    from pivotrl.train.e2e import E2EConfig, train_e2e
+
+    result = train_e2e(_config_from_cli(E2EConfig, config, ctx.args))
+    console.print(f"trained {result['steps']} steps on {result['tasks']} tasks; model in "
+                  f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
+
+
+def _add_keys_help():
+    from pivotrl.train.e2e import E2EConfig
+    from pivotrl.train.pivotrl_trainer import PivotRLConfig
+    from pivotrl.train.sft import SFTRunConfig
+
+    for fn, cls in ((train, PivotRLConfig), (sft, SFTRunConfig), (e2e, E2EConfig)):
+        fn.__doc__ = f"{fn.__doc__}\n\n{_keys_help(cls)}"
+
+
+@app.command()
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Run folders (each with a ledger.jsonl)."),
+    metric: str = typer.Option("eval_accuracy", help="Ledger metric to plot (eval_accuracy, eval_success, reward, ...)."),
+    target: Optional[float] = typer.Option(None, help="Report the turns and seconds each run needed to reach this."),
+    output: Path = typer.Option(Path("compare.png"), "-o", "--output"),
+    include_profiling: bool = typer.Option(True, "--include-profiling/--no-profiling",
+                                           help="Charge PivotRL's offline profiling to its curve."),
+):
+    """Plot a metric against rollout turns and wall-clock for several runs; cost to reach a target."""
+    from pivotrl.train.compare import plot_compare, reach, run_curve
+
+    curves = [run_curve(r, metric, include_profiling) for r in runs]
+    path = plot_compare(curves, metric, output, target)
+    rows = []
+    for c in curves:
+        r = reach(c, target) if target is not None else {"turns": c["turns"][-1], "seconds": c["seconds"][-1],
+                                                           "value": c["values"][-1]}
+        rows.append((c["name"], c["trainer"], f"{c['values'][-1]:.3f}", "-" if r["turns"] is None else r["turns"],
+                     "-" if r["seconds"] is None else f"{r['seconds']:.1f}", c["profiling"]["rollout_turns"]))
+    title = f"to reach {metric} >= {target}" if target is not None else f"final {metric}"
+    console.print(_table(title, rows, ("run", "trainer", f"final {metric}", "rollout turns", "seconds",
+                                       "of which profiling turns")))
+    console.print(f"plot: {path}", soft_wrap=True)
 
 
 @app.command()
@@ -373,6 +493,8 @@ def demo(n: int = typer.Option(40, help="Sample trajectories to generate."),
 
     run_demo(console, n=n, out=out)
 
+
+_add_keys_help()
 
 if __name__ == "__main__":
     main()

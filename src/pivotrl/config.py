@@ -34,4 +34,19 @@ def load_config(cls: type[T], path: str | Path | None = None, **overrides: Any) 
     if unknown:
         raise DataError(f"unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}",
                         file=str(path) if path else None)
-    return cls(**values)
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    return cls(**{k: _coerce(k, v, types[k], path) for k, v in values.items()})
+
+
+def _coerce(key: str, value: Any, type_name: str, path) -> Any:
+    """Numbers by the field's type: YAML reads `1e-4` as a string, a flag `--max-steps 10` may come as text."""
+    if value is None or isinstance(value, bool):
+        return value
+    try:
+        if type_name.startswith("float") and isinstance(value, (str, int)):
+            return float(value)
+        if type_name.startswith("int") and isinstance(value, str):
+            return int(value)
+    except ValueError:
+        raise DataError(f"{key}: expected a number, got {value!r}", file=str(path) if path else None) from None
+    return value

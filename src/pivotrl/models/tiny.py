@@ -58,6 +58,20 @@ CHAT_TEMPLATE = (
 )
 
 
+# How to read an assistant turn back (transformers' response parsing), which TRL's multi-turn tool
+# loop uses to find tool calls in what the model generated.
+RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "reasoning_content": {"open": "<think>", "close_pattern": r"</think>\s*", "content": "text"},
+        "tool_calls": {"open": "<tool_call>", "close_pattern": r"</tool_call>\s*", "repeats": True, "content": "json",
+                       "transform": {"type": "function", "function": "{content}"}},
+        "content": {"close_pattern": r"<\|im_end\|>\s*", "content": "text"},
+    },
+}
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
     """A byte-level BPE tokenizer trained on `texts`, with the chat template set."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -75,6 +89,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
                                    additional_special_tokens=["<|im_start|>"])
     fast.add_tokens(ADDED)  # ordinary tokens: they survive skip_special_tokens decoding
     fast.chat_template = CHAT_TEMPLATE
+    fast.response_template = RESPONSE_TEMPLATE
     return fast
 
 

@@ -21,9 +21,11 @@ from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, Samplin
 
 @register_backend("transformers")
 class TransformersSampler(Sampler):
-    def __init__(self, model: str, device: str | None = None, dtype: str = "auto", batch_size: int = 8,
+    def __init__(self, model, device: str | None = None, dtype: str = "auto", batch_size: int = 8,
                  per_sample: bool = False, chat_template: str | None = None, num_threads: int | None = None,
-                 max_context: int | None = None, share_prefill: bool = True):
+                 max_context: int | None = None, share_prefill: bool = True, tokenizer=None):
+        """`model`: a local directory or hub id, or a loaded model (then pass its `tokenizer` too),
+        as when a trainer evaluates or re-profiles its current policy."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -31,22 +33,30 @@ class TransformersSampler(Sampler):
         hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
-        except OSError as exc:
-            raise DataError(f"cannot load model {model!r}: {exc}") from None
+        if isinstance(model, str):
+            self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(model)
+                self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+            except OSError as exc:
+                raise DataError(f"cannot load model {model!r}: {exc}") from None
+        else:
+            if tokenizer is None:
+                raise ValueError("pass the tokenizer with an in-memory model")
+            self.model, self.tokenizer = model, tokenizer
+            self.device = next(model.parameters()).device
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.chat_template = load_chat_template(chat_template)
         self.batch_size, self.per_sample, self.share_prefill = max(1, batch_size), per_sample, share_prefill
         # transformers renamed `past_key_values` to `cache` (5.2x); use whichever this version has.
-        self._cache_kw = "cache" if "cache" in inspect.signature(type(self.model).forward).parameters \
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self._cache_kw = "cache" if "cache" in inspect.signature(type(base).forward).parameters \
             else "past_key_values"
         self.max_context = max_context or getattr(self.model.config, "max_position_embeddings", None) or 10**9
-        eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        eos = gen_eos or self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
 
     def sample(self, prompts: list[Prompt], params: SamplingParams, seed: int | None = None) -> list[PromptResult]:
@@ -89,12 +99,16 @@ class TransformersSampler(Sampler):
             kwargs.update(do_sample=False, temperature=None, top_p=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        was_training = self.model.training
+        self.model.eval()
         with torch.no_grad():
             if self.share_prefill:
                 out = self._generate_shared(enc["input_ids"], enc["attention_mask"], n, kwargs)
             else:  # inputs repeated by hand: greedy decoding refuses num_return_sequences > 1
                 out = self.model.generate(input_ids=enc["input_ids"].repeat_interleave(n, 0),
                                           attention_mask=enc["attention_mask"].repeat_interleave(n, 0), **kwargs)
+        if was_training:
+            self.model.train()
         gen = out[:, enc["input_ids"].shape[1]:].tolist()
         per_prompt: list[list[Sample]] = []
         for b in range(len(batch)):

@@ -1,0 +1,174 @@
+"""What the three trainers share: model loading, device settings, the ledger and evaluation
+callbacks, the train/eval split by trajectory, and turning states into a GRPO dataset."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from pivotrl.errors import DataError
+from pivotrl.pivots.state import State
+from pivotrl.train.ledger import Ledger
+
+
+def device_kwargs() -> dict:
+    """Trainer args for where we are: bf16 on a GPU; on a CPU, fp32 and `use_cpu` (TRL defaults to bf16)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {"bf16": torch.cuda.is_bf16_supported(), "use_cpu": False}
+    return {"bf16": False, "fp16": False, "use_cpu": True}
+
+
+def load_policy(model: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        policy = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
+    except OSError as exc:
+        raise DataError(f"cannot load model {model!r}: {exc}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return policy, tokenizer
+
+
+def lora_config(enabled: bool, r: int, alpha: int, target_modules: Any):
+    if not enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules or "all-linear", task_type="CAUSAL_LM")
+
+
+def split_by_trajectory(states: list[State], eval_fraction: float, seed: int) -> tuple[list[State], list[State]]:
+    """Hold out whole trajectories, never single rows: turns of one episode are near-duplicates."""
+    if eval_fraction <= 0:
+        return states, []
+    tids = sorted({s.trajectory_id for s in states})
+    random.Random(seed).shuffle(tids)
+    n_eval = max(1, round(len(tids) * eval_fraction)) if len(tids) > 1 else 0
+    held = set(tids[:n_eval])
+    return [s for s in states if s.trajectory_id not in held], [s for s in states if s.trajectory_id in held]
+
+
+def render_prompts(states: list[State], tokenizer, chat_template: str | None = None) -> list[str]:
+    """Prompt text per state with the policy's chat template and the state's own tools.
+
+    Rendered here rather than left to TRL, because TRL's conversational GRPO path renders every
+    prompt with one global tool list while each pivot carries its own tools."""
+    from pivotrl.sampling.base import Prompt, render_prompt
+
+    return [render_prompt(tokenizer, Prompt(s.context, s.tools), chat_template) for s in states]
+
+
+def grpo_dataset(states: list[State], tokenizer, chat_template: str | None = None):
+    import datasets
+
+    return datasets.Dataset.from_dict({
+        "prompt": render_prompts(states, tokenizer, chat_template),
+        "reference": [json.dumps(s.reference.to_dict()) for s in states],
+        "tools": [json.dumps(s.tools) for s in states],
+        "domain": [s.domain for s in states],
+        "state_id": [s.id for s in states],
+    })
+
+
+class LedgerCallback(TrainerCallback):
+    """Writes one ledger line per optimizer step (logging_steps=1) and flags reward collapse."""
+
+    def __init__(self, ledger: Ledger, collapse_patience: int = 20):
+        self.ledger, self.patience = ledger, collapse_patience
+        self.zero_streak, self.seen_reward = 0, False
+        self.collapsed_at: int | None = None
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        if "loss" not in logs and "reward" not in logs:
+            return
+        metrics = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+        reward = logs.get("reward")
+        if reward is not None:
+            self.seen_reward |= reward > 0
+            self.zero_streak = self.zero_streak + 1 if reward == 0 else 0
+            if self.seen_reward and self.zero_streak >= self.patience and self.collapsed_at is None:
+                # lab-notes: too large a learning rate drives every reward to 0 and training never recovers.
+                self.collapsed_at = state.global_step
+                metrics["collapsed"] = True
+                print(f"warning: reward has been 0 for {self.patience} steps (step {state.global_step}): the policy "
+                      "collapsed; lower the learning rate", flush=True)
+        self.ledger.write("step", state.global_step, metrics)
+
+
+class WallClockLimit(TrainerCallback):
+    """Stop after `seconds` of training (the trainer has no such limit of its own)."""
+
+    def __init__(self, ledger: Ledger, seconds: float | None):
+        self.ledger, self.seconds = ledger, seconds
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.seconds and self.ledger.elapsed() >= self.seconds:
+            control.should_training_stop = True
+            control.should_save = True
+
+
+class EvalCallback(TrainerCallback):
+    """Next-action accuracy of the current policy on held-out states, every `every` steps and at the end.
+
+    Greedy decoding, scored by the training verifier; written to the ledger as `eval_accuracy`.
+    Evaluation time is excluded from the ledger's wall-clock: it is not a training cost."""
+
+    def __init__(self, ledger: Ledger, states: list[State], verifier, tokenizer, every: int, max_tokens: int,
+                 batch_size: int = 8, chat_template: str | None = None):
+        self.ledger, self.states, self.verifier, self.tokenizer = ledger, states, verifier, tokenizer
+        self.every, self.max_tokens, self.batch_size, self.chat_template = every, max_tokens, batch_size, chat_template
+        self.last_step = -1
+
+    def evaluate(self, model) -> dict:
+        from pivotrl.rewards import safe_score
+        from pivotrl.sampling import Prompt, SamplingParams
+        from pivotrl.sampling.transformers_backend import TransformersSampler
+
+        sampler = TransformersSampler(model, tokenizer=self.tokenizer, batch_size=self.batch_size,
+                                      chat_template=self.chat_template)
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=self.max_tokens)
+        results = sampler.sample([Prompt(s.context, s.tools) for s in self.states], params)
+        scores = [safe_score(self.verifier, r.samples[0].completion, s).reward if r.samples else 0.0
+                  for s, r in zip(self.states, results)]
+        return {"eval_accuracy": sum(scores) / max(len(scores), 1), "eval_states": len(scores)}
+
+    def _run(self, state, model):
+        if not self.states or state.global_step == self.last_step:
+            return
+        import time
+
+        t = time.time()
+        metrics = self.evaluate(model)
+        self.ledger._base_seconds -= time.time() - t
+        self.last_step = state.global_step
+        self.ledger.write("eval", state.global_step, metrics)
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        if state.global_step == 0:
+            self._run(state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if self.every and state.global_step % self.every == 0:
+            self._run(state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        self._run(state, model)
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def checkpoint_step(checkpoint: str) -> int:
+    return int(Path(checkpoint).name.split("-")[-1])

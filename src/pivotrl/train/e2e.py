@@ -1,0 +1,194 @@
+"""The end-to-end RL baseline: GRPO on full multi-turn episodes in an environment, rewarded once
+at the end of the episode, through TRL's `GRPOTrainer(environment_factory=...)`.
+
+Tasks are a JSONL of `{"prompt": [messages], ...}`; everything besides `prompt` is passed to the
+environment's `reset(**task)`. Every model call of every rollout is counted in the ledger
+(`rollout_turns`), and so is every tool call (`env_steps`): this is the cost PivotRL is compared
+against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from pivotrl.artifacts import iter_jsonl
+from pivotrl.errors import DataError
+from pivotrl.train.common import (LedgerCallback, WallClockLimit, checkpoint_step, device_kwargs, last_checkpoint,
+                                  load_policy, lora_config)
+from pivotrl.train.ledger import Ledger
+
+
+@dataclass
+class E2EConfig:
+    model: str = ""
+    tasks: str = ""                     # JSONL of {"prompt": [...], ...reset kwargs}
+    environment: str = ""               # module:Class, or a bundled lab domain name
+    output_dir: str = "runs/e2e"
+    eval_tasks: str | None = None
+    eval_every: int = 50
+    eval_max_tasks: int = 100
+    num_generations: int = 8
+    prompts_per_step: int = 4
+    learning_rate: float = 1e-6
+    beta: float = 0.0
+    epsilon: float = 0.2
+    epsilon_high: float = 0.2
+    temperature: float = 1.0
+    max_completion_length: int = 512   # tokens over the whole episode (model and tool tokens)
+    max_turns: int = 8                 # tool-calling rounds per episode
+    max_steps: int = 100
+    max_seconds: float | None = None
+    save_steps: int = 50
+    save_total_limit: int | None = 2
+    seed: int = 0
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_target_modules: Any = None
+    use_vllm: bool = False
+    report_to: list = field(default_factory=lambda: ["tensorboard"])
+    resume: bool = False
+    collapse_patience: int = 20
+
+
+def load_tasks(path: str) -> list[dict]:
+    tasks = []
+    for line, row in iter_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), list):
+            raise DataError("a task needs 'prompt': a list of chat messages", file=str(path), line=line)
+        tasks.append(row)
+    if not tasks:
+        raise DataError("no tasks", file=str(path))
+    return tasks
+
+
+def wrap_environment(env_cls):
+    """A subclass whose `reset` takes the dataset row (prompt + JSON task) and calls the user's reset."""
+
+    class Episode(env_cls):
+        def reset(self, task: str = "{}", **_row):
+            return super().reset(**json.loads(task))
+
+    Episode.__name__ = env_cls.__name__ if isinstance(env_cls, type) else "Environment"
+    return Episode
+
+
+def counting_reward(ledger: Ledger):
+    """Counts model calls (assistant turns) and tool calls of every rollout; adds nothing to the reward."""
+
+    def episode_cost(completions, **_):
+        for completion in completions:
+            msgs = completion if isinstance(completion, list) else [{"role": "assistant"}]
+            ledger.counters.rollout_turns += sum(m.get("role") == "assistant" for m in msgs)
+            ledger.counters.env_steps += sum(m.get("role") == "tool" for m in msgs)
+        return [0.0] * len(completions)
+
+    return episode_cost
+
+
+class TokenCounter(LedgerCallback):
+    """E2E completions mix model and tool tokens; TRL's `completions/mean_length` counts model tokens only."""
+
+    def __init__(self, ledger, batch: int, patience: int):
+        super().__init__(ledger, patience)
+        self.batch = batch
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "completions/mean_length" in logs:
+            self.ledger.counters.generated_tokens += int(round(logs["completions/mean_length"] * self.batch))
+        super().on_log(args, state, control, logs=logs, **kw)
+
+
+class EpisodeEvalCallback(TrainerCallback):
+    """Success rate of full greedy episodes on held-out tasks, as `eval_success` in the ledger."""
+
+    def __init__(self, ledger: Ledger, env_factory, tasks: list[dict], tokenizer, every: int, max_turns: int,
+                 max_tokens: int):
+        self.ledger, self.env_factory, self.tasks, self.tokenizer = ledger, env_factory, tasks, tokenizer
+        self.every, self.max_turns, self.max_tokens, self.last_step = every, max_turns, max_tokens, -1
+
+    def _run(self, state, model):
+        import time
+
+        from pivotrl.eval.episodes import run_episodes
+        from pivotrl.sampling.transformers_backend import TransformersSampler
+
+        if not self.tasks or state.global_step == self.last_step:
+            return
+        t = time.time()
+        sampler = TransformersSampler(model, tokenizer=self.tokenizer)
+        eps = run_episodes(sampler, self.env_factory, self.tasks, self.max_turns, self.max_tokens)
+        self.ledger._base_seconds -= time.time() - t  # evaluation is not a training cost
+        self.last_step = state.global_step
+        self.ledger.write("eval", state.global_step, {
+            "eval_success": sum(e.reward for e in eps) / len(eps), "eval_episodes": len(eps),
+            "eval_turns_per_episode": sum(e.turns for e in eps) / len(eps)})
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        if state.global_step == 0:
+            self._run(state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if self.every and state.global_step % self.every == 0:
+            self._run(state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        self._run(state, model)
+
+
+def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[dict] | None = None,
+              extra_callbacks=()) -> dict:
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+
+    from pivotrl.eval.episodes import load_environment
+
+    if not cfg.model or not cfg.environment:
+        raise DataError("`model` and `environment` are required")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    tasks = tasks if tasks is not None else load_tasks(cfg.tasks)
+    if eval_tasks is None and cfg.eval_tasks:
+        eval_tasks = load_tasks(cfg.eval_tasks)
+    eval_tasks = (eval_tasks or [])[: cfg.eval_max_tasks]
+    env_cls = load_environment(cfg.environment)
+    if not callable(getattr(env_cls, "get_reward", None)):
+        raise DataError(f"environment {cfg.environment!r} has no get_reward(): end-to-end RL needs the episode reward")
+
+    policy, tokenizer = load_policy(cfg.model)
+    ledger = Ledger(out, "e2e")
+    resume_from = last_checkpoint(out) if cfg.resume else None
+    if resume_from:
+        ledger.resume_from(checkpoint_step(resume_from))
+    elif ledger.path.exists():
+        ledger.path.unlink()
+    dataset = datasets.Dataset.from_dict({
+        "prompt": [t["prompt"] for t in tasks],
+        "task": [json.dumps({k: v for k, v in t.items() if k != "prompt"}) for t in tasks]})
+    batch = cfg.prompts_per_step * cfg.num_generations
+    args = GRPOConfig(
+        output_dir=str(out), learning_rate=cfg.learning_rate, num_generations=cfg.num_generations,
+        per_device_train_batch_size=batch, gradient_accumulation_steps=1, steps_per_generation=1,
+        max_completion_length=cfg.max_completion_length, max_tool_calling_iterations=cfg.max_turns,
+        temperature=cfg.temperature, beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+        max_steps=cfg.max_steps, save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=1,
+        seed=cfg.seed, report_to=cfg.report_to, use_vllm=cfg.use_vllm, vllm_mode="colocate", **device_kwargs())
+    callbacks = [TokenCounter(ledger, batch, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
+    if eval_tasks:
+        callbacks.append(EpisodeEvalCallback(ledger, env_cls, eval_tasks, tokenizer, cfg.eval_every, cfg.max_turns,
+                                             min(cfg.max_completion_length, 256)))
+    trainer = GRPOTrainer(model=policy, args=args, processing_class=tokenizer, reward_funcs=[counting_reward(ledger)],
+                          train_dataset=dataset, environment_factory=wrap_environment(env_cls),
+                          peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
+                          callbacks=[*callbacks, *extra_callbacks])
+    trainer.train(resume_from_checkpoint=resume_from)
+    trainer.save_model(str(out / "final"))
+    tokenizer.save_pretrained(str(out / "final"))
+    return {"output_dir": str(out), "steps": trainer.state.global_step, "tasks": len(tasks),
+            "eval_tasks": len(eval_tasks), "ledger": str(ledger.path)}

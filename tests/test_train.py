@@ -1,0 +1,265 @@
+"""Training on the CPU with tiny locally built models: PivotRL (GRPO), SFT, E2E RL, the ledger."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from typer.testing import CliRunner
+
+from pivotrl.cli import app
+from pivotrl.train.e2e import E2EConfig, train_e2e
+from pivotrl.train.ledger import read_ledger
+from pivotrl.train.pivotrl_trainer import PivotRLConfig, train_pivotrl
+from pivotrl.train.sft import SFTRunConfig, train_sft
+
+runner = CliRunner()
+VOWELS = "aeiou"
+
+
+def prefers_vowel(completion, state):
+    """A test reward: 1 when the completion starts with a vowel."""
+    text = completion if isinstance(completion, str) else json.dumps(completion)
+    return 1.0 if text.strip()[:1].lower() in VOWELS else 0.0
+
+
+def always_one(completion, state):
+    return 1.0
+
+
+def small(**kw):
+    base = dict(num_generations=8, prompts_per_step=2, max_completion_length=4, temperature=1.0, learning_rate=3e-2,
+                eval_every=0, save_steps=100, report_to=[], seed=0)
+    base.update(kw)
+    return PivotRLConfig(**base)
+
+
+def weights(path):
+    return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
+
+
+def vowel_mass(model_dir, state):
+    """P(first generated token starts with a vowel) at a state's prompt."""
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    text = tok.apply_chat_template(state.context, tools=state.tools, tokenize=False, add_generation_prompt=True)
+    with torch.no_grad():
+        logits = model(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, -1]
+    probs = logits.softmax(-1)
+    vowel_ids = [i for i in range(len(probs)) if tok.decode([i]).strip()[:1].lower() in VOWELS]
+    return probs[vowel_ids].sum().item()
+
+
+def test_pivotrl_end_to_end_from_a_trajectory_file_changes_the_weights(tmp_path, tiny_model, sample_path):
+    states, profile, pivots = tmp_path / "states.jsonl", tmp_path / "profile.jsonl", tmp_path / "pivots.jsonl"
+    assert runner.invoke(app, ["extract", str(sample_path), "-o", str(states)]).exit_code == 0
+    head = states.read_text().splitlines()[:6]
+    states.write_text("\n".join(head) + "\n")
+    r = runner.invoke(app, ["profile", str(states), "--model", tiny_model, "--k", "2", "--max-tokens", "4",
+                            "-v", f"{__name__}:prefers_vowel", "-o", str(profile)])
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["select", str(profile), "-o", str(pivots), "--rule", "all"]).exit_code == 0
+    cfg = tmp_path / "pivotrl.yaml"
+    cfg.write_text(f"model: {tiny_model}\npivots: {pivots}\noutput_dir: {tmp_path / 'run'}\n"
+                   f"verifier: {__name__}:prefers_vowel\nnum_generations: 4\nprompts_per_step: 2\n"
+                   "max_completion_length: 4\nlearning_rate: 1e-2\neval_fraction: 0\nreport_to: []\n")
+    r = runner.invoke(app, ["train", "--config", str(cfg), "--max-steps", "3"])
+    assert r.exit_code == 0, r.output
+    before, after = weights(tiny_model), weights(tmp_path / "run" / "final")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    ledger = read_ledger(tmp_path / "run")
+    assert ledger[0]["kind"] == "profiling" and ledger[0]["rollout_turns"] == 6 * 2  # the profile's bill
+    steps = [r for r in ledger if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert [r["rollout_turns"] for r in steps] == [8, 16, 24]  # 2 prompts x 4 generations per step
+    assert all(r["verifier_calls"] == r["rollout_turns"] for r in steps)
+    assert all(0 < r["generated_tokens"] <= 4 * r["rollout_turns"] for r in steps)
+
+
+def test_equal_rewards_in_a_group_give_zero_advantage(tmp_path, tiny_model, sample_states):
+    run = tmp_path / "run"
+    train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:always_one", max_steps=2),
+                  train_states=sample_states[:4], eval_states=[])
+    before, after = weights(tiny_model), weights(run / "final")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no signal, no update (beta = 0)
+    steps = [r for r in read_ledger(run) if r["kind"] == "step"]
+    assert all(r["frac_reward_zero_std"] == 1.0 and r["grad_norm"] == 0.0 for r in steps)
+
+
+def test_the_verifier_reward_reaches_the_trainer(tmp_path, tiny_model, sample_states):
+    state = sample_states[1]
+    run = tmp_path / "run"
+    train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=8,
+                        prompts_per_step=1, max_completion_length=2), train_states=[state], eval_states=[])
+    before, after = vowel_mass(tiny_model, state), vowel_mass(run / "final", state)
+    assert after > before + 0.1, (before, after)
+
+
+class StopAt(TrainerCallback):
+    """Kill the run once step `step` is done and logged (after the ledger callback wrote it)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if state.global_step == self.step and logs and "loss" in logs:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model, sample_states):
+    run = tmp_path / "run"
+    cfg = small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=4, save_steps=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_pivotrl(cfg, train_states=sample_states[:6], eval_states=[], extra_callbacks=[StopAt(3)])
+    assert [r["step"] for r in read_ledger(run) if r["kind"] == "step"] == [1, 2, 3]
+    cfg.resume = True
+    result = train_pivotrl(cfg, train_states=sample_states[:6], eval_states=[])
+    assert result["steps"] == 4
+    steps = [r for r in read_ledger(run) if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]  # step 3 redone from checkpoint-2, not duplicated
+    assert [r["rollout_turns"] for r in steps] == [16, 32, 48, 64]  # counters continue from the checkpoint
+
+
+def test_refresh_reprofiles_the_pool_and_logs_who_enters_and_leaves(tmp_path, tiny_model, sample_states):
+    run = tmp_path / "run"
+    train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=4,
+                        refresh_every=2, refresh_k=8), train_states=sample_states[:8], eval_states=[])
+    refreshes = [r for r in read_ledger(run) if r["kind"] == "refresh"]
+    assert [r["step"] for r in refreshes] == [2, 4]
+    for r in refreshes:
+        assert r["refresh_pool"] == 8 and 0 < r["refresh_active"] <= 8
+        assert r["refresh_entered"] >= 0 and r["refresh_left"] >= 0
+    assert refreshes[0]["rollout_turns"] >= 2 * 16 + 8 * 8  # the re-profiling samples are charged
+
+
+def test_eval_accuracy_is_logged_on_held_out_trajectories(tmp_path, tiny_model, sample_states):
+    run = tmp_path / "run"
+    result = train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel",
+                                 max_steps=2, eval_every=1, eval_fraction=0.25), train_states=sample_states[:12], eval_states=sample_states[12:16])
+    evals = [r for r in read_ledger(run) if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 1, 2] and all(r["eval_states"] == 4 for r in evals)
+    assert result["eval_states"] == 4
+
+
+def test_sft_trains_on_assistant_tokens_only(tmp_path, tiny_model, sample_path):
+    result = train_sft(SFTRunConfig(model=tiny_model, trajectories=str(sample_path), output_dir=str(tmp_path / "sft"),
+                                    max_steps=2, batch_size=2, learning_rate=1e-3, eval_every=0, eval_max_states=2,
+                                    eval_max_tokens=4, report_to=[]))
+    trainer = result["trainer"]
+    tok = trainer.processing_class
+    ex = trainer.train_dataset[0]
+    batch = trainer.data_collator([ex])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    trained = tok.decode([i for i, l in zip(ids, labels) if l != -100])
+    ignored = tok.decode([i for i, l in zip(ids, labels) if l == -100])
+    assistant = [m for m in ex["messages"] if m["role"] == "assistant"]
+    assert "Verify the user" not in trained and "<tool_response>" not in trained  # system and tool text masked
+    assert all(m["content"] in trained for m in assistant if m["content"])
+    assert trained.count("<tool_call>") == sum(len(m.get("tool_calls") or []) for m in assistant)
+    assert "Verify the user" in ignored and "<|im_start|>user" in ignored
+    assert [r["step"] for r in read_ledger(tmp_path / "sft") if r["kind"] == "step"] == [1, 2]
+    assert all(r["rollout_turns"] == 0 for r in read_ledger(tmp_path / "sft"))  # SFT samples nothing
+
+
+@pytest.fixture(scope="module")
+def toy_policy(tmp_path_factory):
+    """A model that calls the toy environment's tool over several turns (brief SFT on its expert)."""
+    from toy_env import expert_trajectory
+
+    from pivotrl.data.loaders import normalise_record
+    from pivotrl.models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("toy")
+    texts = [json.dumps(expert_trajectory(n)["messages"]) for n in range(1, 4)] * 5
+    base = build_tiny_model(root / "base", texts, hidden_size=128, layers=2, vocab_size=300)
+    trajs = [normalise_record(expert_trajectory(n)) for n in (1, 2, 3)] * 20
+    train_sft(SFTRunConfig(model=str(base), output_dir=str(root / "sft"), learning_rate=5e-3, max_steps=70, batch_size=8,
+                           report_to=[], save_steps=10_000), trajectories=trajs, eval_states=[])
+    return str(root / "sft" / "final")
+
+
+def test_e2e_completes_episodes_and_counts_every_model_call(tmp_path, toy_policy):
+    from toy_env import CounterEnv, task
+
+    calls = {"n": 0}
+
+    class Counted(CounterEnv):
+        def increment(self, by: int) -> str:
+            """Add to the counter.
+
+            Args:
+                by: How much to add.
+            """
+            calls["n"] += 1
+            return super().increment(by)
+
+    run = tmp_path / "e2e"
+    result = train_e2e(E2EConfig(model=toy_policy, environment=Counted, output_dir=str(run), num_generations=4,
+                                 prompts_per_step=2, max_completion_length=400, max_turns=4, learning_rate=1e-3,
+                                 max_steps=2, eval_every=0, report_to=[]),
+                       tasks=[task(n) for n in (1, 2, 3, 2)], eval_tasks=[])
+    assert result["steps"] == 2
+    ledger = read_ledger(run)
+    steps = [r for r in ledger if r["kind"] == "step"]
+    rollouts = 2 * 2 * 4
+    assert calls["n"] > 0 and steps[-1]["env_steps"] == calls["n"]  # every tool call counted
+    # one model call to start each rollout, one more after each executed tool call (one call per turn here)
+    assert steps[-1]["rollout_turns"] == rollouts + calls["n"]
+    assert steps[-1]["generated_tokens"] > 0
+
+
+def test_e2e_logs_episode_success_on_held_out_tasks(tmp_path, toy_policy):
+    from toy_env import task
+
+    run = tmp_path / "e2e"
+    train_e2e(E2EConfig(model=toy_policy, environment="toy_env:CounterEnv", output_dir=str(run), num_generations=2,
+                        prompts_per_step=1, max_completion_length=200, max_turns=4, max_steps=1, eval_every=0,
+                        report_to=[]), tasks=[task(1)], eval_tasks=[task(1), task(2), task(3)])
+    evals = [r for r in read_ledger(run) if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 1]
+    assert all(r["eval_episodes"] == 3 and r["eval_turns_per_episode"] > 1 and 0 <= r["eval_success"] <= 1
+               for r in evals)
+
+
+def test_episodes_run_tools_and_survive_bad_calls(toy_policy):
+    from toy_env import CounterEnv, task
+
+    from pivotrl.eval.episodes import call_tool, run_episodes
+    from pivotrl.sampling import get_sampler
+
+    eps = run_episodes(get_sampler("transformers", model=toy_policy), CounterEnv, [task(1), task(2)], max_turns=5,
+                       max_tokens=40)
+    for ep in eps:
+        assert ep.turns == ep.tool_calls + 1 or not ep.done  # one model call per tool call, plus the final answer
+        assert [m["role"] for m in ep.messages][:3] == ["user", "assistant", "tool"]
+    env = CounterEnv()
+    env.reset(target=2)
+    assert call_tool(env, "explode", {}).startswith("Error: unknown tool 'explode'")
+    assert call_tool(env, "increment", {"by": 1, "extra": 2}).startswith("Error: bad arguments for increment")
+    assert call_tool(env, "increment", [1]).startswith("Error: arguments of increment must be a JSON object")
+    assert call_tool(env, "increment", {"by": "x"}).startswith("Error:")  # the environment's own failure
+    assert call_tool(env, "increment", {"by": 2}) == "2" and env.get_reward() == 1.0
+
+
+def test_compare_plots_runs_and_reports_the_cost_to_reach_a_target(tmp_path):
+    for name, trainer, prof, curve in [("pivot", "pivotrl", 100, [(0, 0.1), (50, 0.5), (100, 0.7)]),
+                                       ("e2e", "e2e", 0, [(0, 0.1), (400, 0.5), (800, 0.7)])]:
+        d = tmp_path / name
+        d.mkdir()
+        lines = [{"kind": "profiling", "rollout_turns": prof, "wall_clock_s": 10.0}] if prof else []
+        lines += [{"kind": "eval", "trainer": trainer, "step": i, "rollout_turns": t, "wall_clock_s": t / 10,
+                   "eval_accuracy": v} for i, (t, v) in enumerate(curve)]
+        (d / "ledger.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "cmp.png"
+    r = runner.invoke(app, ["compare", str(tmp_path / "pivot"), str(tmp_path / "e2e"), "--target", "0.7",
+                            "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size > 10_000
+    assert "200" in r.output and "800" in r.output  # pivot reaches 0.7 at 100 + 100 profiling turns, e2e at 800
+    r = runner.invoke(app, ["compare", str(tmp_path / "pivot"), "--metric", "nope", "-o", str(out)])
+    assert r.exit_code != 0
+
+
+def test_train_flags_are_checked(tmp_path):
+    r = runner.invoke(app, ["train", "--no-such-key", "1"])
+    assert r.exit_code != 0 and "unknown option --no-such-key" in str(r.exception)
