@@ -263,3 +263,17 @@ def test_compare_plots_runs_and_reports_the_cost_to_reach_a_target(tmp_path):
 def test_train_flags_are_checked(tmp_path):
     r = runner.invoke(app, ["train", "--no-such-key", "1"])
     assert r.exit_code != 0 and "unknown option --no-such-key" in str(r.exception)
+
+
+@pytest.mark.parametrize("cls_path,config", [("pivotrl.train.pivotrl_trainer:PivotRLConfig", "configs/pivotrl.yaml"),
+                                             ("pivotrl.train.sft:SFTRunConfig", "configs/sft.yaml"),
+                                             ("pivotrl.train.e2e:E2EConfig", "configs/e2e.yaml")])
+def test_shipped_configs_load(cls_path, config):
+    import importlib
+    from pathlib import Path
+
+    from pivotrl.config import load_config
+
+    module, _, name = cls_path.partition(":")
+    cfg = load_config(getattr(importlib.import_module(module), name), Path(__file__).parent.parent / config)
+    assert isinstance(cfg.learning_rate, float) and cfg.model
