@@ -4,7 +4,8 @@ An environment is any object with `reset(**task) -> str | None`, one public meth
 (type hints and a docstring with `Args:`, from which the tool schema is made), and
 `get_reward() -> float`: the same object TRL's `environment_factory` drives, so one class serves
 end-to-end RL training and evaluation. As in TRL, a string returned by `reset` is appended to
-the task's last user message.
+the task's last user message. Before `get_reward()` the runner sets `env.final_message` to the
+agent's last message, for tasks whose success depends on what the agent answered.
 
 Episodes run in lockstep: each turn, every live episode's next action comes from one batched
 greedy generation. A tool call is executed and its result (or a clear error, for a malformed or
@@ -125,6 +126,8 @@ def run_episodes(sampler, env_factory: Callable, tasks: list[dict], max_turns: i
             still.append(i)
         live = still
     for env, ep in zip(envs, episodes):
+        last = ep.messages[-1]
+        env.final_message = last.get("content", "") if last.get("role") == "assistant" else ""
         try:
             ep.reward = float(env.get_reward())
         except Exception as exc:  # a broken reward is a failed episode, reported, not a crash

@@ -99,7 +99,7 @@ def states_to_dataset(states):
     import datasets
 
     rows = {"prompt": [], "tools": [], "reference": [], "state_id": [], "trajectory_id": [],
-            "domain": [], "turn_index": []}
+            "domain": [], "turn_index": [], "meta": []}
     for s in states:
         rows["prompt"].append([_arrow_safe_message(m) for m in s.context])
         rows["tools"].append(json.dumps(s.tools))
@@ -108,6 +108,7 @@ def states_to_dataset(states):
         rows["trajectory_id"].append(s.trajectory_id)
         rows["domain"].append(s.domain)
         rows["turn_index"].append(s.turn_index)
+        rows["meta"].append(json.dumps(s.meta))
     return datasets.Dataset.from_dict(rows)
 
 

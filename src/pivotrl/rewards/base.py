@@ -117,14 +117,16 @@ def as_reward_function(verifier: Verifier | str, **options) -> Callable[..., lis
     """
     v = get_verifier(verifier, **options)
 
-    def reward_fn(completions, reference, tools=None, domain=None, prompts=None, **_):
+    def reward_fn(completions, reference, tools=None, domain=None, prompts=None, meta=None, **_):
         out = []
         for i, completion in enumerate(completions):
             ref = reference[i]
             ref = Action.from_dict(json.loads(ref) if isinstance(ref, str) else ref)
             t = tools[i] if tools is not None else []
             t = json.loads(t) if isinstance(t, str) else (t or [])
+            m = meta[i] if meta is not None else None
             st = ColumnState(ref, t, domain[i] if domain is not None else "default",
+                             json.loads(m) if isinstance(m, str) else m,
                              context=prompts[i] if prompts is not None else None)
             out.append(safe_score(v, completion, st).reward)
         return out

@@ -75,6 +75,7 @@ def grpo_dataset(states: list[State], tokenizer, chat_template: str | None = Non
         "tools": [json.dumps(s.tools) for s in states],
         "domain": [s.domain for s in states],
         "state_id": [s.id for s in states],
+        "meta": [json.dumps(s.meta) for s in states],  # what task-aware verifiers (the lab's) read
     })
 
 
@@ -162,6 +163,12 @@ class EvalCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self._run(state, model)
+
+
+def bind_callbacks(callbacks, ledger, tokenizer) -> list:
+    """Extra callbacks: instances as they are, or factories `(ledger, tokenizer) -> callback` for
+    callbacks that write to the run's own ledger."""
+    return [cb if isinstance(cb, TrainerCallback) else cb(ledger, tokenizer) for cb in callbacks]
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:

@@ -18,8 +18,8 @@ from transformers import TrainerCallback
 
 from pivotrl.artifacts import iter_jsonl
 from pivotrl.errors import DataError
-from pivotrl.train.common import (LedgerCallback, WallClockLimit, checkpoint_step, device_kwargs, last_checkpoint,
-                                  load_policy, lora_config)
+from pivotrl.train.common import (LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step, device_kwargs,
+                                  last_checkpoint, load_policy, lora_config)
 from pivotrl.train.ledger import Ledger
 
 
@@ -27,7 +27,7 @@ from pivotrl.train.ledger import Ledger
 class E2EConfig:
     model: str = ""
     tasks: str = ""                     # JSONL of {"prompt": [...], ...reset kwargs}
-    environment: str = ""               # module:Class, or a bundled lab domain name
+    environment: str = ""               # module:Class, a bundled lab domain name, or "lab" (all four, by task domain)
     output_dir: str = "runs/e2e"
     eval_tasks: str | None = None
     eval_every: int = 50
@@ -68,27 +68,40 @@ def load_tasks(path: str) -> list[dict]:
 
 
 def wrap_environment(env_cls):
-    """A subclass whose `reset` takes the dataset row (prompt + JSON task) and calls the user's reset."""
+    """A subclass for TRL: `reset` takes the dataset row (prompt + JSON task), and `get_reward` is
+    hidden from TRL, because the episode reward must first see the agent's final message
+    (`episode_reward` below sets `final_message` and calls the real `get_reward`)."""
 
     class Episode(env_cls):
+        get_reward = None
+
         def reset(self, task: str = "{}", **_row):
             return super().reset(**json.loads(task))
+
+        def _episode_reward(self, final_message: str) -> float:
+            self.final_message = final_message
+            return float(env_cls.get_reward(self))
 
     Episode.__name__ = env_cls.__name__ if isinstance(env_cls, type) else "Environment"
     return Episode
 
 
-def counting_reward(ledger: Ledger):
-    """Counts model calls (assistant turns) and tool calls of every rollout; adds nothing to the reward."""
+def episode_reward(ledger: Ledger):
+    """The episode's reward from its environment, counting model calls (assistant turns) and tool
+    calls of every rollout on the way."""
 
-    def episode_cost(completions, **_):
-        for completion in completions:
-            msgs = completion if isinstance(completion, list) else [{"role": "assistant"}]
+    def episode(completions, environments=None, **_):
+        rewards = []
+        for completion, env in zip(completions, environments or [None] * len(completions)):
+            msgs = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
             ledger.counters.rollout_turns += sum(m.get("role") == "assistant" for m in msgs)
             ledger.counters.env_steps += sum(m.get("role") == "tool" for m in msgs)
-        return [0.0] * len(completions)
+            last = msgs[-1] if msgs else {}
+            final = last.get("content") or "" if last.get("role") == "assistant" and not last.get("tool_calls") else ""
+            rewards.append(env._episode_reward(final if isinstance(final, str) else "") if env is not None else 0.0)
+        return rewards
 
-    return episode_cost
+    return episode
 
 
 class TokenCounter(LedgerCallback):
@@ -157,9 +170,16 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
     if eval_tasks is None and cfg.eval_tasks:
         eval_tasks = load_tasks(cfg.eval_tasks)
     eval_tasks = (eval_tasks or [])[: cfg.eval_max_tasks]
-    env_cls = load_environment(cfg.environment)
-    if not callable(getattr(env_cls, "get_reward", None)):
-        raise DataError(f"environment {cfg.environment!r} has no get_reward(): end-to-end RL needs the episode reward")
+    if cfg.environment == "lab":  # several environments: each task names its own in `domain`
+        from pivotrl.lab.domains import IN_DOMAIN
+
+        factories = {name: load_environment(name) for name in IN_DOMAIN}
+    else:
+        factories = {None: load_environment(cfg.environment)}
+    for name, env_cls in factories.items():
+        if not callable(getattr(env_cls, "get_reward", None)):
+            raise DataError(f"environment {name or cfg.environment!r} has no get_reward(): end-to-end RL needs "
+                            "the episode reward")
 
     policy, tokenizer = load_policy(cfg.model)
     ledger = Ledger(out, "e2e")
@@ -168,9 +188,12 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
         ledger.resume_from(checkpoint_step(resume_from))
     elif ledger.path.exists():
         ledger.path.unlink()
-    dataset = datasets.Dataset.from_dict({
-        "prompt": [t["prompt"] for t in tasks],
-        "task": [json.dumps({k: v for k, v in t.items() if k != "prompt"}) for t in tasks]})
+    columns = {"prompt": [t["prompt"] for t in tasks],
+               "task": [json.dumps({k: v for k, v in t.items() if k != "prompt"}) for t in tasks]}
+    multi = None not in factories
+    if multi:
+        columns["environment"] = [t["domain"] for t in tasks]
+    dataset = datasets.Dataset.from_dict(columns)
     batch = cfg.prompts_per_step * cfg.num_generations
     args = GRPOConfig(
         output_dir=str(out), learning_rate=cfg.learning_rate, num_generations=cfg.num_generations,
@@ -180,13 +203,14 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
         max_steps=cfg.max_steps, save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=1,
         seed=cfg.seed, report_to=cfg.report_to, use_vllm=cfg.use_vllm, vllm_mode="colocate", **device_kwargs())
     callbacks = [TokenCounter(ledger, batch, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
-    if eval_tasks:
-        callbacks.append(EpisodeEvalCallback(ledger, env_cls, eval_tasks, tokenizer, cfg.eval_every, cfg.max_turns,
-                                             min(cfg.max_completion_length, 256)))
-    trainer = GRPOTrainer(model=policy, args=args, processing_class=tokenizer, reward_funcs=[counting_reward(ledger)],
-                          train_dataset=dataset, environment_factory=wrap_environment(env_cls),
+    if eval_tasks and not multi:
+        callbacks.append(EpisodeEvalCallback(ledger, factories[None], eval_tasks, tokenizer, cfg.eval_every,
+                                             cfg.max_turns, min(cfg.max_completion_length, 256)))
+    env_factory = {k: wrap_environment(v) for k, v in factories.items()} if multi else wrap_environment(factories[None])
+    trainer = GRPOTrainer(model=policy, args=args, processing_class=tokenizer, reward_funcs=[episode_reward(ledger)],
+                          train_dataset=dataset, environment_factory=env_factory,
                           peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
-                          callbacks=[*callbacks, *extra_callbacks])
+                          callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out / "final"))
     tokenizer.save_pretrained(str(out / "final"))

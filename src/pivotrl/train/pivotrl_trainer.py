@@ -18,8 +18,9 @@ from typing import Any
 from pivotrl.errors import DataError
 from pivotrl.pivots.state import State
 from pivotrl.rewards import as_reward_function, get_verifier
-from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, checkpoint_step, device_kwargs,
-                                  grpo_dataset, last_checkpoint, load_policy, lora_config, split_by_trajectory)
+from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
+                                  device_kwargs, grpo_dataset, last_checkpoint, load_policy, lora_config,
+                                  split_by_trajectory)
 from pivotrl.train.ledger import Ledger
 
 
@@ -162,7 +163,7 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     trainer = GRPOTrainer(model=policy, args=args, processing_class=tokenizer,
                           reward_funcs=[counting_reward(verifier, ledger)], train_dataset=dataset,
                           peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
-                          callbacks=[*callbacks, *extra_callbacks])
+                          callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out / "final"))
     tokenizer.save_pretrained(str(out / "final"))

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pivotrl.errors import DataError
-from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, checkpoint_step, device_kwargs,
-                                  last_checkpoint, load_policy, lora_config, split_by_trajectory)
+from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
+                                  device_kwargs, last_checkpoint, load_policy, lora_config, split_by_trajectory)
 from pivotrl.train.ledger import Ledger
 
 
@@ -99,7 +99,7 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
                                       tokenizer, cfg.eval_every, cfg.eval_max_tokens))
     trainer = SFTTrainer(model=policy, args=args, processing_class=tokenizer, train_dataset=sft_dataset(trajectories),
                          peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
-                         callbacks=[*callbacks, *extra_callbacks])
+                         callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out / "final"))
     tokenizer.save_pretrained(str(out / "final"))

@@ -1,0 +1,168 @@
+"""`code`: fix a planted bug in a small generated Python module until its unit tests pass (like
+SWE-Bench). Tools: view a file, edit it (replace a string), run the tests (pytest in a
+subprocess with a timeout). Success: the tests pass at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pivotrl.lab.domains.base import Domain, register_domain, run_expert
+from pivotrl.lab.domains.terminal import materialize
+
+SYSTEM = "Coding agent. Make the tests in test_calc.py pass by fixing calc.py."
+# Function templates: (name, args, correct body, buggy body); {c} is a random constant. Test cases are
+# computed from the correct body on random inputs.
+TEMPLATES = [
+    ("plus{c}", "x", "x + {c}", "x - {c}"),
+    ("times{c}", "x", "x * {c}", "x + {c}"),
+    ("minus{c}", "x", "x - {c}", "{c} - x"),
+    ("mod{c}", "x", "x % {c}", "x // {c}"),
+    ("add", "a, b", "a + b", "a - b"),
+    ("diff", "a, b", "a - b", "b - a"),
+    ("square", "x", "x * x", "x + x"),
+    ("half", "x", "x // 2", "x // 3"),
+    ("larger", "a, b", "max(a, b)", "min(a, b)"),
+    ("gap", "a, b", "abs(a - b)", "a - b"),
+]
+
+
+def _function(rng: random.Random) -> tuple:
+    name, args, good, bad = rng.choice(TEMPLATES)
+    c = rng.randint(2, 9)
+    name, good, bad = name.format(c=c), good.format(c=c), bad.format(c=c)
+    names = [a.strip() for a in args.split(",")]
+    cases = []
+    for _ in range(2):
+        inputs = tuple(rng.randint(0, 20) for _ in names)
+        cases.append((inputs, eval(good, {}, dict(zip(names, inputs)))))
+    return name, args, good, bad, cases
+
+
+_RESULTS: dict[str, tuple[bool, str]] = {}
+
+
+def run_pytest(root: Path, timeout: float = 20.0) -> tuple[bool, str]:
+    """pytest in a subprocess. Results are memoised by the files' contents (same files, same result),
+    and plugin autoloading is off (1.5 s -> 0.3 s a run here)."""
+    files = sorted((p.name, p.read_text()) for p in root.glob("*.py"))
+    key = hashlib.sha1(json.dumps(files).encode()).hexdigest()
+    if key in _RESULTS:
+        return _RESULTS[key]
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "test_calc.py"],
+                              cwd=root, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return False, "tests timed out"
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    failed = [ln.split("::")[-1].split(" ")[0] for ln in lines if ln.startswith("FAILED")]
+    summary = re.sub(r" in [0-9.]+s", "", lines[-1] if lines else proc.stderr.strip()[-200:]).replace("=", "").strip()
+    result = proc.returncode == 0, (f"FAILED {failed[0]}; " if failed else "") + summary
+    _RESULTS[key] = result
+    return result
+
+
+class CodeEnv:
+    def reset(self, files: dict | None = None, **_):
+        self._cleanup()
+        self.dir = Path(tempfile.mkdtemp(prefix="pivotrl-code-"))
+        materialize(self.dir, files or {})
+        return None
+
+    def view(self, path: str) -> str:
+        """Show a file.
+
+        Args:
+            path: File name.
+        """
+        p = self._path(path)
+        return p.read_text() if p.is_file() else f"no file {path}"
+
+    def edit(self, path: str, old: str, new: str) -> str:
+        """Replace text in a file.
+
+        Args:
+            path: File name.
+            old: Text to replace.
+            new: New text.
+        """
+        p = self._path(path)
+        text = p.read_text() if p.is_file() else None
+        if text is None or old not in text:
+            raise ValueError(f"text not found in {path}")
+        p.write_text(text.replace(old, new, 1))
+        return "edited"
+
+    def run_tests(self) -> str:
+        """Run the unit tests."""
+        return run_pytest(self.dir)[1]
+
+    def _path(self, path: str) -> Path:
+        p = (self.dir / path).resolve()
+        if self.dir.resolve() not in p.parents:
+            raise ValueError("path outside the task folder")
+        return p
+
+    def get_reward(self) -> float:
+        return 1.0 if run_pytest(self.dir)[0] else 0.0
+
+    def _cleanup(self):
+        if getattr(self, "dir", None):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __del__(self):
+        self._cleanup()
+
+
+def _caught(args: str, body: str, cases) -> bool:
+    """Whether the tests catch `body` (our own expressions, evaluated on the test inputs)."""
+    names = [a.strip() for a in args.split(",")]
+    return any(eval(body, {}, dict(zip(names, a))) != r for a, r in cases)
+
+
+def _sample(rng: random.Random) -> dict:
+    while True:
+        funcs = [_function(rng) for _ in range(3)]
+        bug = rng.randrange(3)
+        others = [f for i, f in enumerate(funcs) if i != bug]
+        name, args, good, bad, cases = funcs[bug]
+        # distinct names; an unambiguous fix (neither body appears in another function); tests that catch the bug
+        if (len({f[0] for f in funcs}) == 3 and _caught(args, bad, cases)
+                and all(bad not in (o[2], o[3]) and good not in (o[2], o[3]) for o in others)):
+            break
+    src, tests = [], []
+    for i, (name, args, good, bad, cases) in enumerate(funcs):
+        src.append(f"def {name}({args}):\n    return {bad if i == bug else good}\n")
+        tests.append(f"def test_{name}():\n" + "".join(f"    assert {name}({', '.join(map(str, a))}) == {r}\n"
+                                                        for a, r in cases))
+    files = {"calc.py": "\n".join(src), "test_calc.py": "from calc import *\n\n" + "\n".join(tests)}
+    name, _, good, bad, _ = funcs[bug]
+    return {"key": json.dumps([files]), "files": files, "bug": [name, bad, good],
+            "prompt": [{"role": "system", "content": SYSTEM},
+                       {"role": "user", "content": rng.choice(["The tests fail. Please fix calc.py.",
+                                                               "Fix the bug in calc.py."])}]}
+
+
+def _expert(task: dict, rng: random.Random) -> dict:
+    name, bad, good = task["bug"]
+    old, new = rng.choice([(bad, good), (f"return {bad}", f"return {good}")])
+    first = [("call", ("run_tests", {})), ("call", ("view", {"path": "calc.py"}))]
+    if rng.random() < 0.5:
+        first.reverse()
+    steps = first + [("call", ("edit", {"path": "calc.py", "old": old, "new": new})), ("call", ("run_tests", {})),
+                     ("say", rng.choice(["Fixed: the tests pass.", f"I fixed {name} in calc.py.", "All tests pass now."]))]
+    return run_expert(DOMAIN, task, steps)
+
+
+DOMAIN = register_domain(Domain("code", CodeEnv, _sample, _expert, verifier="lab_code",
+                                description="fix a planted bug until pytest passes (like SWE-Bench)"))

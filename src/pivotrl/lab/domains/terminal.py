@@ -1,0 +1,111 @@
+"""`terminal`: shell work in a real temporary directory (like Terminal-Bench).
+
+The task directory holds generated data files; the agent runs commands through a restricted real
+shell (`run`) and answers, or leaves the directory in the asked state. Success: the answer value
+appears in the final message, or the file asked for holds the asked content.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+from pivotrl.lab.domains.base import Domain, register_domain, run_expert
+from pivotrl.lab.restricted_shell import RestrictedShell
+
+CITIES = ["oslo", "lima", "pune", "kyiv", "baku", "nice", "bern", "doha", "riga", "suva", "apia", "male", "lome",
+          "rome", "graz", "cork"]
+KEYS = ["temp", "rain", "wind", "snow"]
+WORDS = ["alpha", "delta", "gamma", "omega", "sigma", "kappa"]
+SYSTEM = "Shell agent in a task folder. Use run to execute commands, then answer."
+
+
+def materialize(root: Path, files: dict) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+class TerminalEnv:
+    def reset(self, files: dict | None = None, kind: str = "value", answer: str = "", target: str = "",
+              content: str = "", **_):
+        self._cleanup()
+        self.dir = Path(tempfile.mkdtemp(prefix="pivotrl-term-"))
+        materialize(self.dir, files or {})
+        self.shell = RestrictedShell(self.dir)
+        self.kind, self.answer, self.target, self.content = kind, answer, target, content
+        return None
+
+    def run(self, command: str) -> str:
+        """Run a shell command in the task folder.
+
+        Args:
+            command: The command line.
+        """
+        return self.shell.run(command)
+
+    def get_reward(self) -> float:
+        if self.kind == "create":
+            path = self.dir / self.target
+            ok = path.is_file() and not path.is_symlink() and path.read_text().strip() == self.content
+        else:
+            ok = self.answer in (getattr(self, "final_message", "") or "").replace(".", " ").split()
+        return 1.0 if ok else 0.0
+
+    def _cleanup(self):
+        if getattr(self, "dir", None):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __del__(self):
+        self._cleanup()
+
+
+def _sample(rng: random.Random) -> dict:
+    cities = rng.sample(CITIES, rng.randint(3, 5))
+    files = {f"data/{c}.txt": "".join(f"{k}={rng.randint(0, 40)}\n" for k in rng.sample(KEYS, 3)) for c in cities}
+    kind = rng.choice(["value", "count", "create"])
+    task = {"files": files, "kind": kind}
+    if kind == "value":
+        city = rng.choice(cities)
+        line = rng.choice(files[f"data/{city}.txt"].splitlines())
+        key, value = line.split("=")
+        task.update(answer=value, city=city, key_name=key)
+        ask = rng.choice([f"What is the {key} value for {city}?", f"Find the {key} of {city} in data."])
+    elif kind == "count":
+        task.update(answer=str(len(cities)))
+        ask = rng.choice(["How many files are in data?", "Count the files in the data folder."])
+    else:
+        word = rng.choice(WORDS)
+        task.update(target="done.txt", content=word)
+        ask = rng.choice([f"Create done.txt containing {word}.", f"Write {word} into a new file done.txt."])
+    task["prompt"] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ask}]
+    task["key"] = json.dumps([files, kind, task.get("answer"), task.get("content"), task.get("key_name")])
+    return task
+
+
+def _expert(task: dict, rng: random.Random) -> dict:
+    ls = rng.choice(["ls data", "ls -1 data", "ls data/"])
+    if task["kind"] == "value":
+        f = f"data/{task['city']}.txt"
+        look = rng.choice([f"cat {f}", f"grep {task['key_name']} {f}", f"grep -n {task['key_name']} {f}"])
+        say = rng.choice([f"The {task['key_name']} is {task['answer']}.", f"{task['answer']}",
+                          f"It is {task['answer']}."])
+        steps = [("call", ("run", {"command": ls})), ("call", ("run", {"command": look})), ("say", say)]
+    elif task["kind"] == "count":
+        cmd = rng.choice(["ls data | wc -l", "ls -1 data | wc -l", "ls data/ | wc -l"])
+        steps = [("call", ("run", {"command": cmd})),
+                 ("say", rng.choice([f"There are {task['answer']} files.", f"{task['answer']} files."]))]
+    else:
+        cmd = rng.choice([f"echo {task['content']} > done.txt", f"echo '{task['content']}' > done.txt"])
+        steps = [("call", ("run", {"command": cmd})), ("call", ("run", {"command": "cat done.txt"})),
+                 ("say", rng.choice(["Created done.txt.", "Done."]))]
+    return run_expert(DOMAIN, task, steps)
+
+
+DOMAIN = register_domain(Domain("terminal", TerminalEnv, _sample, _expert, verifier="lab_terminal",
+                                description="shell commands in a real folder through a restricted shell "
+                                            "(like Terminal-Bench)"))

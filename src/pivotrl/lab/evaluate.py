@@ -1,0 +1,106 @@
+"""Lab evaluation: real episodes in the four environments (test split), the held-out agentic
+variant, the OOD reasoning suite, and next-action accuracy on held-out states."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from pivotrl.lab.domains import IN_DOMAIN
+from pivotrl.lab.domains.base import get_domain
+
+MAX_TURNS = {"tooluse": 7, "terminal": 5, "search": 7, "code": 7, "tooluse_variant": 7}
+
+
+def lab_verifier_options() -> dict:
+    """The lab's functional verifier as a `dispatch` config: each domain's own verifier."""
+    return {"default": "tool_call", "by_domain": {
+        name: {"name": get_domain(name).verifier, **get_domain(name).verifier_options} for name in IN_DOMAIN}}
+
+
+def lab_verifier():
+    from pivotrl.rewards import get_verifier
+
+    return get_verifier("dispatch", **lab_verifier_options())
+
+
+@dataclass
+class EvalConfig:
+    tasks_per_domain: int = 200      # test-split episodes per domain
+    ood_per_task: int = 50           # items per reasoning-gym task
+    variant_tasks: int = 100         # held-out agentic variant episodes
+    next_action_states: int = 100    # held-out states per domain (0 = skip)
+    max_tokens: int = 96
+    seed: int = 0
+
+
+def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
+    """`model`: a directory or hub id, or a loaded model with its `tokenizer`."""
+    from pivotrl.eval.episodes import run_episodes
+    from pivotrl.lab.ood import ood_items, ood_messages, score_item
+    from pivotrl.sampling import Prompt, SamplingParams
+    from pivotrl.sampling.transformers_backend import TransformersSampler
+
+    sampler = TransformersSampler(model, tokenizer=tokenizer)
+    out: dict = {"in_domain": {}, "ood": {}, "next_action": {}}
+    t0 = time.time()
+    for name in IN_DOMAIN:
+        dom = get_domain(name)
+        eps = run_episodes(sampler, dom.environment, dom.tasks("test", cfg.tasks_per_domain, cfg.seed),
+                           MAX_TURNS[name], cfg.max_tokens)
+        out["in_domain"][name] = sum(e.reward for e in eps) / len(eps)
+        if log:
+            log(f"{name}: success {out['in_domain'][name]:.3f} over {len(eps)} episodes")
+    out["in_domain_mean"] = sum(out["in_domain"].values()) / len(IN_DOMAIN)
+    if cfg.variant_tasks:
+        dom = get_domain("tooluse_variant")
+        eps = run_episodes(sampler, dom.environment, dom.tasks("test", cfg.variant_tasks, cfg.seed),
+                           MAX_TURNS["tooluse_variant"], cfg.max_tokens)
+        out["ood"]["tooluse_variant"] = sum(e.reward for e in eps) / len(eps)
+    if cfg.ood_per_task:
+        items = ood_items(cfg.ood_per_task)
+        res = sampler.sample([Prompt(ood_messages(it)) for it in items],
+                             SamplingParams(n=1, temperature=0.0, max_tokens=32))
+        scores: dict[str, list[float]] = {}
+        for it, r in zip(items, res):
+            text = r.samples[0].completion if r.samples else ""
+            scores.setdefault(it["task"], []).append(score_item(it, text if isinstance(text, str) else ""))
+        for task, s in scores.items():
+            out["ood"][task] = sum(s) / len(s)
+        out["ood_reasoning_mean"] = sum(sum(s) / len(s) for s in scores.values()) / len(scores)
+    if out["ood"]:
+        out["ood_mean"] = sum(out["ood"].values()) / len(out["ood"])
+    if cfg.next_action_states:
+        out["next_action"] = next_action_accuracy(sampler, test_states(cfg.next_action_states, cfg.seed), cfg.max_tokens)
+        out["next_action_mean"] = sum(out["next_action"].values()) / len(out["next_action"])
+    out["eval_seconds"] = time.time() - t0
+    return out
+
+
+def test_states(per_domain: int, seed: int = 0):
+    """Held-out states: every turn of expert trajectories on test tasks."""
+    from pivotrl.data.loaders import normalise_record
+    from pivotrl.pivots import extract_states
+
+    states = []
+    for name in IN_DOMAIN:
+        dom = get_domain(name)
+        rng = random.Random(f"test-states:{name}:{seed}")
+        trajs = [normalise_record(dom.expert(t, rng)) for t in dom.tasks("test", max(1, per_domain // 3), seed + 7)]
+        states += extract_states(trajs)[:per_domain]
+    return states
+
+
+def next_action_accuracy(sampler, states, max_tokens: int = 96) -> dict:
+    from pivotrl.rewards import safe_score
+    from pivotrl.sampling import Prompt, SamplingParams
+
+    verifier = lab_verifier()
+    res = sampler.sample([Prompt(s.context, s.tools) for s in states], SamplingParams(n=1, temperature=0.0,
+                                                                                      max_tokens=max_tokens))
+    acc: dict[str, list[float]] = {}
+    for s, r in zip(states, res):
+        score = safe_score(verifier, r.samples[0].completion, s).reward if r.samples else 0.0
+        acc.setdefault(s.domain, []).append(score)
+    return {d: sum(v) / len(v) for d, v in acc.items()}

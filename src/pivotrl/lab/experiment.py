@@ -1,0 +1,363 @@
+"""`pivotrl lab run`: the paper's comparison in miniature, from one base model and one set of SFT
+trajectories: SFT, PivotRL, end-to-end RL, and the two ablations (no pivot filter; exact-match
+reward). Each arm trains for the same wall-clock budget; each is evaluated with real episodes
+(test split), the OOD suite and the cost ledger (PivotRL's profiling counted).
+
+Every stage writes its result to `OUT/work/...` and is skipped when rerun, so an interrupted run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from pivotrl.artifacts import atomic_open, write_jsonl
+from pivotrl.lab.domains import IN_DOMAIN
+from pivotrl.lab.domains.base import get_domain
+from pivotrl.lab.evaluate import EvalConfig, evaluate_model, lab_verifier, lab_verifier_options
+
+ARMS = ("sft", "pivotrl", "e2e", "pivotrl_no_filter", "pivotrl_exact")
+LABELS = {"base": "Base", "sft": "SFT", "pivotrl": "PivotRL", "e2e": "E2E RL",
+          "pivotrl_no_filter": "PivotRL, no pivot filter", "pivotrl_exact": "PivotRL, exact-match reward"}
+
+
+@dataclass
+class Preset:
+    name: str
+    seeds: list = field(default_factory=lambda: [0])
+    arms: tuple = ARMS
+    trajectories: dict = field(default_factory=lambda: {"tooluse": 400, "terminal": 400, "search": 400, "code": 150})
+    profile_k: int = 8
+    lambda_diff: float = 0.75
+    seconds_per_arm: float = 300.0
+    sft_lr: float = 2e-4
+    grpo_lr: float = 2e-4
+    num_generations: int = 8
+    prompts_per_step: int = 4
+    max_completion_length: int = 64
+    e2e_prompts_per_step: int = 2
+    e2e_max_completion_length: int = 384
+    e2e_max_turns: int = 6
+    curve_every: int = 0               # in-training episode evals for the curves (0: start and end only)
+    curve_tasks: int = 10
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+PRESETS = {
+    "full": Preset("full", seeds=[0, 1, 2], curve_every=60),
+    "demo": Preset("demo", seeds=[0], arms=("sft", "pivotrl", "e2e"),
+                   trajectories={"tooluse": 40, "terminal": 40, "search": 40, "code": 20}, profile_k=4,
+                   seconds_per_arm=60.0, eval=EvalConfig(tasks_per_domain=12, ood_per_task=12, variant_tasks=8,
+                                                          next_action_states=0)),
+    "tiny": Preset("tiny", seeds=[0], arms=ARMS, trajectories={"tooluse": 3, "terminal": 3, "search": 3, "code": 2},
+                   profile_k=2, seconds_per_arm=4.0, num_generations=2, prompts_per_step=1, max_completion_length=8,
+                   e2e_prompts_per_step=1, e2e_max_completion_length=48, e2e_max_turns=2,
+                   eval=EvalConfig(tasks_per_domain=1, ood_per_task=1, variant_tasks=1, next_action_states=0,
+                                   max_tokens=8)),
+}
+
+
+class LabCurveCallback(TrainerCallback):
+    """In-domain episode success on a few dev tasks every `every` steps (and at the end), written
+    to the run's ledger as `eval_success`, for the success-against-cost curves."""
+
+    def __init__(self, ledger, tokenizer, every: int, tasks_per_domain: int):
+        self.ledger, self.tokenizer, self.every, self.tasks, self.last = ledger, tokenizer, every, tasks_per_domain, -1
+
+    def _run(self, state, model):
+        if state.global_step == self.last:
+            return
+        t = time.time()
+        res = evaluate_model(model, EvalConfig(self.tasks, 0, 0, 0), tokenizer=self.tokenizer)
+        self.ledger._base_seconds -= time.time() - t  # evaluation is not a training cost
+        self.last = state.global_step
+        self.ledger.write("eval", state.global_step, {"eval_success": res["in_domain_mean"],
+                                                      **{f"eval_success/{d}": v for d, v in res["in_domain"].items()}})
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if self.every and state.global_step % self.every == 0:
+            self._run(state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        self._run(state, model)
+
+
+def _stage(path: Path, fn, progress=None, label=""):
+    """Run `fn` once: its JSON result is kept at `path`, and a rerun reads it back."""
+    if path.exists():
+        if progress:
+            progress(f"{label} (done before, skipped)")
+        return json.loads(path.read_text())
+    if progress:
+        progress(label)
+    result = fn()
+    with atomic_open(path) as fh:
+        fh.write(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str | None = None, progress=None) -> dict:
+    from pivotrl.lab import BASE_MODEL
+
+    base_model = str(base_model or BASE_MODEL)
+    out = Path(out_dir)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "preset.json").write_text(json.dumps(asdict(preset), indent=2, default=str))
+    t_start = time.time()
+
+    # 1. the data: expert trajectories (SFT data, and the pivot candidates), E2E tasks
+    data = work / "data"
+
+    def make_data():
+        trajs, tasks = [], []
+        for name in IN_DOMAIN:
+            dom = get_domain(name)
+            rng = random.Random(f"sft:{name}")
+            ts = dom.tasks("train", preset.trajectories[name], seed=0)
+            tasks += ts
+            trajs += [dom.expert(t, rng) for t in ts]
+        write_jsonl(data / "train_trajectories.jsonl", trajs)
+        write_jsonl(data / "train_tasks.jsonl", tasks)
+        return {"trajectories": len(trajs), "tasks": len(tasks)}
+
+    _stage(work / "data.json", make_data, progress, "generating expert trajectories")
+
+    # 2. candidates and the one-off profiling with the frozen base
+    def profile():
+        from pivotrl.data import load_trajectories
+        from pivotrl.pivots import extract_states, write_states
+        from pivotrl.pivots.profile import profile_states
+        from pivotrl.sampling import SamplingParams, get_sampler
+
+        states = extract_states(load_trajectories(data / "train_trajectories.jsonl"))
+        write_states(work / "states.jsonl", states)
+        recs = profile_states(states, get_sampler("transformers", model=base_model), lab_verifier(),
+                              k=preset.profile_k, params=SamplingParams(preset.profile_k, 1.0, 1.0,
+                                                                        preset.max_completion_length),
+                              output=work / "profile.jsonl", model_name=base_model, verifier_name="lab")
+        ok = [r for r in recs if not r["skipped"]]
+        return {"states": len(recs), "mixed": sum(r["reward_var"] > 0 for r in ok),
+                "mixed_share": sum(r["reward_var"] > 0 for r in ok) / max(len(ok), 1),
+                "mean_reward": sum(r["reward_mean"] for r in ok) / max(len(ok), 1)}
+
+    prof = _stage(work / "profile.json", profile, progress, "profiling the candidates with the base model")
+
+    # 3. evaluations: the base once, then each arm x seed
+    evals = {"base": [_stage(work / "eval_base.json", lambda: evaluate_model(base_model, preset.eval), progress,
+                             "evaluating the base model")]}
+    runs: dict[str, list[dict]] = {}
+    for seed in preset.seeds:
+        for arm in preset.arms:
+            run_dir = work / f"{arm}-s{seed}"
+            ledger = _stage(work / f"train_{arm}-s{seed}.json",
+                            lambda: _train_arm(arm, seed, preset, base_model, work, run_dir), progress,
+                            f"training {LABELS[arm]} (seed {seed}, {preset.seconds_per_arm:.0f}s)")
+            res = _stage(work / f"eval_{arm}-s{seed}.json",
+                         lambda: evaluate_model(str(run_dir / "final"), replace(preset.eval, seed=0)), progress,
+                         f"evaluating {LABELS[arm]} (seed {seed})")
+            evals.setdefault(arm, []).append(res)
+            runs.setdefault(arm, []).append(ledger)
+    results = aggregate(evals, runs, prof, preset, base_model, time.time() - t_start)
+    write_results(results, out)
+    return results
+
+
+def _train_arm(arm: str, seed: int, preset: Preset, base_model: str, work: Path, run_dir: Path) -> dict:
+    from pivotrl.pivots.select import load_candidates, select
+    from pivotrl.train.ledger import read_ledger
+
+    curves = []
+    if preset.curve_every:
+        curves = [lambda ledger, tok: LabCurveCallback(ledger, tok, preset.curve_every, preset.curve_tasks)]
+    if arm == "sft":
+        from pivotrl.data import load_trajectories
+        from pivotrl.train.sft import SFTRunConfig, train_sft
+
+        train_sft(SFTRunConfig(model=base_model, output_dir=str(run_dir), learning_rate=preset.sft_lr, batch_size=8,
+                               num_train_epochs=100, max_seconds=preset.seconds_per_arm, save_steps=10**6,
+                               seed=seed, eval_every=0, report_to=["tensorboard"], max_length=1024),
+                  trajectories=list(load_trajectories(work / "data" / "train_trajectories.jsonl")), eval_states=[])
+    elif arm.startswith("pivotrl"):
+        from pivotrl.train.pivotrl_trainer import PivotRLConfig, train_pivotrl
+
+        rule = "all" if arm == "pivotrl_no_filter" else "pivot"
+        states = [c.state for c in select(load_candidates(work / "profile.jsonl"), rule, lambda_diff=preset.lambda_diff)]
+        if not states:
+            from pivotrl.errors import DataError
+
+            raise DataError("the base model's profile has no pivots (no state with mixed outcomes): PivotRL has "
+                            "nothing to train on; use a base checkpoint nearer the jump in copying ability")
+        exact = arm == "pivotrl_exact"
+        cfg = PivotRLConfig(model=base_model, output_dir=str(run_dir), learning_rate=preset.grpo_lr,
+                            verifier="exact" if exact else "dispatch",
+                            verifier_options={} if exact else lab_verifier_options(),
+                            num_generations=preset.num_generations, prompts_per_step=preset.prompts_per_step,
+                            max_completion_length=preset.max_completion_length, max_steps=10**6,
+                            max_seconds=preset.seconds_per_arm, save_steps=10**6, seed=seed, eval_every=0,
+                            report_to=["tensorboard"], profile_cost=str(work / "profile.jsonl.meta.json"))
+        train_pivotrl(cfg, train_states=states, eval_states=[], extra_callbacks=curves)
+    else:
+        from pivotrl.train.e2e import E2EConfig, load_tasks, train_e2e
+
+        cfg = E2EConfig(model=base_model, environment="lab", output_dir=str(run_dir), learning_rate=preset.grpo_lr,
+                        num_generations=preset.num_generations, prompts_per_step=preset.e2e_prompts_per_step,
+                        max_completion_length=preset.e2e_max_completion_length, max_turns=preset.e2e_max_turns,
+                        max_steps=10**6, max_seconds=preset.seconds_per_arm, save_steps=10**6, seed=seed,
+                        eval_every=0, report_to=["tensorboard"])
+        train_e2e(cfg, tasks=load_tasks(str(work / "data" / "train_tasks.jsonl")), eval_tasks=[], extra_callbacks=curves)
+    ledger = read_ledger(run_dir)
+    steps = [r for r in ledger if r.get("kind") == "step"]
+    last = steps[-1]
+    return {"steps": last["step"], "rollout_turns": last["rollout_turns"], "generated_tokens": last["generated_tokens"],
+            "env_steps": last["env_steps"], "verifier_calls": last["verifier_calls"],
+            "wall_clock_s": last["wall_clock_s"],
+            "profiling": next((r for r in ledger if r.get("kind") == "profiling"), None),
+            "curve": [{k: r[k] for k in ("rollout_turns", "wall_clock_s", "eval_success")}
+                      for r in ledger if r.get("kind") == "eval" and "eval_success" in r],
+            "zero_std_share": statistics.fmean([r.get("frac_reward_zero_std", 0.0) for r in steps]) if arm != "sft" else None}
+
+
+def aggregate(evals: dict, runs: dict, prof: dict, preset: Preset, base_model: str, seconds: float) -> dict:
+    def ms(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return None
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "n": len(values)}
+
+    base = evals["base"][0]
+    table = {}
+    for arm, rs in evals.items():
+        row = {"in_domain": {d: ms([r["in_domain"][d] for r in rs]) for d in IN_DOMAIN},
+               "in_domain_mean": ms([r["in_domain_mean"] for r in rs]),
+               "ood_mean": ms([r.get("ood_mean") for r in rs]),
+               "ood": {t: ms([r["ood"][t] for r in rs]) for t in base["ood"]}}
+        row["in_domain_delta"] = row["in_domain_mean"]["mean"] - base["in_domain_mean"]
+        row["ood_delta"] = (row["ood_mean"]["mean"] - base["ood_mean"]) if row["ood_mean"] else None
+        if arm in runs:
+            led = runs[arm]
+            p = [r["profiling"] or {} for r in led]
+            row["cost"] = {"rollout_turns": ms([r["rollout_turns"] for r in led]),
+                           "profiling_turns": ms([x.get("rollout_turns", 0) for x in p]),
+                           "wall_clock_s": ms([r["wall_clock_s"] for r in led]),
+                           "profiling_s": ms([x.get("wall_clock_s", 0.0) for x in p]),
+                           "steps": ms([r["steps"] for r in led]),
+                           "zero_std_share": ms([r["zero_std_share"] for r in led])}
+        table[arm] = row
+    claims = _claims(table, runs)
+    return {"preset": preset.name, "seeds": preset.seeds, "base_model": base_model, "profile": prof,
+            "table": table, "claims": claims, "runs": runs, "total_seconds": seconds}
+
+
+def _claims(t: dict, runs: dict) -> dict:
+    out = {}
+    if "pivotrl" in t and "sft" in t:
+        out["pivotrl_minus_sft_in_domain"] = t["pivotrl"]["in_domain_mean"]["mean"] - t["sft"]["in_domain_mean"]["mean"]
+        out["sft_ood_delta"] = t["sft"]["ood_delta"]
+        out["pivotrl_ood_delta"] = t["pivotrl"]["ood_delta"]
+    if "pivotrl" in t and "e2e" in t:
+        e2e_final = t["e2e"]["in_domain_mean"]["mean"]
+        p = t["pivotrl"]
+        total_p = p["cost"]["rollout_turns"]["mean"] + p["cost"]["profiling_turns"]["mean"]
+        out["e2e_final_in_domain"] = e2e_final
+        out["pivotrl_reached_e2e_final"] = p["in_domain_mean"]["mean"] >= e2e_final
+        out["turns_e2e"] = t["e2e"]["cost"]["rollout_turns"]["mean"]
+        out["turns_pivotrl_with_profiling"] = total_p
+        out["turns_ratio_e2e_over_pivotrl"] = out["turns_e2e"] / total_p if total_p else None
+        out["time_ratio_e2e_over_pivotrl"] = (t["e2e"]["cost"]["wall_clock_s"]["mean"] /
+                                              (p["cost"]["wall_clock_s"]["mean"] + p["cost"]["profiling_s"]["mean"]))
+    for ab in ("pivotrl_no_filter", "pivotrl_exact"):
+        if ab in t and "pivotrl" in t:
+            out[f"{ab}_minus_pivotrl"] = t[ab]["in_domain_mean"]["mean"] - t["pivotrl"]["in_domain_mean"]["mean"]
+    return out
+
+
+def _fmt(x, pct=True):
+    if x is None:
+        return "-"
+    if isinstance(x, dict):
+        m, s = x["mean"], x["std"]
+        return f"{100 * m:.1f} ± {100 * s:.1f}" if pct else f"{m:,.0f}"
+    return f"{100 * x:+.1f}" if pct else f"{x:,.0f}"
+
+
+def markdown_table(results: dict) -> str:
+    t = results["table"]
+    head = "| method | " + " | ".join(IN_DOMAIN) + " | in-domain avg | Δ vs base | OOD avg | Δ OOD | rollout turns (+ profiling) | wall-clock s |"
+    lines = [head, "|" + "---|" * (len(IN_DOMAIN) + 7)]
+    for arm in ("base", *ARMS):
+        if arm not in t:
+            continue
+        r = t[arm]
+        cost = r.get("cost")
+        turns = "-" if not cost else (f"{cost['rollout_turns']['mean']:,.0f}" + (
+            f" (+{cost['profiling_turns']['mean']:,.0f})" if cost["profiling_turns"]["mean"] else ""))
+        secs = "-" if not cost else f"{cost['wall_clock_s']['mean'] + cost['profiling_s']['mean']:,.0f}"
+        lines.append(f"| {LABELS[arm]} | " + " | ".join(_fmt(r["in_domain"][d]) for d in IN_DOMAIN) +
+                     f" | {_fmt(r['in_domain_mean'])} | {_fmt(r['in_domain_delta']) if arm != 'base' else '-'} | "
+                     f"{_fmt(r['ood_mean'])} | {_fmt(r['ood_delta']) if arm != 'base' else '-'} | {turns} | {secs} |")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out / "results.json") as fh:
+        fh.write(json.dumps(results, indent=2, default=str))
+    (out / "table.md").write_text(markdown_table(results) + "\n")
+    plot_results(results, out)
+
+
+def plot_results(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, runs = results["table"], results["runs"]
+    base = t["base"]["in_domain_mean"]["mean"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for arm, color in (("pivotrl", "#228833"), ("e2e", "#cc3311")):
+        for i, led in enumerate(runs.get(arm, [])):
+            prof_turns = (led.get("profiling") or {}).get("rollout_turns", 0)
+            prof_s = (led.get("profiling") or {}).get("wall_clock_s", 0.0)
+            curve = led["curve"] or []
+            xs_t = [prof_turns] + [c["rollout_turns"] + prof_turns for c in curve]
+            xs_s = [prof_s] + [c["wall_clock_s"] + prof_s for c in curve]
+            ys = [base] + [c["eval_success"] for c in curve]
+            if not curve:  # no in-training evals: the start and the final evaluation
+                final = results["table"][arm]["in_domain_mean"]["mean"]
+                xs_t, xs_s, ys = [prof_turns, led["rollout_turns"] + prof_turns], [prof_s, led["wall_clock_s"] + prof_s], [base, final]
+            label = LABELS[arm] + (" (profiling included)" if arm == "pivotrl" else "") if i == 0 else None
+            axes[0].plot(xs_t, ys, "o-", color=color, alpha=0.8, label=label)
+            axes[1].plot(xs_s, ys, "o-", color=color, alpha=0.8, label=label)
+    axes[0].set(xlabel="rollout turns (model calls)", ylabel="in-domain success (episodes)")
+    axes[1].set(xlabel="wall-clock seconds", ylabel="in-domain success (episodes)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "success_vs_cost.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for arm in ARMS:
+        if arm in t and t[arm]["ood_delta"] is not None:
+            ax.scatter(100 * t[arm]["in_domain_delta"], 100 * t[arm]["ood_delta"], s=60)
+            ax.annotate(LABELS[arm], (100 * t[arm]["in_domain_delta"], 100 * t[arm]["ood_delta"]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+    ax.axhline(0, color="grey", lw=1)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set(xlabel="in-domain change vs base (points)", ylabel="OOD change vs base (points)",
+           title="Gains in-domain vs skills kept out of domain")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "in_domain_vs_ood.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,104 @@
+"""The out-of-domain suite, fixed:
+
+- non-agentic tasks from `reasoning-gym` generators, sized for a ~1M-parameter model and scored by
+  reasoning-gym's own `score_answer`: basic_arithmetic (two 1-digit terms, + and -),
+  letter_counting (3-4 words), spell_backward (3-5 letters), word_sequence_reversal (3-4 words);
+- a held-out agentic variant: the store with renamed tools (`lookup_customer`, `get_orders`,
+  `void_order`, `ask_customer`) that no training data uses.
+
+The base model sees these reasoning-gym task types in pretraining (other seeds), so forgetting
+under SFT and retention under PivotRL are measurable.
+"""
+
+from __future__ import annotations
+
+from pivotrl.lab.domains.base import Domain, register_domain, run_expert, shuffled
+from pivotrl.lab.domains.tooluse import StoreEnv, _sample as _store_sample
+
+GENERATORS = {
+    "basic_arithmetic": dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, operators=("+", "-"),
+                             allow_parentheses=False, allow_negation=False),
+    "letter_counting": dict(min_words=3, max_words=4),
+    "spell_backward": dict(min_word_len=3, max_word_len=5),
+    "word_sequence_reversal": dict(min_words=3, max_words=4),
+}
+EVAL_SEED = 20_261_126  # the fixed evaluation draw; pretraining uses other seeds
+
+
+def ood_items(n_per_task: int, seed: int = EVAL_SEED) -> list[dict]:
+    import reasoning_gym
+
+    items = []
+    for name, cfg in GENERATORS.items():
+        ds = reasoning_gym.create_dataset(name, size=n_per_task, seed=seed, **cfg)
+        for i in range(n_per_task):
+            e = ds[i]
+            items.append({"task": name, "index": i, "seed": seed, "question": e["question"], "answer": str(e["answer"])})
+    return items
+
+
+def score_item(item: dict, text: str) -> float:
+    import reasoning_gym
+
+    ds = reasoning_gym.create_dataset(item["task"], size=item["index"] + 1, seed=item["seed"], **GENERATORS[item["task"]])
+    return float(ds.score_answer(text.strip(), ds[item["index"]]))
+
+
+def ood_messages(item: dict) -> list[dict]:
+    return [{"role": "user", "content": item["question"]}]
+
+
+class VariantStoreEnv(StoreEnv):
+    """The store with tools under new names: an agentic task no training data shows."""
+
+    ask_user = find_user = list_orders = cancel_order = None  # hidden: only the new names are tools
+
+    def ask_customer(self, question: str) -> str:
+        """Ask the customer something.
+
+        Args:
+            question: The question.
+        """
+        return StoreEnv.ask_user(self, question)
+
+    def lookup_customer(self, name: str, zip: str) -> str:
+        """Look up a customer id.
+
+        Args:
+            name: Customer name.
+            zip: Zip code.
+        """
+        return StoreEnv.find_user(self, name, zip)
+
+    def get_orders(self, user_id: str) -> str:
+        """Get a customer's orders.
+
+        Args:
+            user_id: The customer id.
+        """
+        return StoreEnv.list_orders(self, user_id)
+
+    def void_order(self, order_id: str) -> str:
+        """Void (cancel) a pending order.
+
+        Args:
+            order_id: The order id.
+        """
+        return StoreEnv.cancel_order(self, order_id)
+
+
+def _variant_expert(task: dict, rng) -> dict:
+    uid = next(u[0] for u in task["users"] if u[1] == task["name"])
+    order = next(o for o in task["orders"] if o[1] == uid and o[2] == task["item"])
+    steps = [("call", ("ask_customer", {"question": "What is your zip code?"})),
+             ("call", ("lookup_customer", shuffled({"name": task["name"], "zip": task["zip_code"]}, rng))),
+             ("call", ("get_orders", {"user_id": uid}))]
+    if task["goal"] == "cancel":
+        steps += [("call", ("void_order", {"order_id": order[0]})), ("say", f"Your order {order[0]} is cancelled.")]
+    else:
+        steps.append(("say", f"Your order {order[0]} is {order[3]}."))
+    return run_expert(VARIANT, task, steps)
+
+
+VARIANT = register_domain(Domain("tooluse_variant", VariantStoreEnv, _store_sample, _variant_expert,
+                                 verifier="tool_call", description="held-out: the store with renamed tools (OOD)"))

@@ -1,0 +1,233 @@
+"""The lab world: domains, environments, experts, verifiers, the restricted shell."""
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from pivotrl import extract_states, get_verifier
+from pivotrl.data.loaders import normalise_record
+from pivotrl.eval.episodes import run_episodes
+from pivotrl.lab import get_domain, list_domains
+from pivotrl.lab.domains import IN_DOMAIN
+from pivotrl.lab.restricted_shell import RestrictedShell
+from pivotrl.sampling import PromptResult, Sample, Sampler
+
+SAMPLE_SIZE = {"tooluse": 30, "terminal": 30, "search": 30, "code": 6}
+
+
+def test_the_four_domains_and_the_held_out_variant_are_registered():
+    assert set(IN_DOMAIN) == {"tooluse", "terminal", "search", "code"}
+    assert set(list_domains()) == set(IN_DOMAIN) | {"tooluse_variant"}
+
+
+@pytest.mark.parametrize("name", IN_DOMAIN)
+def test_splits_never_overlap_and_are_reproducible(name):
+    dom = get_domain(name)
+    n = 60 if name != "code" else 30
+    ids = {split: {t["id"] for t in dom.tasks(split, n)} for split in ("train", "dev", "test")}
+    assert all(len(v) == n for v in ids.values())
+    assert not (ids["train"] & ids["dev"]) and not (ids["train"] & ids["test"]) and not (ids["dev"] & ids["test"])
+    assert [t["id"] for t in dom.tasks("test", 5)] == [t["id"] for t in dom.tasks("test", 5)]
+
+
+@pytest.mark.parametrize("name", IN_DOMAIN)
+def test_each_expert_solves_its_own_tasks(name):
+    dom = get_domain(name)
+    rng = random.Random(0)
+    for task in dom.tasks("test", SAMPLE_SIZE[name], seed=3):
+        traj = dom.expert(task, rng)  # raises if the environment says the episode failed
+        record = normalise_record(traj)  # and the trajectory is valid OpenAI-format data
+        assert record.messages[-1]["role"] == "assistant" and not record.messages[-1].get("tool_calls")
+
+
+def _paired_states(name, n_tasks):
+    """Two experts (different surface forms) on the same tasks; states of the same turns."""
+    dom = get_domain(name)
+    tasks = dom.tasks("dev", n_tasks, seed=5)
+    a = extract_states([normalise_record(dom.expert(t, random.Random(1))) for t in tasks])
+    b = extract_states([normalise_record(dom.expert(t, random.Random(2))) for t in tasks])
+    by_turn = {(s.trajectory_id, s.turn_index): s for s in b}
+    return dom, [(s, by_turn[(s.trajectory_id, s.turn_index)]) for s in a
+                 if (s.trajectory_id, s.turn_index) in by_turn
+                 and [c.name for c in s.reference.calls] == [c.name for c in by_turn[(s.trajectory_id, s.turn_index)].reference.calls]]
+
+
+def render(action):
+    from pivotrl.demo import render as r
+
+    return r(action)
+
+
+@pytest.mark.parametrize("name", IN_DOMAIN)
+def test_verifier_accepts_the_experts_paraphrases_where_exact_match_does_not(name):
+    dom, pairs = _paired_states(name, 8 if name != "code" else 4)
+    functional = get_verifier(dom.verifier, **dom.verifier_options)
+    exact = get_verifier("exact")
+    accepted = [functional.score(render(other.reference), s).reward for s, other in pairs]
+    assert sum(accepted) == len(accepted), "the functional verifier must accept every expert surface form"
+    exact_accepts = [exact.score(render(other.reference), s).reward for s, other in pairs]
+    assert sum(exact_accepts) < len(exact_accepts), "surface forms vary, so exact match must miss some"
+
+
+def _wrong(action):
+    """The same tool call with every string value changed (or a wrong answer for a message)."""
+    from pivotrl.data.types import Action, ToolCall
+
+    if action.kind == "message":
+        return "I could not find it, sorry: zzz."
+    c = action.calls[0]
+    args = {k: (v + "9" if isinstance(v, str) else v) for k, v in c.arguments.items()}
+    if not args:
+        return render(Action.tool_calls([ToolCall("no_such_tool", {})]))
+    return render(Action.tool_calls([ToolCall(c.name, args)]))
+
+
+@pytest.mark.parametrize("name", ["tooluse", "terminal", "search", "code"])
+def test_verifier_rejects_wrong_actions(name):
+    dom = get_domain(name)
+    tasks = dom.tasks("dev", 4, seed=9)
+    states = extract_states([normalise_record(dom.expert(t, random.Random(0))) for t in tasks])
+    v = get_verifier(dom.verifier, **dom.verifier_options)
+    rejected = [v.score(_wrong(s.reference), s).reward == 0.0 for s in states
+                if s.reference.kind == "tool_calls" or name in ("terminal", "search")]
+    # ask_user questions are free text: a changed word still asks the same question (upstream's rule)
+    assert sum(rejected) >= 0.7 * len(rejected) and any(rejected)
+
+
+HOSTILE = [
+    "cat /etc/passwd", "cat ../outside.txt", "ls ..", "cat data/../../outside.txt", "python3 -c 'print(1)'",
+    "bash -c ls", "sh", "curl http://127.0.0.1", "wget x", "rm -rf /", "ls; cat /etc/passwd", "ls && id",
+    "echo $(id)", "echo `id`", "cat link_out", "ls link_dir/", "cat < /etc/passwd", "echo x > /tmp/evil",
+    "echo x > ../evil", "ln -s /etc x", "find / -name passwd", "env", "cd /", "sleep 10", "ls ~", "cat ${HOME}",
+    "echo hi | python3", "cp data/a.txt /tmp/stolen", "mv data/a.txt ../a.txt", "ls link_dir", "echo x >> link_out",
+    "dd if=/dev/zero of=big", "nc -l 1234",
+]
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    root = tmp_path / "task"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "a.txt").write_text("temp=3\nrain=7\n")
+    (tmp_path / "outside.txt").write_text("secret")
+    os.symlink(tmp_path / "outside.txt", root / "link_out")
+    os.symlink(tmp_path, root / "link_dir")
+    return root
+
+
+@pytest.mark.parametrize("command", HOSTILE)
+def test_restricted_shell_refuses_hostile_commands(sandbox, command):
+    out = RestrictedShell(sandbox).run(command)
+    assert out.startswith("refused:"), (command, out)
+    assert "secret" not in out and "root:" not in out
+    assert not (sandbox.parent / "evil").exists() and not Path("/tmp/stolen").exists()
+
+
+def test_restricted_shell_runs_real_commands_inside(sandbox):
+    sh = RestrictedShell(sandbox, max_output=50)
+    assert sh.run("cat data/a.txt") == "temp=3\nrain=7"
+    assert sh.run("grep rain data/a.txt") == "rain=7"
+    assert sh.run("ls data | wc -l") == "1"
+    assert sh.run("echo hello > out.txt") == "(no output)" and (sandbox / "out.txt").read_text() == "hello\n"
+    assert sh.run("cat nope.txt").startswith("cat:")
+    big = sandbox / "big.txt"
+    big.write_text("x" * 1000)
+    assert sh.run("cat big.txt").endswith("[output truncated]")
+
+
+class ScriptedPolicy(Sampler):
+    """A 'model' that says what the test tells it to: for driving environments without torch."""
+
+    def __init__(self, script):
+        self.script, self.turn = script, 0
+
+    def sample(self, prompts, params, seed=None):
+        out = []
+        for _ in prompts:
+            text = self.script[min(self.turn, len(self.script) - 1)]
+            out.append(PromptResult([Sample(text, 5, False)], 10))
+        self.turn += 1
+        return out
+
+
+@pytest.mark.parametrize("name", IN_DOMAIN)
+def test_environments_survive_malformed_calls_and_episodes_go_on(name):
+    dom = get_domain(name)
+    task = dom.tasks("test", 1, seed=11)[0]
+    tool = dom.tools()[0]["function"]["name"]
+    script = ['<tool_call>{"name": "' + tool + '", "arguments": {"oops": </tool_call>',  # broken JSON
+              '<tool_call>{"name": "no_such_tool", "arguments": {}}</tool_call>',  # unknown tool
+              '<tool_call>{"name": "' + tool + '", "arguments": {"wrong_arg": 1}}</tool_call>',  # bad arguments
+              "I give up."]
+    (ep,) = run_episodes(ScriptedPolicy(script), dom.environment, [task], max_turns=6)
+    tool_msgs = [m["content"] for m in ep.messages if m["role"] == "tool"]
+    assert len(tool_msgs) == 3 and all(m.startswith("Error") for m in tool_msgs), tool_msgs
+    assert ep.done and ep.turns == 4 and ep.reward == 0.0
+
+
+@pytest.mark.parametrize("name", IN_DOMAIN)
+def test_replaying_the_expert_through_the_episode_runner_succeeds(name):
+    """The environment is the same object for the runner (and TRL) as for the expert."""
+    dom = get_domain(name)
+    task = dom.tasks("test", 1, seed=13)[0]
+    traj = dom.expert(task, random.Random(0))
+    script = []
+    for m in traj["messages"]:
+        if m["role"] == "assistant":
+            if m.get("tool_calls"):
+                fn = m["tool_calls"][0]["function"]
+                script.append('<tool_call>{"name": "%s", "arguments": %s}</tool_call>' % (fn["name"], fn["arguments"]))
+            else:
+                script.append(m["content"])
+    (ep,) = run_episodes(ScriptedPolicy(script), dom.environment, [task], max_turns=10)
+    assert ep.reward == 1.0 and ep.turns == len(script)
+
+
+def test_terminal_verifier_accepts_commands_with_the_same_effect():
+    from pivotrl.data.types import Action, ToolCall
+
+    dom = get_domain("terminal")
+    task = next(t for t in dom.tasks("dev", 30) if t["kind"] == "value")
+    traj = normalise_record(dom.expert(task, random.Random(0)))
+    state = next(s for s in extract_states([traj]) if s.reference.kind == "tool_calls"
+                 and "data/" in s.reference.calls[0].arguments["command"] and "ls" not in s.reference.calls[0].arguments["command"])
+    v = get_verifier("lab_terminal")
+    f = f"data/{task['city']}.txt"
+    same = render(Action.tool_calls([ToolCall("run", {"command": f"cat ./{f}" if "cat" in state.reference.calls[0].arguments["command"] else f"grep {task['key_name']} {f}"})]))
+    assert v.score(same, state).reward == 1.0
+    other = next(c for c in [t for t in task["files"]] if c != f)
+    assert v.score(render(Action.tool_calls([ToolCall("run", {"command": f"cat {other}"})])), state).reward == 0.0
+
+
+def test_code_verifier_compares_edits_by_their_effect():
+    from pivotrl.data.types import Action, ToolCall
+
+    dom = get_domain("code")
+    task = dom.tasks("dev", 1, seed=2)[0]
+    name, bad, good = task["bug"]
+    traj = normalise_record(dom.expert(task, random.Random(0)))
+    state = next(s for s in extract_states([traj]) if s.reference.calls and s.reference.calls[0].name == "edit")
+    v = get_verifier("lab_code")
+    for old, new in [(bad, good), (f"return {bad}", f"return {good}")]:
+        ok = render(Action.tool_calls([ToolCall("edit", {"new": new, "old": old, "path": "calc.py"})]))
+        assert v.score(ok, state).reward == 1.0
+    wrong = render(Action.tool_calls([ToolCall("edit", {"path": "calc.py", "old": bad, "new": bad + " + 1"})]))
+    assert v.score(wrong, state).reward == 0.0
+
+
+def test_lab_generate_writes_tasks_and_trajectories(tmp_path):
+    from typer.testing import CliRunner
+
+    from pivotrl.cli import app
+    from pivotrl import load_trajectories
+
+    r = CliRunner().invoke(app, ["lab", "generate", "--domain", "search", "-o", str(tmp_path), "--train", "5",
+                                 "--dev", "2", "--test", "3"])
+    assert r.exit_code == 0, r.output
+    assert len((tmp_path / "search" / "test_tasks.jsonl").read_text().splitlines()) == 3
+    trajs = load_trajectories(tmp_path / "train_trajectories.jsonl")
+    assert len(trajs) == 5 and all(t.domain == "search" for t in trajs)
+    assert json.loads((tmp_path / "search" / "train_tasks.jsonl").read_text().splitlines()[0])["split"] == "train"

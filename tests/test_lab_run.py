@@ -1,0 +1,57 @@
+"""The committed base model, lab evaluation, and the lab pipeline end to end at a tiny size."""
+
+import json
+
+import pytest
+
+from pivotrl.lab import BASE_MODEL, get_domain
+from pivotrl.lab.domains import IN_DOMAIN
+
+pytestmark = pytest.mark.skipif(not (BASE_MODEL / "model.safetensors").exists(), reason="no committed base model")
+
+
+def test_the_committed_base_loads_and_completes_episodes():
+    from pivotrl.eval.episodes import run_episodes
+    from pivotrl.sampling import get_sampler
+
+    sampler = get_sampler("transformers", model=str(BASE_MODEL))
+    for name in IN_DOMAIN:
+        dom = get_domain(name)
+        (ep,) = run_episodes(sampler, dom.environment, dom.tasks("test", 1, seed=4), max_turns=6, max_tokens=64)
+        assert ep.turns >= 1 and ep.reward in (0.0, 1.0)
+        assert ep.messages[-1]["role"] in ("assistant", "tool")
+
+
+def test_lab_eval_reports_every_measure(tmp_path):
+    from typer.testing import CliRunner
+
+    from pivotrl.cli import app
+
+    out = tmp_path / "eval.json"
+    r = CliRunner().invoke(app, ["lab", "eval", "--model", str(BASE_MODEL), "--tasks", "2", "--ood", "2",
+                                 "--variant", "2", "--next-action", "3", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert set(res["in_domain"]) == set(IN_DOMAIN)
+    assert {"basic_arithmetic", "letter_counting", "spell_backward", "word_sequence_reversal",
+            "tooluse_variant"} <= set(res["ood"])
+    assert all(0.0 <= v <= 1.0 for v in list(res["in_domain"].values()) + list(res["ood"].values()))
+
+
+def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
+    from pivotrl.lab.experiment import ARMS, PRESETS, run_lab
+
+    stages = []
+    results = run_lab(PRESETS["tiny"], tmp_path, progress=stages.append)
+    for name in ("results.json", "table.md", "success_vs_cost.png", "in_domain_vs_ood.png"):
+        assert (tmp_path / name).exists()
+    assert set(results["table"]) == {"base", *ARMS}
+    pivot = results["table"]["pivotrl"]["cost"]
+    assert pivot["profiling_turns"]["mean"] > 0  # PivotRL is charged its profiling
+    assert results["table"]["sft"]["cost"]["rollout_turns"]["mean"] == 0
+    assert results["table"]["e2e"]["cost"]["rollout_turns"]["mean"] > 0
+    table = (tmp_path / "table.md").read_text()
+    assert "PivotRL, exact-match reward" in table and "E2E RL" in table
+    again = []
+    run_lab(PRESETS["tiny"], tmp_path, progress=again.append)
+    assert all("skipped" in s for s in again) and len(again) == len(stages)
