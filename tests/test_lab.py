@@ -85,16 +85,42 @@ def _wrong(action):
     return render(Action.tool_calls([ToolCall(c.name, args)]))
 
 
-@pytest.mark.parametrize("name", ["tooluse", "terminal", "search", "code"])
+def _judged(name, state) -> bool:
+    """Whether a wrong version of this state's action must be refused. Accepted by rule: free-text
+    questions (upstream's word overlap), and any message where the domain only asks for a message
+    (tooluse and code final turns, terminal "create" tasks)."""
+    from pivotrl.lab.verifiers import task_of
+
+    ref = state.reference
+    if ref.kind == "message":
+        return name == "search" or (name == "terminal" and task_of(state).get("kind") != "create")
+    return ref.calls[0].name != "ask_user"
+
+
+@pytest.mark.parametrize("name", IN_DOMAIN)
 def test_verifier_rejects_wrong_actions(name):
     dom = get_domain(name)
     tasks = dom.tasks("dev", 4, seed=9)
     states = extract_states([normalise_record(dom.expert(t, random.Random(0))) for t in tasks])
     v = get_verifier(dom.verifier, **dom.verifier_options)
-    rejected = [v.score(_wrong(s.reference), s).reward == 0.0 for s in states
-                if s.reference.kind == "tool_calls" or name in ("terminal", "search")]
-    # ask_user questions are free text: a changed word still asks the same question (upstream's rule)
-    assert sum(rejected) >= 0.7 * len(rejected) and any(rejected)
+    judged = [s for s in states if _judged(name, s)]
+    assert judged
+    assert [v.score(_wrong_for(s), s).reward for s in judged] == [0.0] * len(judged)
+
+
+def _wrong_for(state):
+    """A wrong action for this state; a search for another entity (a changed word may still find
+    the same document, which is rightly accepted)."""
+    from pivotrl.data.types import Action, ToolCall
+    from pivotrl.lab.verifiers import task_of
+
+    ref = state.reference
+    if ref.kind == "tool_calls" and ref.calls[0].name == "search":
+        docs = task_of(state)["docs"]
+        query = ref.calls[0].arguments["query"]
+        other = next(text for text in docs.values() if query.split()[0] not in text)
+        return render(Action.tool_calls([ToolCall("search", {"query": " ".join(other.split()[:2])})]))
+    return _wrong(ref)
 
 
 HOSTILE = [
