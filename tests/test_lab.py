@@ -257,3 +257,12 @@ def test_lab_generate_writes_tasks_and_trajectories(tmp_path):
     trajs = load_trajectories(tmp_path / "train_trajectories.jsonl")
     assert len(trajs) == 5 and all(t.domain == "search" for t in trajs)
     assert json.loads((tmp_path / "search" / "train_tasks.jsonl").read_text().splitlines()[0])["split"] == "train"
+
+
+def test_base_checkpoint_choice_prefers_the_latest_within_noise_of_the_best():
+    from pivotrl.lab.pretrain import choose_checkpoint
+
+    shares = [("step-60", 0.07), ("step-300", 0.37), ("step-600", 0.27), ("step-1140", 0.34)]
+    measured = [{"checkpoint": c, "mixed_share": m} for c, m in shares]
+    assert choose_checkpoint(measured, 0.05)["checkpoint"] == "step-1140"
+    assert choose_checkpoint(measured, 0.0)["checkpoint"] == "step-300"

@@ -277,3 +277,14 @@ def test_shipped_configs_load(cls_path, config):
     module, _, name = cls_path.partition(":")
     cfg = load_config(getattr(importlib.import_module(module), name), Path(__file__).parent.parent / config)
     assert isinstance(cfg.learning_rate, float) and cfg.model
+
+
+def test_lora_training_and_tensorboard_logs(tmp_path, tiny_model, sample_states):
+    run = tmp_path / "lora"
+    train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=2,
+                        lora=True, lora_r=4, lora_alpha=8, learning_rate=1e-2, report_to=["tensorboard"]),
+                  train_states=sample_states[:4], eval_states=[])
+    final = run / "final"
+    assert (final / "adapter_config.json").exists() and (final / "adapter_model.safetensors").exists()
+    assert json.loads((final / "adapter_config.json").read_text())["r"] == 4
+    assert list(run.rglob("events.out.tfevents*")), "TensorBoard event files"

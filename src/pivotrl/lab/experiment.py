@@ -16,12 +16,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from transformers import TrainerCallback
-
 from pivotrl.artifacts import atomic_open, write_jsonl
 from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
 from pivotrl.lab.evaluate import EvalConfig, evaluate_model, lab_verifier, lab_verifier_options
+from pivotrl.train.common import PeriodicEval
 
 ARMS = ("sft", "pivotrl", "e2e", "pivotrl_no_filter", "pivotrl_exact")
 LABELS = {"base": "Base", "sft": "SFT", "pivotrl": "PivotRL", "e2e": "E2E RL",
@@ -64,29 +63,17 @@ PRESETS = {
 }
 
 
-class LabCurveCallback(TrainerCallback):
-    """In-domain episode success on a few dev tasks every `every` steps (and at the end), written
-    to the run's ledger as `eval_success`, for the success-against-cost curves."""
+class LabCurveCallback(PeriodicEval):
+    """In-domain episode success on a few dev tasks per domain, as `eval_success`, for the
+    success-against-cost curves."""
 
     def __init__(self, ledger, tokenizer, every: int, tasks_per_domain: int):
-        self.ledger, self.tokenizer, self.every, self.tasks, self.last = ledger, tokenizer, every, tasks_per_domain, -1
+        super().__init__(ledger, every)
+        self.tokenizer, self.tasks = tokenizer, tasks_per_domain
 
-    def _run(self, state, model):
-        if state.global_step == self.last:
-            return
-        t = time.time()
+    def measure(self, model) -> dict:
         res = evaluate_model(model, EvalConfig(self.tasks, 0, 0, 0), tokenizer=self.tokenizer)
-        self.ledger._base_seconds -= time.time() - t  # evaluation is not a training cost
-        self.last = state.global_step
-        self.ledger.write("eval", state.global_step, {"eval_success": res["in_domain_mean"],
-                                                      **{f"eval_success/{d}": v for d, v in res["in_domain"].items()}})
-
-    def on_step_end(self, args, state, control, model=None, **kw):
-        if self.every and state.global_step % self.every == 0:
-            self._run(state, model)
-
-    def on_train_end(self, args, state, control, model=None, **kw):
-        self._run(state, model)
+        return {"eval_success": res["in_domain_mean"], **{f"eval_success/{d}": v for d, v in res["in_domain"].items()}}
 
 
 def _stage(path: Path, fn, progress=None, label=""):
@@ -183,7 +170,8 @@ def _train_arm(arm: str, seed: int, preset: Preset, base_model: str, work: Path,
 
         train_sft(SFTRunConfig(model=base_model, output_dir=str(run_dir), learning_rate=preset.sft_lr, batch_size=8,
                                num_train_epochs=100, max_seconds=preset.seconds_per_arm, save_steps=10**6,
-                               seed=seed, eval_every=0, report_to=["tensorboard"], max_length=1024),
+                               seed=seed, eval_every=0, report_to=["tensorboard"], max_length=1024,
+                               progress_bar=False),
                   trajectories=list(load_trajectories(work / "data" / "train_trajectories.jsonl")), eval_states=[])
     elif arm.startswith("pivotrl"):
         from pivotrl.train.pivotrl_trainer import PivotRLConfig, train_pivotrl
@@ -202,7 +190,8 @@ def _train_arm(arm: str, seed: int, preset: Preset, base_model: str, work: Path,
                             num_generations=preset.num_generations, prompts_per_step=preset.prompts_per_step,
                             max_completion_length=preset.max_completion_length, max_steps=10**6,
                             max_seconds=preset.seconds_per_arm, save_steps=10**6, seed=seed, eval_every=0,
-                            report_to=["tensorboard"], profile_cost=str(work / "profile.jsonl.meta.json"))
+                            report_to=["tensorboard"], profile_cost=str(work / "profile.jsonl.meta.json"),
+                            progress_bar=False)
         train_pivotrl(cfg, train_states=states, eval_states=[], extra_callbacks=curves)
     else:
         from pivotrl.train.e2e import E2EConfig, load_tasks, train_e2e
@@ -211,7 +200,7 @@ def _train_arm(arm: str, seed: int, preset: Preset, base_model: str, work: Path,
                         num_generations=preset.num_generations, prompts_per_step=preset.e2e_prompts_per_step,
                         max_completion_length=preset.e2e_max_completion_length, max_turns=preset.e2e_max_turns,
                         max_steps=10**6, max_seconds=preset.seconds_per_arm, save_steps=10**6, seed=seed,
-                        eval_every=0, report_to=["tensorboard"])
+                        eval_every=0, report_to=["tensorboard"], progress_bar=False)
         train_e2e(cfg, tasks=load_tasks(str(work / "data" / "train_tasks.jsonl")), eval_tasks=[], extra_callbacks=curves)
     ledger = read_ledger(run_dir)
     steps = [r for r in ledger if r.get("kind") == "step"]

@@ -28,6 +28,18 @@ def task_of(state) -> dict:
     return (meta.get("trajectory_meta") or {}).get("task") or meta.get("task") or {}
 
 
+def _common(action, state, task: dict) -> Score | None:
+    """What every lab verifier decides the same way: no action, a message turn, a message instead
+    of a call. None: compare the calls."""
+    if action.kind == "none":
+        return Score(0.0, "no_action")
+    if state.reference.kind == "message":
+        return _message_score(action, task)
+    if action.kind != "tool_calls":
+        return Score(0.0, "message_instead_of_call")
+    return None
+
+
 def _message_score(action, task: dict) -> Score:
     if action.kind != "message":
         return Score(0.0, "call_instead_of_message")
@@ -45,14 +57,10 @@ class TerminalVerifier:
         self._cache: dict[str, Any] = {}
 
     def score(self, completion: Any, state) -> Score:
-        action = parse_action(completion, state.tools)
-        if action.kind == "none":
-            return Score(0.0, "no_action")
-        task = task_of(state)
-        if state.reference.kind == "message":
-            return _message_score(action, task)
-        if action.kind != "tool_calls":
-            return Score(0.0, "message_instead_of_call")
+        action, task = parse_action(completion, state.tools), task_of(state)
+        decided = _common(action, state, task)
+        if decided is not None:
+            return decided
         want, got = state.reference.calls[0], action.calls[0]
         if got.name != want.name or not isinstance(got.arguments, dict) or not isinstance(got.arguments.get("command"), str):
             return Score(0.0, "wrong_call")
@@ -89,12 +97,9 @@ class CodeVerifier:
 
     def score(self, completion: Any, state) -> Score:
         action = parse_action(completion, state.tools)
-        if action.kind == "none":
-            return Score(0.0, "no_action")
-        if state.reference.kind == "message":
-            return _message_score(action, {})
-        if action.kind != "tool_calls":
-            return Score(0.0, "message_instead_of_call")
+        decided = _common(action, state, {})
+        if decided is not None:
+            return decided
         want, got = state.reference.calls[0], action.calls[0]
         if want.name == "edit" and got.name == "edit":
             files = task_of(state).get("files") or {}
@@ -135,14 +140,10 @@ class SearchVerifier:
         return self._envs[key].search(query).split("\n")[0].split(":")[0]
 
     def score(self, completion: Any, state) -> Score:
-        action = parse_action(completion, state.tools)
-        if action.kind == "none":
-            return Score(0.0, "no_action")
-        task = task_of(state)
-        if state.reference.kind == "message":
-            return _message_score(action, task)
-        if action.kind != "tool_calls":
-            return Score(0.0, "message_instead_of_call")
+        action, task = parse_action(completion, state.tools), task_of(state)
+        decided = _common(action, state, task)
+        if decided is not None:
+            return decided
         want, got = state.reference.calls[0], action.calls[0]
         if want.name == "search" and got.name == "search" and task.get("docs"):
             q = got.arguments.get("query") if isinstance(got.arguments, dict) else None

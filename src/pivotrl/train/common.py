@@ -117,38 +117,24 @@ class WallClockLimit(TrainerCallback):
             control.should_save = True
 
 
-class EvalCallback(TrainerCallback):
-    """Next-action accuracy of the current policy on held-out states, every `every` steps and at the end.
+class PeriodicEval(TrainerCallback):
+    """Measure the current policy at step 0, every `every` steps and at the end, and write an `eval`
+    line to the ledger. Evaluation time is excluded from the ledger's wall-clock: it is not a
+    training cost. Subclasses say what to measure."""
 
-    Greedy decoding, scored by the training verifier; written to the ledger as `eval_accuracy`.
-    Evaluation time is excluded from the ledger's wall-clock: it is not a training cost."""
+    def __init__(self, ledger: Ledger, every: int):
+        self.ledger, self.every, self.last_step = ledger, every, -1
 
-    def __init__(self, ledger: Ledger, states: list[State], verifier, tokenizer, every: int, max_tokens: int,
-                 batch_size: int = 8, chat_template: str | None = None):
-        self.ledger, self.states, self.verifier, self.tokenizer = ledger, states, verifier, tokenizer
-        self.every, self.max_tokens, self.batch_size, self.chat_template = every, max_tokens, batch_size, chat_template
-        self.last_step = -1
-
-    def evaluate(self, model) -> dict:
-        from pivotrl.rewards import safe_score
-        from pivotrl.sampling import Prompt, SamplingParams
-        from pivotrl.sampling.transformers_backend import TransformersSampler
-
-        sampler = TransformersSampler(model, tokenizer=self.tokenizer, batch_size=self.batch_size,
-                                      chat_template=self.chat_template)
-        params = SamplingParams(n=1, temperature=0.0, max_tokens=self.max_tokens)
-        results = sampler.sample([Prompt(s.context, s.tools) for s in self.states], params)
-        scores = [safe_score(self.verifier, r.samples[0].completion, s).reward if r.samples else 0.0
-                  for s, r in zip(self.states, results)]
-        return {"eval_accuracy": sum(scores) / max(len(scores), 1), "eval_states": len(scores)}
+    def measure(self, model) -> dict:
+        raise NotImplementedError
 
     def _run(self, state, model):
-        if not self.states or state.global_step == self.last_step:
+        if state.global_step == self.last_step:
             return
         import time
 
         t = time.time()
-        metrics = self.evaluate(model)
+        metrics = self.measure(model)
         self.ledger._base_seconds -= time.time() - t
         self.last_step = state.global_step
         self.ledger.write("eval", state.global_step, metrics)
@@ -163,6 +149,38 @@ class EvalCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self._run(state, model)
+
+
+class EvalCallback(PeriodicEval):
+    """Next-action accuracy of the current policy on held-out states (greedy, scored by the
+    training verifier), as `eval_accuracy`."""
+
+    def __init__(self, ledger: Ledger, states: list[State], verifier, tokenizer, every: int, max_tokens: int,
+                 batch_size: int = 8, chat_template: str | None = None):
+        super().__init__(ledger, every)
+        self.states, self.verifier, self.tokenizer = states, verifier, tokenizer
+        self.max_tokens, self.batch_size, self.chat_template = max_tokens, batch_size, chat_template
+
+    def measure(self, model) -> dict:
+        from pivotrl.rewards import safe_score
+        from pivotrl.sampling import Prompt, SamplingParams
+        from pivotrl.sampling.transformers_backend import TransformersSampler
+
+        sampler = TransformersSampler(model, tokenizer=self.tokenizer, batch_size=self.batch_size,
+                                      chat_template=self.chat_template)
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=self.max_tokens)
+        results = sampler.sample([Prompt(s.context, s.tools) for s in self.states], params)
+        scores = [safe_score(self.verifier, r.samples[0].completion, s).reward if r.samples else 0.0
+                  for s, r in zip(self.states, results)]
+        return {"eval_accuracy": sum(scores) / max(len(scores), 1), "eval_states": len(scores)}
+
+
+def quiet_unless(trainer, progress_bar: bool) -> None:
+    """Without a progress bar HF prints every log dict instead; the ledger has them, so drop that too."""
+    if not progress_bar:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
 
 
 def bind_callbacks(callbacks, ledger, tokenizer) -> list:

@@ -14,12 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from pivotrl.artifacts import iter_jsonl
 from pivotrl.errors import DataError
-from pivotrl.train.common import (LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step, device_kwargs,
-                                  last_checkpoint, load_policy, lora_config)
+from pivotrl.train.common import (LedgerCallback, PeriodicEval, WallClockLimit, bind_callbacks, checkpoint_step, device_kwargs,
+                                  last_checkpoint, load_policy, lora_config, quiet_unless)
 from pivotrl.train.ledger import Ledger
 
 
@@ -52,6 +50,7 @@ class E2EConfig:
     lora_target_modules: Any = None
     use_vllm: bool = False
     report_to: list = field(default_factory=lambda: ["tensorboard"])
+    progress_bar: bool = True
     resume: bool = False
     collapse_patience: int = 20
 
@@ -117,41 +116,23 @@ class TokenCounter(LedgerCallback):
         super().on_log(args, state, control, logs=logs, **kw)
 
 
-class EpisodeEvalCallback(TrainerCallback):
-    """Success rate of full greedy episodes on held-out tasks, as `eval_success` in the ledger."""
+class EpisodeEvalCallback(PeriodicEval):
+    """Success rate of full greedy episodes on held-out tasks, as `eval_success`."""
 
     def __init__(self, ledger: Ledger, env_factory, tasks: list[dict], tokenizer, every: int, max_turns: int,
                  max_tokens: int):
-        self.ledger, self.env_factory, self.tasks, self.tokenizer = ledger, env_factory, tasks, tokenizer
-        self.every, self.max_turns, self.max_tokens, self.last_step = every, max_turns, max_tokens, -1
+        super().__init__(ledger, every)
+        self.env_factory, self.tasks, self.tokenizer = env_factory, tasks, tokenizer
+        self.max_turns, self.max_tokens = max_turns, max_tokens
 
-    def _run(self, state, model):
-        import time
-
+    def measure(self, model) -> dict:
         from pivotrl.eval.episodes import run_episodes
         from pivotrl.sampling.transformers_backend import TransformersSampler
 
-        if not self.tasks or state.global_step == self.last_step:
-            return
-        t = time.time()
-        sampler = TransformersSampler(model, tokenizer=self.tokenizer)
-        eps = run_episodes(sampler, self.env_factory, self.tasks, self.max_turns, self.max_tokens)
-        self.ledger._base_seconds -= time.time() - t  # evaluation is not a training cost
-        self.last_step = state.global_step
-        self.ledger.write("eval", state.global_step, {
-            "eval_success": sum(e.reward for e in eps) / len(eps), "eval_episodes": len(eps),
-            "eval_turns_per_episode": sum(e.turns for e in eps) / len(eps)})
-
-    def on_train_begin(self, args, state, control, model=None, **kw):
-        if state.global_step == 0:
-            self._run(state, model)
-
-    def on_step_end(self, args, state, control, model=None, **kw):
-        if self.every and state.global_step % self.every == 0:
-            self._run(state, model)
-
-    def on_train_end(self, args, state, control, model=None, **kw):
-        self._run(state, model)
+        eps = run_episodes(TransformersSampler(model, tokenizer=self.tokenizer), self.env_factory, self.tasks,
+                           self.max_turns, self.max_tokens)
+        return {"eval_success": sum(e.reward for e in eps) / len(eps), "eval_episodes": len(eps),
+                "eval_turns_per_episode": sum(e.turns for e in eps) / len(eps)}
 
 
 def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[dict] | None = None,
@@ -201,6 +182,7 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
         max_completion_length=cfg.max_completion_length, max_tool_calling_iterations=cfg.max_turns,
         temperature=cfg.temperature, beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
         max_steps=cfg.max_steps, save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=1,
+        disable_tqdm=not cfg.progress_bar,
         seed=cfg.seed, report_to=cfg.report_to, use_vllm=cfg.use_vllm, vllm_mode="colocate", **device_kwargs())
     callbacks = [TokenCounter(ledger, batch, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
     if eval_tasks and not multi:
@@ -211,6 +193,7 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
                           train_dataset=dataset, environment_factory=env_factory,
                           peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                           callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
+    quiet_unless(trainer, cfg.progress_bar)
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out / "final"))
     tokenizer.save_pretrained(str(out / "final"))

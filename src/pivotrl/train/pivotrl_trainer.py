@@ -19,7 +19,7 @@ from pivotrl.errors import DataError
 from pivotrl.pivots.state import State
 from pivotrl.rewards import as_reward_function, get_verifier
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
-                                  device_kwargs, grpo_dataset, last_checkpoint, load_policy, lora_config,
+                                  device_kwargs, grpo_dataset, last_checkpoint, load_policy, lora_config, quiet_unless,
                                   split_by_trajectory)
 from pivotrl.train.ledger import Ledger
 
@@ -56,6 +56,7 @@ class PivotRLConfig:
     lora_target_modules: Any = None
     use_vllm: bool = False              # generation with vLLM (GPU + the [vllm] extra)
     report_to: list = field(default_factory=lambda: ["tensorboard"])
+    progress_bar: bool = True
     refresh_every: int = 0              # re-profile the pool and re-select every N steps (0 = never)
     refresh_k: int = 8
     chat_template: str | None = None
@@ -145,7 +146,7 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
         steps_per_generation=1, max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
         beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, max_steps=cfg.max_steps,
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=1, seed=cfg.seed,
-        report_to=cfg.report_to, use_vllm=cfg.use_vllm, vllm_mode="colocate", disable_tqdm=False,
+        report_to=cfg.report_to, use_vllm=cfg.use_vllm, vllm_mode="colocate", disable_tqdm=not cfg.progress_bar,
         shuffle_dataset=not cfg.refresh_every, **device_kwargs())
     callbacks = [LedgerCallback(ledger, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
     if eval_states:
@@ -164,6 +165,7 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                           reward_funcs=[counting_reward(verifier, ledger)], train_dataset=dataset,
                           peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                           callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
+    quiet_unless(trainer, cfg.progress_bar)
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out / "final"))
     tokenizer.save_pretrained(str(out / "final"))

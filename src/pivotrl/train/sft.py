@@ -9,7 +9,7 @@ from typing import Any
 
 from pivotrl.errors import DataError
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
-                                  device_kwargs, last_checkpoint, load_policy, lora_config, split_by_trajectory)
+                                  device_kwargs, last_checkpoint, load_policy, lora_config, quiet_unless, split_by_trajectory)
 from pivotrl.train.ledger import Ledger
 
 
@@ -40,6 +40,7 @@ class SFTRunConfig:
     lora_alpha: int = 32
     lora_target_modules: Any = None
     report_to: list = field(default_factory=lambda: ["tensorboard"])
+    progress_bar: bool = True
     resume: bool = False
 
 
@@ -91,7 +92,8 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
         output_dir=str(out), learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
         num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, logging_steps=1, seed=cfg.seed, report_to=cfg.report_to,
+        save_total_limit=cfg.save_total_limit, logging_steps=1, disable_tqdm=not cfg.progress_bar, seed=cfg.seed,
+        report_to=cfg.report_to,
         assistant_only_loss=True, **device_kwargs())
     callbacks = [LedgerCallback(ledger), WallClockLimit(ledger, cfg.max_seconds)]
     if eval_states:
@@ -100,6 +102,7 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
     trainer = SFTTrainer(model=policy, args=args, processing_class=tokenizer, train_dataset=sft_dataset(trajectories),
                          peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                          callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
+    quiet_unless(trainer, cfg.progress_bar)
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out / "final"))
     tokenizer.save_pretrained(str(out / "final"))
