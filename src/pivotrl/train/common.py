@@ -175,12 +175,27 @@ class EvalCallback(PeriodicEval):
         return {"eval_accuracy": sum(scores) / max(len(scores), 1), "eval_states": len(scores)}
 
 
-def quiet_unless(trainer, progress_bar: bool) -> None:
-    """Without a progress bar HF prints every log dict instead; the ledger has them, so drop that too."""
+def open_ledger(out: Path, trainer_name: str, resume: bool) -> tuple[Ledger, str | None]:
+    """The run's ledger, continued from the last checkpoint with `resume`, else started afresh."""
+    ledger = Ledger(out, trainer_name)
+    resume_from = last_checkpoint(out) if resume else None
+    if resume_from:
+        ledger.resume_from(checkpoint_step(resume_from))
+    elif ledger.path.exists():
+        ledger.path.unlink()  # a fresh run in an old folder starts a fresh ledger
+    return ledger, resume_from
+
+
+def train_and_save(trainer, tokenizer, out: Path, resume_from: str | None, progress_bar: bool) -> None:
+    """Train (resuming if asked), then save the policy and its tokenizer to `out/final`."""
     if not progress_bar:
+        # Without a progress bar HF prints every log dict instead; the ledger has them, so drop that too.
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
+    trainer.train(resume_from_checkpoint=resume_from)
+    trainer.save_model(str(out / "final"))
+    tokenizer.save_pretrained(str(out / "final"))
 
 
 def bind_callbacks(callbacks, ledger, tokenizer) -> list:

@@ -16,8 +16,8 @@ from typing import Any
 
 from pivotrl.artifacts import iter_jsonl
 from pivotrl.errors import DataError
-from pivotrl.train.common import (LedgerCallback, PeriodicEval, WallClockLimit, bind_callbacks, checkpoint_step, device_kwargs,
-                                  last_checkpoint, load_policy, lora_config, quiet_unless)
+from pivotrl.train.common import (LedgerCallback, PeriodicEval, WallClockLimit, bind_callbacks, device_kwargs,
+                                  load_policy, lora_config, open_ledger, train_and_save)
 from pivotrl.train.ledger import Ledger
 
 
@@ -163,12 +163,7 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
                             "the episode reward")
 
     policy, tokenizer = load_policy(cfg.model)
-    ledger = Ledger(out, "e2e")
-    resume_from = last_checkpoint(out) if cfg.resume else None
-    if resume_from:
-        ledger.resume_from(checkpoint_step(resume_from))
-    elif ledger.path.exists():
-        ledger.path.unlink()
+    ledger, resume_from = open_ledger(out, "e2e", cfg.resume)
     columns = {"prompt": [t["prompt"] for t in tasks],
                "task": [json.dumps({k: v for k, v in t.items() if k != "prompt"}) for t in tasks]}
     multi = None not in factories
@@ -193,9 +188,6 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
                           train_dataset=dataset, environment_factory=env_factory,
                           peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                           callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
-    quiet_unless(trainer, cfg.progress_bar)
-    trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(out / "final"))
-    tokenizer.save_pretrained(str(out / "final"))
+    train_and_save(trainer, tokenizer, out, resume_from, cfg.progress_bar)
     return {"output_dir": str(out), "steps": trainer.state.global_step, "tasks": len(tasks),
             "eval_tasks": len(eval_tasks), "ledger": str(ledger.path)}

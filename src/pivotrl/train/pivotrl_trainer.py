@@ -18,9 +18,9 @@ from typing import Any
 from pivotrl.errors import DataError
 from pivotrl.pivots.state import State
 from pivotrl.rewards import as_reward_function, get_verifier
-from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
-                                  device_kwargs, grpo_dataset, last_checkpoint, load_policy, lora_config, quiet_unless,
-                                  split_by_trajectory)
+from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, device_kwargs,
+                                  grpo_dataset, load_policy, lora_config, open_ledger, split_by_trajectory,
+                                  train_and_save)
 from pivotrl.train.ledger import Ledger
 
 
@@ -131,12 +131,7 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
 
     policy, tokenizer = load_policy(cfg.model)
     verifier = get_verifier(cfg.verifier, **cfg.verifier_options)
-    ledger = Ledger(out, "pivotrl")
-    resume_from = last_checkpoint(out) if cfg.resume else None
-    if resume_from:
-        ledger.resume_from(checkpoint_step(resume_from))
-    elif ledger.path.exists():
-        ledger.path.unlink()  # a fresh run in an old folder starts a fresh ledger
+    ledger, resume_from = open_ledger(out, "pivotrl", cfg.resume)
     if cost and not ledger.has_profiling_line():
         ledger.write_profiling(cost)
 
@@ -165,9 +160,6 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                           reward_funcs=[counting_reward(verifier, ledger)], train_dataset=dataset,
                           peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                           callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
-    quiet_unless(trainer, cfg.progress_bar)
-    trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(out / "final"))
-    tokenizer.save_pretrained(str(out / "final"))
+    train_and_save(trainer, tokenizer, out, resume_from, cfg.progress_bar)
     return {"output_dir": str(out), "steps": trainer.state.global_step, "train_states": len(train_states),
             "eval_states": len(eval_states), "ledger": str(ledger.path)}

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pivotrl.errors import DataError
-from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
-                                  device_kwargs, last_checkpoint, load_policy, lora_config, quiet_unless, split_by_trajectory)
-from pivotrl.train.ledger import Ledger
+from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, device_kwargs,
+                                  load_policy, lora_config, open_ledger, split_by_trajectory, train_and_save)
 
 
 @dataclass
@@ -82,12 +81,7 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
     eval_states = (eval_states or [])[: cfg.eval_max_states]
 
     policy, tokenizer = load_policy(cfg.model)
-    ledger = Ledger(out, "sft")
-    resume_from = last_checkpoint(out) if cfg.resume else None
-    if resume_from:
-        ledger.resume_from(checkpoint_step(resume_from))
-    elif ledger.path.exists():
-        ledger.path.unlink()
+    ledger, resume_from = open_ledger(out, "sft", cfg.resume)
     args = SFTConfig(
         output_dir=str(out), learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
@@ -102,9 +96,6 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
     trainer = SFTTrainer(model=policy, args=args, processing_class=tokenizer, train_dataset=sft_dataset(trajectories),
                          peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                          callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
-    quiet_unless(trainer, cfg.progress_bar)
-    trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(out / "final"))
-    tokenizer.save_pretrained(str(out / "final"))
+    train_and_save(trainer, tokenizer, out, resume_from, cfg.progress_bar)
     return {"output_dir": str(out), "steps": trainer.state.global_step, "trajectories": len(trajectories),
             "eval_states": len(eval_states), "ledger": str(ledger.path), "trainer": trainer}
