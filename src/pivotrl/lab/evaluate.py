@@ -93,14 +93,10 @@ def test_states(per_domain: int, seed: int = 0):
 
 
 def next_action_accuracy(sampler, states, max_tokens: int = 96) -> dict:
-    from pivotrl.rewards import safe_score
-    from pivotrl.sampling import Prompt, SamplingParams
+    """Greedy next-action accuracy per domain, under the lab's verifier."""
+    from pivotrl.eval.next_action import next_action_scores
 
-    verifier = lab_verifier()
-    res = sampler.sample([Prompt(s.context, s.tools) for s in states], SamplingParams(n=1, temperature=0.0,
-                                                                                      max_tokens=max_tokens))
     acc: dict[str, list[float]] = {}
-    for s, r in zip(states, res):
-        score = safe_score(verifier, r.samples[0].completion, s).reward if r.samples else 0.0
+    for s, score in zip(states, next_action_scores(sampler, states, lab_verifier(), max_tokens)):
         acc.setdefault(s.domain, []).append(score)
     return {d: sum(v) / len(v) for d, v in acc.items()}

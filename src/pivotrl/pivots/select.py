@@ -62,8 +62,10 @@ def gym_row_stats(row: dict) -> tuple[float, float]:
     """Mean and variance from whichever profiling columns a release has."""
     rewards = row.get("rewards")
     if isinstance(rewards, list) and rewards:
-        m = sum(rewards) / len(rewards)
-        return m, sum((x - m) ** 2 for x in rewards) / len(rewards)
+        from pivotrl.pivots.profile import summarise
+
+        stats = summarise(rewards)
+        return stats["reward_mean"], stats["reward_var"]
     mean = row.get("reward_mean", row.get("pass_rate"))
     if mean is None:
         raise DataError("row has no profiling columns (rewards, reward_mean or pass_rate)")

@@ -40,9 +40,6 @@ class State:
                    d["context"], d.get("tools", []), Action.from_dict(d["reference"]),
                    d.get("domain", "default"), d.get("meta", {}))
 
-    def prompt_messages(self) -> list[dict]:
-        return self.context
-
 
 def write_states(path: str | Path, states) -> int:
     return write_jsonl(path, (s.to_dict() for s in states))
@@ -101,18 +98,18 @@ def states_to_dataset(states):
     rows = {"prompt": [], "tools": [], "reference": [], "state_id": [], "trajectory_id": [],
             "domain": [], "turn_index": [], "meta": []}
     for s in states:
-        rows["prompt"].append([_arrow_safe_message(m) for m in s.context])
+        rows["prompt"].append([arrow_safe_message(m) for m in s.context])
         rows["tools"].append(json.dumps(s.tools))
         rows["reference"].append(json.dumps(s.reference.to_dict()))
         rows["state_id"].append(s.id)
         rows["trajectory_id"].append(s.trajectory_id)
         rows["domain"].append(s.domain)
         rows["turn_index"].append(s.turn_index)
-        rows["meta"].append(json.dumps(s.meta))
+        rows["meta"].append(json.dumps(s.meta))  # what task-aware verifiers (the lab's) read
     return datasets.Dataset.from_dict(rows)
 
 
-def _arrow_safe_message(m: dict) -> dict:
+def arrow_safe_message(m: dict) -> dict:
     """Same message with one fixed shape: string content, tool-call arguments as JSON strings."""
     out = {"role": m["role"], "content": m.get("content") or ""}
     if m.get("tool_calls"):

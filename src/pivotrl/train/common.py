@@ -3,7 +3,6 @@ callbacks, the train/eval split by trajectory, and turning states into a GRPO da
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -67,16 +66,11 @@ def render_prompts(states: list[State], tokenizer, chat_template: str | None = N
 
 
 def grpo_dataset(states: list[State], tokenizer, chat_template: str | None = None):
-    import datasets
+    """`states_to_dataset`'s columns, with the prompt rendered as text (see `render_prompts`)."""
+    from pivotrl.pivots.state import states_to_dataset
 
-    return datasets.Dataset.from_dict({
-        "prompt": render_prompts(states, tokenizer, chat_template),
-        "reference": [json.dumps(s.reference.to_dict()) for s in states],
-        "tools": [json.dumps(s.tools) for s in states],
-        "domain": [s.domain for s in states],
-        "state_id": [s.id for s in states],
-        "meta": [json.dumps(s.meta) for s in states],  # what task-aware verifiers (the lab's) read
-    })
+    ds = states_to_dataset(states).remove_columns("prompt")
+    return ds.add_column("prompt", render_prompts(states, tokenizer, chat_template))
 
 
 class LedgerCallback(TrainerCallback):
@@ -162,16 +156,12 @@ class EvalCallback(PeriodicEval):
         self.max_tokens, self.batch_size, self.chat_template = max_tokens, batch_size, chat_template
 
     def measure(self, model) -> dict:
-        from pivotrl.rewards import safe_score
-        from pivotrl.sampling import Prompt, SamplingParams
+        from pivotrl.eval.next_action import next_action_scores
         from pivotrl.sampling.transformers_backend import TransformersSampler
 
         sampler = TransformersSampler(model, tokenizer=self.tokenizer, batch_size=self.batch_size,
                                       chat_template=self.chat_template)
-        params = SamplingParams(n=1, temperature=0.0, max_tokens=self.max_tokens)
-        results = sampler.sample([Prompt(s.context, s.tools) for s in self.states], params)
-        scores = [safe_score(self.verifier, r.samples[0].completion, s).reward if r.samples else 0.0
-                  for s, r in zip(self.states, results)]
+        scores = next_action_scores(sampler, self.states, self.verifier, self.max_tokens)
         return {"eval_accuracy": sum(scores) / max(len(scores), 1), "eval_states": len(scores)}
 
 

@@ -46,10 +46,10 @@ class SFTRunConfig:
 def sft_dataset(trajectories):
     import datasets
 
-    from pivotrl.pivots.state import _arrow_safe_message
+    from pivotrl.pivots.state import arrow_safe_message
 
     return datasets.Dataset.from_dict({
-        "messages": [[_arrow_safe_message(m) for m in t.messages] for t in trajectories],
+        "messages": [[arrow_safe_message(m) for m in t.messages] for t in trajectories],
         "tools": [json.dumps(t.tools) for t in trajectories],
     })
 
