@@ -10,6 +10,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
@@ -50,7 +51,10 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset("full", seeds=[0, 1, 2], curve_every=60),
+    # Sized to finish in about 1.5 hours with two workers (`lab run` started twice; results/lab/README.md).
+    "full": Preset("full", seeds=[0, 1, 2], trajectories={"tooluse": 150, "terminal": 150, "search": 150, "code": 60},
+                   seconds_per_arm=240.0, grpo_lr=5e-5, curve_every=20, curve_tasks=10,
+                   eval=EvalConfig(tasks_per_domain=200, ood_per_task=50, variant_tasks=100, next_action_states=50)),
     "demo": Preset("demo", seeds=[0], arms=("sft", "pivotrl", "e2e"),
                    trajectories={"tooluse": 40, "terminal": 40, "search": 40, "code": 20}, profile_k=4,
                    seconds_per_arm=60.0, eval=EvalConfig(tasks_per_domain=12, ood_per_task=12, variant_tasks=8,
@@ -76,17 +80,49 @@ class LabCurveCallback(PeriodicEval):
         return {"eval_success": res["in_domain_mean"], **{f"eval_success/{d}": v for d, v in res["in_domain"].items()}}
 
 
-def _stage(path: Path, fn, progress=None, label=""):
-    """Run `fn` once: its JSON result is kept at `path`, and a rerun reads it back."""
+def _claim(lock: Path) -> bool:
+    """Take `lock` for this process. A lock left by a process that is gone (killed, crashed) is taken
+    over; one held by a live process (another `lab run` on this folder, on this machine) is not."""
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or 0)
+                os.kill(pid, 0)
+                return pid == os.getpid()
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)
+                continue
+            except PermissionError:  # alive, another user's
+                return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _stage(path: Path, fn, progress=None, label="", wait: bool = True):
+    """Run `fn` once: its JSON result is kept at `path`, and a rerun reads it back. Several `lab run`
+    processes on one folder share the stages (one lock file each): a stage another live process is
+    running is waited for (`wait`) or left for later (returns None)."""
+    lock = path.with_name(path.name + ".lock")
+    while not path.exists() and not _claim(lock):
+        if not wait:
+            return None
+        time.sleep(5)
     if path.exists():
         if progress:
             progress(f"{label} (done before, skipped)")
         return json.loads(path.read_text())
-    if progress:
-        progress(label)
-    result = fn()
-    with atomic_open(path) as fh:
-        fh.write(json.dumps(result, indent=2, default=str))
+    try:
+        if progress:
+            progress(label)
+        result = fn()
+        with atomic_open(path) as fh:
+            fh.write(json.dumps(result, indent=2, default=str))
+    finally:
+        lock.unlink(missing_ok=True)
     return result
 
 
@@ -117,7 +153,12 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
 
     _stage(work / "data.json", make_data, progress, "generating expert trajectories")
 
-    # 2. candidates and the one-off profiling with the frozen base
+    # 2. the base evaluated once. Stages share a folder by lock files: one that another worker is
+    #    running is left for later, so `lab run` started twice on one folder uses two workers.
+    base_eval = lambda: evaluate_model(base_model, preset.eval)  # noqa: E731
+    evals = {"base": _stage(work / "eval_base.json", base_eval, progress, "evaluating the base model", wait=False)}
+
+    # 3. candidates and the one-off profiling with the frozen base
     def profile():
         from pivotrl.data import load_trajectories
         from pivotrl.pivots import extract_states, write_states
@@ -137,21 +178,31 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
 
     prof = _stage(work / "profile.json", profile, progress, "profiling the candidates with the base model")
 
-    # 3. evaluations: the base once, then each arm x seed
-    evals = {"base": [_stage(work / "eval_base.json", lambda: evaluate_model(base_model, preset.eval), progress,
-                             "evaluating the base model")]}
-    runs: dict[str, list[dict]] = {}
-    for seed in preset.seeds:
-        for arm in preset.arms:
+    # 4. each arm x seed: trained, then evaluated
+    done: dict[tuple, tuple] = {}
+    pending = [(arm, seed) for seed in preset.seeds for arm in preset.arms]
+    while pending:
+        for arm, seed in list(pending):
             run_dir = work / f"{arm}-s{seed}"
             ledger = _stage(work / f"train_{arm}-s{seed}.json",
                             lambda: _train_arm(arm, seed, preset, base_model, work, run_dir), progress,
-                            f"training {LABELS[arm]} (seed {seed}, {preset.seconds_per_arm:.0f}s)")
-            res = _stage(work / f"eval_{arm}-s{seed}.json",
-                         lambda: evaluate_model(str(run_dir / "final"), replace(preset.eval, seed=0)), progress,
-                         f"evaluating {LABELS[arm]} (seed {seed})")
-            evals.setdefault(arm, []).append(res)
-            runs.setdefault(arm, []).append(ledger)
+                            f"training {LABELS[arm]} (seed {seed}, {preset.seconds_per_arm:.0f}s)", wait=False)
+            res = ledger and _stage(work / f"eval_{arm}-s{seed}.json",
+                                    lambda: evaluate_model(str(run_dir / "final"), replace(preset.eval, seed=0)),
+                                    progress, f"evaluating {LABELS[arm]} (seed {seed})", wait=False)
+            if res:
+                done[arm, seed] = (ledger, res)
+                pending.remove((arm, seed))
+        if pending:
+            time.sleep(5)
+    if evals["base"] is None:
+        evals["base"] = _stage(work / "eval_base.json", base_eval, progress, "evaluating the base model")
+    evals["base"] = [evals["base"]]
+    runs: dict[str, list[dict]] = {}
+    for seed in preset.seeds:
+        for arm in preset.arms:
+            runs.setdefault(arm, []).append(done[arm, seed][0])
+            evals.setdefault(arm, []).append(done[arm, seed][1])
     results = aggregate(evals, runs, prof, preset, base_model, time.time() - t_start)
     write_results(results, out)
     return results
