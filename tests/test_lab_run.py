@@ -52,6 +52,13 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     assert results["table"]["e2e"]["cost"]["rollout_turns"]["mean"] > 0
     table = (tmp_path / "table.md").read_text()
     assert "PivotRL, exact-match reward" in table and "E2E RL" in table
+    assert "profiling turns" in table and "basic_arithmetic" in table  # the cost ledger and OOD per task
+    claims = results["claims"]
+    train, prof = pivot["rollout_turns"]["mean"], pivot["profiling_turns"]["mean"]
+    e2e_turns = results["table"]["e2e"]["cost"]["rollout_turns"]["mean"]
+    assert claims["turns_ratio_e2e_over_pivotrl_with_profiling"] == pytest.approx(e2e_turns / (train + prof))
+    assert claims["turns_ratio_e2e_over_pivotrl_training"] == pytest.approx(e2e_turns / train)
+    assert results["machine"]["cpus"] >= 1
     again = []
     run_lab(PRESETS["tiny"], tmp_path, progress=again.append)
     assert all("skipped" in s for s in again) and len(again) == len(stages)
@@ -88,3 +95,16 @@ def test_a_failing_stage_releases_its_lock(tmp_path):
     with pytest.raises(RuntimeError):
         _stage(tmp_path / "s.json", boom)
     assert not (tmp_path / "s.json.lock").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_turns_to_reach_reads_the_first_curve_point_at_or_above_the_e2e_final():
+    from pivotrl.lab.experiment import _turns_to_reach
+
+    def curve(*points):
+        return {"curve": [{"rollout_turns": t, "wall_clock_s": 0.0, "eval_success": s} for t, s in points]}
+
+    runs = {"pivotrl": [curve((0, 0.1), (100, 0.2), (200, 0.3)), curve((0, 0.1), (100, 0.15))],
+            "e2e": [curve((0, 0.1), (800, 0.25)), curve((0, 0.1), (900, 0.2))]}
+    out = _turns_to_reach(runs)
+    assert out["curve_e2e_final_turns"] == [800, 900]
+    assert out["curve_pivotrl_turns_to_reach_e2e_final"] == [200, None]  # seed 2 never got there

@@ -176,13 +176,18 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
                 "mixed_share": sum(r["reward_var"] > 0 for r in ok) / max(len(ok), 1),
                 "mean_reward": sum(r["reward_mean"] for r in ok) / max(len(ok), 1)}
 
-    prof = _stage(work / "profile.json", profile, progress, "profiling the candidates with the base model")
+    # Only the PivotRL arms need the profile: while another worker profiles, this one trains the others.
+    profile_stage = lambda wait: _stage(work / "profile.json", profile, progress,  # noqa: E731
+                                        "profiling the candidates with the base model", wait=wait)
+    prof = profile_stage(False)
 
     # 4. each arm x seed: trained, then evaluated
     done: dict[tuple, tuple] = {}
     pending = [(arm, seed) for seed in preset.seeds for arm in preset.arms]
     while pending:
         for arm, seed in list(pending):
+            if arm.startswith("pivotrl") and prof is None and (prof := profile_stage(False)) is None:
+                continue
             run_dir = work / f"{arm}-s{seed}"
             ledger = _stage(work / f"train_{arm}-s{seed}.json",
                             lambda: _train_arm(arm, seed, preset, base_model, work, run_dir), progress,
@@ -195,6 +200,7 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
                 pending.remove((arm, seed))
         if pending:
             time.sleep(5)
+    prof = prof or profile_stage(True)
     if evals["base"] is None:
         evals["base"] = _stage(work / "eval_base.json", base_eval, progress, "evaluating the base model")
     evals["base"] = [evals["base"]]
@@ -279,7 +285,8 @@ def aggregate(evals: dict, runs: dict, prof: dict, preset: Preset, base_model: s
         row = {"in_domain": {d: ms([r["in_domain"][d] for r in rs]) for d in IN_DOMAIN},
                "in_domain_mean": ms([r["in_domain_mean"] for r in rs]),
                "ood_mean": ms([r.get("ood_mean") for r in rs]),
-               "ood": {t: ms([r["ood"][t] for r in rs]) for t in base["ood"]}}
+               "ood": {t: ms([r["ood"][t] for r in rs]) for t in base["ood"]},
+               "next_action_mean": ms([r.get("next_action_mean") for r in rs])}
         row["in_domain_delta"] = row["in_domain_mean"]["mean"] - base["in_domain_mean"]
         row["ood_delta"] = (row["ood_mean"]["mean"] - base["ood_mean"]) if row["ood_mean"] else None
         if arm in runs:
@@ -289,35 +296,77 @@ def aggregate(evals: dict, runs: dict, prof: dict, preset: Preset, base_model: s
                            "profiling_turns": ms([x.get("rollout_turns", 0) for x in p]),
                            "wall_clock_s": ms([r["wall_clock_s"] for r in led]),
                            "profiling_s": ms([x.get("wall_clock_s", 0.0) for x in p]),
+                           "generated_tokens": ms([r["generated_tokens"] for r in led]),
                            "steps": ms([r["steps"] for r in led]),
                            "zero_std_share": ms([r["zero_std_share"] for r in led])}
         table[arm] = row
     claims = _claims(table, runs)
     return {"preset": preset.name, "seeds": preset.seeds, "base_model": base_model, "profile": prof,
-            "table": table, "claims": claims, "runs": runs, "total_seconds": seconds}
+            "table": table, "claims": claims, "runs": runs, "machine": _machine(),
+            "seconds_this_invocation": seconds}  # stages done before (resumed, or by another worker) not counted
+
+
+def _machine() -> dict:
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            **{pkg: version(pkg) for pkg in ("torch", "transformers", "trl")}}
 
 
 def _claims(t: dict, runs: dict) -> dict:
+    """The paper's four claims, as measured here (method.md section 4). Costs are given with and
+    without PivotRL's one-off profiling (the paper's 4x counts training rollouts only)."""
     out = {}
+
+    def mean(row: dict, key: str) -> float:  # "in": in-domain success; else a cost field
+        return row["in_domain_mean"]["mean"] if key == "in" else row["cost"][key]["mean"]
+
     if "pivotrl" in t and "sft" in t:
-        out["pivotrl_minus_sft_in_domain"] = t["pivotrl"]["in_domain_mean"]["mean"] - t["sft"]["in_domain_mean"]["mean"]
+        out["pivotrl_minus_sft_in_domain"] = mean(t["pivotrl"], "in") - mean(t["sft"], "in")
         out["sft_ood_delta"] = t["sft"]["ood_delta"]
         out["pivotrl_ood_delta"] = t["pivotrl"]["ood_delta"]
     if "pivotrl" in t and "e2e" in t:
-        e2e_final = t["e2e"]["in_domain_mean"]["mean"]
-        p = t["pivotrl"]
-        total_p = p["cost"]["rollout_turns"]["mean"] + p["cost"]["profiling_turns"]["mean"]
-        out["e2e_final_in_domain"] = e2e_final
-        out["pivotrl_reached_e2e_final"] = p["in_domain_mean"]["mean"] >= e2e_final
-        out["turns_e2e"] = t["e2e"]["cost"]["rollout_turns"]["mean"]
-        out["turns_pivotrl_with_profiling"] = total_p
-        out["turns_ratio_e2e_over_pivotrl"] = out["turns_e2e"] / total_p if total_p else None
-        out["time_ratio_e2e_over_pivotrl"] = (t["e2e"]["cost"]["wall_clock_s"]["mean"] /
-                                              (p["cost"]["wall_clock_s"]["mean"] + p["cost"]["profiling_s"]["mean"]))
+        p, e = t["pivotrl"], t["e2e"]
+        out["e2e_final_in_domain"] = mean(e, "in")
+        out["pivotrl_final_in_domain"] = mean(p, "in")
+        out["pivotrl_reached_e2e_final"] = mean(p, "in") >= mean(e, "in")
+        for key in ("rollout_turns", "wall_clock_s"):
+            prof_key = "profiling_turns" if key == "rollout_turns" else "profiling_s"
+            train, prof = mean(p, key), mean(p, prof_key)
+            name = "turns" if key == "rollout_turns" else "time"
+            out[f"{name}_e2e"] = mean(e, key)
+            out[f"{name}_pivotrl_training"] = train
+            out[f"{name}_pivotrl_profiling"] = prof
+            out[f"{name}_ratio_e2e_over_pivotrl_training"] = mean(e, key) / train if train else None
+            out[f"{name}_ratio_e2e_over_pivotrl_with_profiling"] = mean(e, key) / (train + prof) if train + prof else None
+        out.update(_turns_to_reach(runs))
     for ab in ("pivotrl_no_filter", "pivotrl_exact"):
         if ab in t and "pivotrl" in t:
-            out[f"{ab}_minus_pivotrl"] = t[ab]["in_domain_mean"]["mean"] - t["pivotrl"]["in_domain_mean"]["mean"]
+            out[f"{ab}_minus_pivotrl"] = mean(t[ab], "in") - mean(t["pivotrl"], "in")
+            out[f"{ab}_zero_std_share"] = t[ab]["cost"]["zero_std_share"]["mean"]
+    if "pivotrl" in t:
+        out["pivotrl_zero_std_share"] = t["pivotrl"]["cost"]["zero_std_share"]["mean"]
     return out
+
+
+def _turns_to_reach(runs: dict) -> dict:
+    """From the in-training curves (same few test tasks for both, seed by seed): the training turns at
+    which PivotRL first matches E2E RL's last measured success. None where it never does."""
+    need, got = [], []
+    for p, e in zip(runs.get("pivotrl", []), runs.get("e2e", [])):
+        if not p["curve"] or not e["curve"]:
+            continue
+        target = e["curve"][-1]["eval_success"]
+        hit = next((c for c in p["curve"] if c["eval_success"] >= target), None)
+        need.append(e["curve"][-1]["rollout_turns"])
+        got.append(hit["rollout_turns"] if hit else None)
+    if not need:
+        return {}
+    return {"curve_e2e_final_turns": need, "curve_pivotrl_turns_to_reach_e2e_final": got}
 
 
 def _fmt(x, pct=True):
@@ -331,8 +380,10 @@ def _fmt(x, pct=True):
 
 def markdown_table(results: dict) -> str:
     t = results["table"]
-    head = "| method | " + " | ".join(IN_DOMAIN) + " | in-domain avg | Δ vs base | OOD avg | Δ OOD | rollout turns (+ profiling) | wall-clock s |"
-    lines = [head, "|" + "---|" * (len(IN_DOMAIN) + 7)]
+    next_action = t["base"].get("next_action_mean") is not None  # single-turn accuracy, when measured
+    head = ("| method | " + " | ".join(IN_DOMAIN) + " | in-domain avg | Δ vs base | OOD avg | Δ OOD |" +
+            (" next action |" if next_action else "") + " rollout turns (+ profiling) | wall-clock s |")
+    lines = [head, "|" + "---|" * (len(IN_DOMAIN) + 7 + next_action)]
     for arm in ("base", *ARMS):
         if arm not in t:
             continue
@@ -343,7 +394,29 @@ def markdown_table(results: dict) -> str:
         secs = "-" if not cost else f"{cost['wall_clock_s']['mean'] + cost['profiling_s']['mean']:,.0f}"
         lines.append(f"| {LABELS[arm]} | " + " | ".join(_fmt(r["in_domain"][d]) for d in IN_DOMAIN) +
                      f" | {_fmt(r['in_domain_mean'])} | {_fmt(r['in_domain_delta']) if arm != 'base' else '-'} | "
-                     f"{_fmt(r['ood_mean'])} | {_fmt(r['ood_delta']) if arm != 'base' else '-'} | {turns} | {secs} |")
+                     f"{_fmt(r['ood_mean'])} | {_fmt(r['ood_delta']) if arm != 'base' else '-'} | " +
+                     (f"{_fmt(r['next_action_mean'])} | " if next_action else "") + f"{turns} | {secs} |")
+    return "\n".join(lines)
+
+
+def detail_tables(results: dict) -> str:
+    """OOD accuracy per task, and each arm's cost ledger (means over seeds)."""
+    t = results["table"]
+    tasks = list(t["base"]["ood"])
+    lines = ["| method | " + " | ".join(tasks) + " | OOD avg | Δ OOD |", "|" + "---|" * (len(tasks) + 3)]
+    for arm in ("base", *ARMS):
+        if arm in t:
+            r = t[arm]
+            lines.append(f"| {LABELS[arm]} | " + " | ".join(_fmt(r["ood"][k]) for k in tasks) +
+                         f" | {_fmt(r['ood_mean'])} | {_fmt(r['ood_delta']) if arm != 'base' else '-'} |")
+    keys = ("steps", "rollout_turns", "profiling_turns", "generated_tokens", "wall_clock_s", "profiling_s")
+    lines += ["", "| method | optimizer steps | rollout turns | profiling turns | generated tokens | training s | "
+              "profiling s | groups with zero reward variance |", "|" + "---|" * 8]
+    for arm in ARMS:
+        if arm in t and t[arm].get("cost"):
+            c = t[arm]["cost"]
+            zero = "-" if c["zero_std_share"] is None else _fmt(c["zero_std_share"])
+            lines.append(f"| {LABELS[arm]} | " + " | ".join(_fmt(c[k], pct=False) for k in keys) + f" | {zero} |")
     return "\n".join(lines)
 
 
@@ -351,7 +424,7 @@ def write_results(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / "results.json") as fh:
         fh.write(json.dumps(results, indent=2, default=str))
-    (out / "table.md").write_text(markdown_table(results) + "\n")
+    (out / "table.md").write_text(markdown_table(results) + "\n\n" + detail_tables(results) + "\n")
     plot_results(results, out)
 
 
@@ -363,26 +436,30 @@ def plot_results(results: dict, out: Path) -> None:
 
     t, runs = results["table"], results["runs"]
     base = t["base"]["in_domain_mean"]["mean"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for arm, color in (("pivotrl", "#228833"), ("e2e", "#cc3311")):
-        for i, led in enumerate(runs.get(arm, [])):
-            prof_turns = (led.get("profiling") or {}).get("rollout_turns", 0)
-            prof_s = (led.get("profiling") or {}).get("wall_clock_s", 0.0)
-            curve = led["curve"] or []
-            xs_t = [prof_turns] + [c["rollout_turns"] + prof_turns for c in curve]
-            xs_s = [prof_s] + [c["wall_clock_s"] + prof_s for c in curve]
-            ys = [base] + [c["eval_success"] for c in curve]
-            if not curve:  # no in-training evals: the start and the final evaluation
-                final = results["table"][arm]["in_domain_mean"]["mean"]
-                xs_t, xs_s, ys = [prof_turns, led["rollout_turns"] + prof_turns], [prof_s, led["wall_clock_s"] + prof_s], [base, final]
-            label = LABELS[arm] + (" (profiling included)" if arm == "pivotrl" else "") if i == 0 else None
-            axes[0].plot(xs_t, ys, "o-", color=color, alpha=0.8, label=label)
-            axes[1].plot(xs_s, ys, "o-", color=color, alpha=0.8, label=label)
-    axes[0].set(xlabel="rollout turns (model calls)", ylabel="in-domain success (episodes)")
-    axes[1].set(xlabel="wall-clock seconds", ylabel="in-domain success (episodes)")
-    for ax in axes:
+        leds = runs.get(arm, [])
+        if not leds:
+            continue
+        name = LABELS[arm] + (" (profiling included)" if arm == "pivotrl" else "")
+        for ax, x, prof_x in ((axes[0], "rollout_turns", "rollout_turns"), (axes[1], "wall_clock_s", "wall_clock_s")):
+            offsets = [(led.get("profiling") or {}).get(prof_x, 0) for led in leds]
+            # in-training curves (a few test tasks per domain; faint), one per seed
+            for i, (led, off) in enumerate(zip(leds, offsets)):
+                if led["curve"]:
+                    ax.plot([c[x] + off for c in led["curve"]], [c["eval_success"] for c in led["curve"]], ".-",
+                            color=color, alpha=0.35, label=f"{name}: in-training, few tasks" if i == 0 else None)
+            # the start (the base) and the final evaluation on the full test split, mean ± std over seeds
+            end = [led[x] + off for led, off in zip(leds, offsets)]
+            final = t[arm]["in_domain_mean"]
+            ax.plot([statistics.fmean(offsets), statistics.fmean(end)], [base, final["mean"]], "-", color=color, lw=2)
+            ax.errorbar([statistics.fmean(end)], [final["mean"]], yerr=[final["std"]], fmt="*", ms=13, color=color,
+                        capsize=4, label=f"{name}: final, full test split")
+    for ax, label in zip(axes, ("rollout turns (model calls)", "wall-clock seconds")):
+        ax.axhline(base, color="grey", ls="--", lw=1, label="base, full test split")
+        ax.set(xlabel=label, ylabel="in-domain success (episodes)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "success_vs_cost.png", dpi=120)
     plt.close(fig)
