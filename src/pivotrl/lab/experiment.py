@@ -106,12 +106,14 @@ def _stage(path: Path, fn, progress=None, label="", wait: bool = True):
     """Run `fn` once: its JSON result is kept at `path`, and a rerun reads it back. Several `lab run`
     processes on one folder share the stages (one lock file each): a stage another live process is
     running is waited for (`wait`) or left for later (returns None)."""
-    lock = path.with_name(path.name + ".lock")
-    while not path.exists() and not _claim(lock):
+    lock, claimed = path.with_name(path.name + ".lock"), False
+    while not path.exists() and not (claimed := _claim(lock)):
         if not wait:
             return None
         time.sleep(5)
-    if path.exists():
+    if path.exists():  # done before (or by another worker just now)
+        if claimed:
+            lock.unlink(missing_ok=True)
         if progress:
             progress(f"{label} (done before, skipped)")
         return json.loads(path.read_text())
