@@ -19,7 +19,7 @@ import torch
 
 from pivotrl.lab import BASE_MODEL
 from pivotrl.lab.evaluate import evaluate_model
-from pivotrl.lab.experiment import PRESETS, _stage, _train_arm
+from pivotrl.lab.experiment import PRESETS, run_stage, train_arm
 
 
 def main() -> None:
@@ -39,9 +39,9 @@ def main() -> None:
     out = run / "budget"
     out.mkdir(parents=True, exist_ok=True)
     run_dir = out / name
-    ledger = _stage(out / f"train_{name}.json",
-                    lambda: _train_arm(args.arm, args.seed, preset, str(BASE_MODEL), work, run_dir))
-    ev = _stage(out / f"eval_{name}.json", lambda: evaluate_model(str(run_dir / "final"), replace(preset.eval, seed=0)))
+    ledger = run_stage(out / f"train_{name}.json",
+                       lambda: train_arm(args.arm, args.seed, preset, str(BASE_MODEL), work, run_dir))
+    ev = run_stage(out / f"eval_{name}.json", lambda: evaluate_model(str(run_dir / "final"), replace(preset.eval, seed=0)))
     summary = {"arm": args.arm, "seed": args.seed, "seconds": args.seconds, "ledger": ledger, "eval": ev,
                "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                            "torch": torch.__version__}}

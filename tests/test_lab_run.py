@@ -68,32 +68,32 @@ def test_a_stage_another_live_worker_holds_is_left_for_later_and_a_dead_ones_loc
     import subprocess
     import sys
 
-    from pivotrl.lab.experiment import _stage
+    from pivotrl.lab.experiment import run_stage
 
     path = tmp_path / "stage.json"
     lock = tmp_path / "stage.json.lock"
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         lock.write_text(str(other.pid))
-        assert _stage(path, lambda: {"ran": 1}, wait=False) is None  # a live worker holds it
+        assert run_stage(path, lambda: {"ran": 1}, wait=False) is None  # a live worker holds it
         assert not path.exists()
     finally:
         other.kill()
         other.wait()
     # the holder is gone (killed mid-stage): its lock no longer blocks the stage
-    assert _stage(path, lambda: {"ran": 2}, wait=False) == {"ran": 2}
+    assert run_stage(path, lambda: {"ran": 2}, wait=False) == {"ran": 2}
     assert not lock.exists()
-    assert _stage(path, lambda: {"ran": 3}) == {"ran": 2}  # done before: read back, not rerun
+    assert run_stage(path, lambda: {"ran": 3}) == {"ran": 2}  # done before: read back, not rerun
 
 
 def test_a_failing_stage_releases_its_lock(tmp_path):
-    from pivotrl.lab.experiment import _stage
+    from pivotrl.lab.experiment import run_stage
 
     def boom():
         raise RuntimeError("stage failed")
 
     with pytest.raises(RuntimeError):
-        _stage(tmp_path / "s.json", boom)
+        run_stage(tmp_path / "s.json", boom)
     assert not (tmp_path / "s.json.lock").exists() and not (tmp_path / "s.json").exists()
 
 

@@ -15,12 +15,18 @@ import random
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from pivotrl.artifacts import atomic_open, write_jsonl
 from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
-from pivotrl.lab.evaluate import EvalConfig, evaluate_model, lab_verifier, lab_verifier_options
+from pivotrl.lab.evaluate import (
+    EvalConfig,
+    evaluate_model,
+    lab_verifier,
+    lab_verifier_options,
+)
 from pivotrl.train.common import PeriodicEval
 
 ARMS = ("sft", "pivotrl", "e2e", "pivotrl_no_filter", "pivotrl_exact")
@@ -102,7 +108,7 @@ def _claim(lock: Path) -> bool:
     return False
 
 
-def _stage(path: Path, fn, progress=None, label="", wait: bool = True):
+def run_stage(path: Path, fn, progress=None, label="", wait: bool = True):
     """Run `fn` once: its JSON result is kept at `path`, and a rerun reads it back. Several `lab run`
     processes on one folder share the stages (one lock file each): a stage another live process is
     running is waited for (`wait`) or left for later (returns None)."""
@@ -153,12 +159,14 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
         write_jsonl(data / "train_tasks.jsonl", tasks)
         return {"trajectories": len(trajs), "tasks": len(tasks)}
 
-    _stage(work / "data.json", make_data, progress, "generating expert trajectories")
+    run_stage(work / "data.json", make_data, progress, "generating expert trajectories")
 
     # 2. the base evaluated once. Stages share a folder by lock files: one that another worker is
     #    running is left for later, so `lab run` started twice on one folder uses two workers.
-    base_eval = lambda: evaluate_model(base_model, preset.eval)  # noqa: E731
-    evals = {"base": _stage(work / "eval_base.json", base_eval, progress, "evaluating the base model", wait=False)}
+    def base_eval():
+        return evaluate_model(base_model, preset.eval)
+
+    evals = {"base": run_stage(work / "eval_base.json", base_eval, progress, "evaluating the base model", wait=False)}
 
     # 3. candidates and the one-off profiling with the frozen base
     def profile():
@@ -179,8 +187,9 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
                 "mean_reward": sum(r["reward_mean"] for r in ok) / max(len(ok), 1)}
 
     # Only the PivotRL arms need the profile: while another worker profiles, this one trains the others.
-    profile_stage = lambda wait: _stage(work / "profile.json", profile, progress,  # noqa: E731
-                                        "profiling the candidates with the base model", wait=wait)
+    def profile_stage(wait: bool):
+        return run_stage(work / "profile.json", profile, progress, "profiling the candidates with the base model", wait=wait)
+
     prof = profile_stage(False)
 
     # 4. each arm x seed: trained, then evaluated
@@ -191,12 +200,12 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
             if arm.startswith("pivotrl") and prof is None and (prof := profile_stage(False)) is None:
                 continue
             run_dir = work / f"{arm}-s{seed}"
-            ledger = _stage(work / f"train_{arm}-s{seed}.json",
-                            lambda: _train_arm(arm, seed, preset, base_model, work, run_dir), progress,
-                            f"training {LABELS[arm]} (seed {seed}, {preset.seconds_per_arm:.0f}s)", wait=False)
-            res = ledger and _stage(work / f"eval_{arm}-s{seed}.json",
-                                    lambda: evaluate_model(str(run_dir / "final"), replace(preset.eval, seed=0)),
-                                    progress, f"evaluating {LABELS[arm]} (seed {seed})", wait=False)
+            ledger = run_stage(work / f"train_{arm}-s{seed}.json",
+                               partial(train_arm, arm, seed, preset, base_model, work, run_dir), progress,
+                               f"training {LABELS[arm]} (seed {seed}, {preset.seconds_per_arm:.0f}s)", wait=False)
+            res = ledger and run_stage(work / f"eval_{arm}-s{seed}.json",
+                                       partial(evaluate_model, str(run_dir / "final"), replace(preset.eval, seed=0)),
+                                       progress, f"evaluating {LABELS[arm]} (seed {seed})", wait=False)
             if res:
                 done[arm, seed] = (ledger, res)
                 pending.remove((arm, seed))
@@ -204,7 +213,7 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
             time.sleep(5)
     prof = prof or profile_stage(True)
     if evals["base"] is None:
-        evals["base"] = _stage(work / "eval_base.json", base_eval, progress, "evaluating the base model")
+        evals["base"] = run_stage(work / "eval_base.json", base_eval, progress, "evaluating the base model")
     evals["base"] = [evals["base"]]
     runs: dict[str, list[dict]] = {}
     for seed in preset.seeds:
@@ -216,7 +225,7 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
     return results
 
 
-def _train_arm(arm: str, seed: int, preset: Preset, base_model: str, work: Path, run_dir: Path) -> dict:
+def train_arm(arm: str, seed: int, preset: Preset, base_model: str, work: Path, run_dir: Path) -> dict:
     from pivotrl.pivots.select import load_candidates, select
     from pivotrl.train.ledger import read_ledger
 
@@ -412,8 +421,9 @@ def detail_tables(results: dict) -> str:
             lines.append(f"| {LABELS[arm]} | " + " | ".join(_fmt(r["ood"][k]) for k in tasks) +
                          f" | {_fmt(r['ood_mean'])} | {_fmt(r['ood_delta']) if arm != 'base' else '-'} |")
     keys = ("steps", "rollout_turns", "profiling_turns", "generated_tokens", "wall_clock_s", "profiling_s")
-    lines += ["", "| method | optimizer steps | rollout turns | profiling turns | generated tokens | training s | "
-              "profiling s | groups with zero reward variance |", "|" + "---|" * 8]
+    head = ("| method | optimizer steps | rollout turns | profiling turns | generated tokens | training s | "
+            "profiling s | groups with zero reward variance |")
+    lines += ["", head, "|" + "---|" * 8]
     for arm in ARMS:
         if arm in t and t[arm].get("cost"):
             c = t[arm]["cost"]
