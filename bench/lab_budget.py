@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from pivotrl.lab import BASE_MODEL
-from pivotrl.lab.evaluate import evaluate_model
-from pivotrl.lab.experiment import PRESETS, run_stage, train_arm
+from pivotrl.lab.experiment import PRESETS, machine_info, train_and_evaluate
 
 
 def main() -> None:
@@ -38,13 +34,9 @@ def main() -> None:
     name = f"{args.arm}-s{args.seed}-{args.seconds:.0f}s"
     out = run / "budget"
     out.mkdir(parents=True, exist_ok=True)
-    run_dir = out / name
-    ledger = run_stage(out / f"train_{name}.json",
-                       lambda: train_arm(args.arm, args.seed, preset, str(BASE_MODEL), work, run_dir))
-    ev = run_stage(out / f"eval_{name}.json", lambda: evaluate_model(str(run_dir / "final"), replace(preset.eval, seed=0)))
+    ledger, ev = train_and_evaluate(args.arm, args.seed, preset, str(BASE_MODEL), work, out, name)
     summary = {"arm": args.arm, "seed": args.seed, "seconds": args.seconds, "ledger": ledger, "eval": ev,
-               "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                           "torch": torch.__version__}}
+               "machine": machine_info()}
     (out / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str))
     print(json.dumps({"arm": args.arm, "steps": ledger["steps"], "rollout_turns": ledger["rollout_turns"],
                       "in_domain_mean": ev["in_domain_mean"], "in_domain": ev["in_domain"],

@@ -88,7 +88,9 @@ class LabCurveCallback(PeriodicEval):
 
 def _claim(lock: Path) -> bool:
     """Take `lock` for this process. A lock left by a process that is gone (killed, crashed) is taken
-    over; one held by a live process (another `lab run` on this folder, on this machine) is not."""
+    over; one held by a live process (another `lab run` on this folder, on this machine) is not.
+    A pid file rather than `filelock`'s flock: it is removed when the stage ends without racing a
+    waiter, and it says which process holds the stage."""
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -134,6 +136,19 @@ def run_stage(path: Path, fn, progress=None, label="", wait: bool = True):
     return result
 
 
+def train_and_evaluate(arm: str, seed: int, preset: Preset, base_model: str, work: Path, stages: Path, name: str,
+                       progress=None, wait: bool = True) -> tuple[dict, dict] | None:
+    """One arm x seed as two stages: trained (the model under `stages/name`), then evaluated on the
+    preset's test tasks. Returns (ledger summary, evaluation); None while another worker holds one."""
+    run_dir = stages / name
+    ledger = run_stage(stages / f"train_{name}.json", partial(train_arm, arm, seed, preset, base_model, work, run_dir),
+                       progress, f"training {LABELS[arm]} (seed {seed}, {preset.seconds_per_arm:.0f}s)", wait)
+    res = ledger and run_stage(stages / f"eval_{name}.json",
+                               partial(evaluate_model, str(run_dir / "final"), replace(preset.eval, seed=0)),
+                               progress, f"evaluating {LABELS[arm]} (seed {seed})", wait)
+    return (ledger, res) if res else None
+
+
 def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str | None = None, progress=None) -> dict:
     from pivotrl.lab import BASE_MODEL
 
@@ -166,7 +181,7 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
     def base_eval():
         return evaluate_model(base_model, preset.eval)
 
-    evals = {"base": run_stage(work / "eval_base.json", base_eval, progress, "evaluating the base model", wait=False)}
+    base_res = run_stage(work / "eval_base.json", base_eval, progress, "evaluating the base model", wait=False)
 
     # 3. candidates and the one-off profiling with the frozen base
     def profile():
@@ -199,22 +214,14 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
         for arm, seed in list(pending):
             if arm.startswith("pivotrl") and prof is None and (prof := profile_stage(False)) is None:
                 continue
-            run_dir = work / f"{arm}-s{seed}"
-            ledger = run_stage(work / f"train_{arm}-s{seed}.json",
-                               partial(train_arm, arm, seed, preset, base_model, work, run_dir), progress,
-                               f"training {LABELS[arm]} (seed {seed}, {preset.seconds_per_arm:.0f}s)", wait=False)
-            res = ledger and run_stage(work / f"eval_{arm}-s{seed}.json",
-                                       partial(evaluate_model, str(run_dir / "final"), replace(preset.eval, seed=0)),
-                                       progress, f"evaluating {LABELS[arm]} (seed {seed})", wait=False)
-            if res:
-                done[arm, seed] = (ledger, res)
+            result = train_and_evaluate(arm, seed, preset, base_model, work, work, f"{arm}-s{seed}", progress, wait=False)
+            if result:
+                done[arm, seed] = result
                 pending.remove((arm, seed))
         if pending:
             time.sleep(5)
     prof = prof or profile_stage(True)
-    if evals["base"] is None:
-        evals["base"] = run_stage(work / "eval_base.json", base_eval, progress, "evaluating the base model")
-    evals["base"] = [evals["base"]]
+    evals = {"base": [base_res or run_stage(work / "eval_base.json", base_eval, progress, "evaluating the base model")]}
     runs: dict[str, list[dict]] = {}
     for seed in preset.seeds:
         for arm in preset.arms:
@@ -313,11 +320,11 @@ def aggregate(evals: dict, runs: dict, prof: dict, preset: Preset, base_model: s
         table[arm] = row
     claims = _claims(table, runs)
     return {"preset": preset.name, "seeds": preset.seeds, "base_model": base_model, "profile": prof,
-            "table": table, "claims": claims, "runs": runs, "machine": _machine(),
+            "table": table, "claims": claims, "runs": runs, "machine": machine_info(),
             "seconds_this_invocation": seconds}  # stages done before (resumed, or by another worker) not counted
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
     import platform
     from importlib.metadata import version
 
@@ -345,10 +352,8 @@ def _claims(t: dict, runs: dict) -> dict:
         out["e2e_final_in_domain"] = mean(e, "in")
         out["pivotrl_final_in_domain"] = mean(p, "in")
         out["pivotrl_reached_e2e_final"] = mean(p, "in") >= mean(e, "in")
-        for key in ("rollout_turns", "wall_clock_s"):
-            prof_key = "profiling_turns" if key == "rollout_turns" else "profiling_s"
+        for name, key, prof_key in (("turns", "rollout_turns", "profiling_turns"), ("time", "wall_clock_s", "profiling_s")):
             train, prof = mean(p, key), mean(p, prof_key)
-            name = "turns" if key == "rollout_turns" else "time"
             out[f"{name}_e2e"] = mean(e, key)
             out[f"{name}_pivotrl_training"] = train
             out[f"{name}_pivotrl_profiling"] = prof
@@ -454,8 +459,8 @@ def plot_results(results: dict, out: Path) -> None:
         if not leds:
             continue
         name = LABELS[arm] + (" (profiling included)" if arm == "pivotrl" else "")
-        for ax, x, prof_x in ((axes[0], "rollout_turns", "rollout_turns"), (axes[1], "wall_clock_s", "wall_clock_s")):
-            offsets = [(led.get("profiling") or {}).get(prof_x, 0) for led in leds]
+        for ax, x in zip(axes, ("rollout_turns", "wall_clock_s")):  # the ledger names both costs alike
+            offsets = [(led.get("profiling") or {}).get(x, 0) for led in leds]
             # in-training curves (a few test tasks per domain; faint), one per seed
             for i, (led, off) in enumerate(zip(leds, offsets)):
                 if led["curve"]:
