@@ -1,5 +1,5 @@
-"""Functional verifiers for the lab's terminal and code actions. Both need the task (files),
-which lab states carry in `meta["trajectory_meta"]["task"]`.
+"""Functional verifiers for the lab's terminal, code and search actions. They need the task (its
+files or documents), which lab states carry in `meta["trajectory_meta"]["task"]`.
 
 - `lab_terminal`: a `run` command is right when it is the reference command up to flag order
   and combined flags, or when, executed in a fresh copy of the task folder through the same
@@ -50,18 +50,30 @@ def _message_score(action, task: dict) -> Score:
     return Score(1.0, "message")
 
 
+class _LabVerifier:
+    """The steps every lab verifier shares: parse the completion, decide what `_common` decides,
+    then `compare` the first call with the reference's first call."""
+
+    answer_in_messages = True  # a final message must name the task's answer, when it has one
+
+    def score(self, completion: Any, state) -> Score:
+        action, task = parse_action(completion, state.tools), task_of(state)
+        decided = _common(action, state, task if self.answer_in_messages else {})
+        if decided is not None:
+            return decided
+        return self.compare(state.reference.calls[0], action.calls[0], task)
+
+    def compare(self, want, got, task: dict) -> Score:
+        raise NotImplementedError
+
+
 @register_verifier("lab_terminal")
-class TerminalVerifier:
+class TerminalVerifier(_LabVerifier):
     def __init__(self, execute: bool = True):
         self.execute = execute
         self._cache: dict[str, Any] = {}
 
-    def score(self, completion: Any, state) -> Score:
-        action, task = parse_action(completion, state.tools), task_of(state)
-        decided = _common(action, state, task)
-        if decided is not None:
-            return decided
-        want, got = state.reference.calls[0], action.calls[0]
+    def compare(self, want, got, task: dict) -> Score:
         if got.name != want.name or not isinstance(got.arguments, dict) or not isinstance(got.arguments.get("command"), str):
             return Score(0.0, "wrong_call")
         ref_cmd, cmd = want.arguments.get("command", ""), got.arguments["command"]
@@ -91,18 +103,15 @@ class TerminalVerifier:
 
 
 @register_verifier("lab_code")
-class CodeVerifier:
+class CodeVerifier(_LabVerifier):
+    answer_in_messages = False  # a code task ends when its tests pass, not with an answer
+
     def __init__(self):
         self.calls = ToolCallVerifier(word_count_similarity_threshold=0.1)
 
-    def score(self, completion: Any, state) -> Score:
-        action = parse_action(completion, state.tools)
-        decided = _common(action, state, {})
-        if decided is not None:
-            return decided
-        want, got = state.reference.calls[0], action.calls[0]
+    def compare(self, want, got, task: dict) -> Score:
         if want.name == "edit" and got.name == "edit":
-            files = task_of(state).get("files") or {}
+            files = task.get("files") or {}
             ref_file, new_file = _apply(files, want.arguments), _apply(files, got.arguments)
             if new_file is not None and new_file == ref_file:
                 return Score(1.0, "same_edit")
@@ -121,7 +130,7 @@ def _apply(files: dict, args: Any) -> tuple | None:
 
 
 @register_verifier("lab_search")
-class SearchVerifier:
+class SearchVerifier(_LabVerifier):
     """`search` calls are equivalent when the task's BM25 index ranks the same document first for
     both queries; `open` calls need the same document id; the final answer must name the answer."""
 
@@ -139,12 +148,7 @@ class SearchVerifier:
             self._envs[key] = env
         return self._envs[key].search(query).split("\n")[0].split(":")[0]
 
-    def score(self, completion: Any, state) -> Score:
-        action, task = parse_action(completion, state.tools), task_of(state)
-        decided = _common(action, state, task)
-        if decided is not None:
-            return decided
-        want, got = state.reference.calls[0], action.calls[0]
+    def compare(self, want, got, task: dict) -> Score:
         if want.name == "search" and got.name == "search" and task.get("docs"):
             q = got.arguments.get("query") if isinstance(got.arguments, dict) else None
             if not isinstance(q, str) or not q.strip():
