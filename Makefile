@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install sandbox demo test clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -14,13 +14,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) sandbox
+
+# Model-written commands run only inside bubblewrap (README, "Security model"). Installed where we
+# can (root with apt-get); elsewhere the message says what to run.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }; }; } || \
+	  echo "warning: bubblewrap (bwrap) is missing and could not be installed: run 'sudo apt-get install bubblewrap'; the lab's terminal and code domains and executing verifiers need it"
 
 # The lab's comparison at demo size (SFT, PivotRL, E2E RL from the bundled base; under 10 minutes on 2 cores).
-demo: $(STAMP)
+demo: $(STAMP) sandbox
 	$(BIN)/pivotrl lab run --preset demo -o runs/lab-demo
 
-test: $(STAMP)
+test: $(STAMP) sandbox
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -93,3 +93,31 @@ def test_gym_rows_are_refused_as_trajectories_with_a_hint(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         load_trajectories(tmp_path / "nope.jsonl")
+
+
+def test_skip_invalid_also_skips_lines_that_are_not_json(tmp_path):
+    p = tmp_path / "t.jsonl"
+    good = json.dumps(openai_record()) + "\n"
+    p.write_bytes(good.encode() + b'{"id": "cut", "messages": [{"ro\n' + b"\xff\xfe\x00garbage\n"
+                  + json.dumps(openai_record(id="t2")).encode() + b"\n" + bytes(range(256)) + b"\n")
+    with pytest.raises(DataError, match=r"t\.jsonl:2: invalid JSON"):
+        load_trajectories(p)
+    ts = load_trajectories(p, skip_invalid=True)
+    assert [t.id for t in ts] == ["t1", "t2"] and ts.skipped == {"bad_json": 2, "bad_utf8": 2}  # range(256) holds a newline
+
+
+def test_a_folder_or_an_empty_file_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="is a folder"):
+        load_trajectories(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(DataError, match=r"empty\.jsonl: no trajectories"):
+        load_trajectories(tmp_path / "empty.jsonl")
+    bad = write_lines(tmp_path / "bad.jsonl", ["{oops", {"messages": "no"}])
+    with pytest.raises(DataError, match=r"no trajectories in this file \(2 invalid records skipped"):
+        load_trajectories(bad, skip_invalid=True)
+    from pivotrl.pivots import load_states
+
+    with pytest.raises(DataError, match="is a folder"):
+        load_states(tmp_path)
+    with pytest.raises(DataError, match="no states"):
+        load_states(tmp_path / "empty.jsonl")

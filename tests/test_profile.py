@@ -68,6 +68,9 @@ def test_resume_gives_the_same_records_as_an_uninterrupted_run(tmp_path, sampler
     assert len(read_records(journal_path(out))) == 6  # the two finished batches
     with open(journal_path(out), "a") as fh:
         fh.write('{"state_id": "torn li')  # the job died mid-line
+    with pytest.raises(Interrupted):  # a resume that appends a batch, then dies again
+        run(states, DiesAfter(sampler, 1), out)
+    assert len(read_records(journal_path(out))) == 9  # the torn line was cut, the new batch kept whole
     resumed = run(states, sampler, out)
     assert same(resumed, whole)
     assert not journal_path(out).exists()

@@ -81,6 +81,23 @@ def test_row_without_profiling_names_the_line(tmp_path, sample_states):
         load_candidates(path)
 
 
+@pytest.mark.parametrize("columns,message", [
+    ({"reward_mean": "abc"}, "'reward_mean' must be a number"),
+    ({"rewards": ["a", None, {}, 1]}, "'rewards' must be a number"),
+    ({"rewards": "1,0"}, "'rewards' must be a list of numbers"),
+    ({"pass_rate": [0.5]}, "'pass_rate' must be a number"),
+    ({"reward_mean": 0.5, "reward_var": {}}, "'reward_var' must be a number"),
+])
+def test_profiling_columns_of_the_wrong_type_name_the_line(tmp_path, sample_states, columns, message):
+    from pivotrl.pivots.gym import state_to_gym_row
+
+    path = write_lines(tmp_path / "rows.jsonl", [{**state_to_gym_row(sample_states[0]), "pass_rate": 0.5},
+                                                  {**state_to_gym_row(sample_states[1]), **columns}])
+    with pytest.raises(DataError, match=r"rows\.jsonl:2: profiling column " + message.split(" ")[0]) as err:
+        load_candidates(path)
+    assert message in str(err.value)
+
+
 def test_select_and_report_commands(tmp_path, profile_path):
     from typer.testing import CliRunner
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pivotrl import Action, DataError, ToolCall, as_reward_function, get_verifier, list_verifiers, states_to_dataset
-from pivotrl.rewards import safe_score
+from pivotrl.rewards import Score, safe_score
 from pivotrl.rewards.shell import canonical_command
 
 TOOLS = [{"type": "function", "function": {"name": "book", "parameters": {"type": "object", "properties": {
@@ -229,3 +229,50 @@ def test_no_verifier_raises_on_hostile_output(completion, state):
     for name in ("tool_call", "tool_call_schema", "terminus", "string_similarity", "shell", "exact"):
         s = safe_score(get_verifier(name), completion, state)
         assert 0.0 <= s.reward <= 1.0 and isinstance(s.reason, str) and s.reason
+
+
+# --- every registered verifier, garbage completions and garbage states, through safe_score ---------
+def _judge(prompt):
+    return "It does.\nVERDICT: YES" if len(prompt) % 2 else "no idea"
+
+
+LAB_TASKS = [{"files": {"data/oslo.txt": "temp=3\nrain=7\n"}, "kind": "value", "answer": "3", "key_name": "temp"},
+             {"files": {"calc.py": "def f(x):\n    return x - 1\n"}},
+             {"docs": {"d1": "Oslo is in Norway.", "d2": "Lima is in Peru."}, "answer": "Norway"}]
+garbage_meta = st.one_of(
+    json_values, st.builds(lambda t: {"task": t}, json_values), st.builds(lambda t: {"trajectory_meta": {"task": t}}, json_values),
+    st.builds(lambda t: {"trajectory_meta": t}, json_values), st.sampled_from([{"task": t} for t in LAB_TASKS]),
+    st.builds(lambda t, k, v: {"task": {**t, k: v}}, st.sampled_from(LAB_TASKS),
+              st.sampled_from(["files", "docs", "answer", "key_name", "kind"]), json_values),
+    st.builds(lambda g: {"gym": g}, json_values))
+references = st.one_of(
+    st.sampled_from([Action.message("The temp is 3."), Action.message("ls\n"),
+                     Action.tool_calls([ToolCall("run", {"command": "cat data/oslo.txt"})]),
+                     Action.tool_calls([ToolCall("edit", {"path": "calc.py", "old": "x - 1", "new": "x + 1"})]),
+                     Action.tool_calls([ToolCall("search", {"query": "Oslo"})]),
+                     Action.tool_calls([ToolCall("book", {"flight": "SK1", "seats": 2})])]),
+    st.builds(lambda n, a: Action.tool_calls([ToolCall(n, a)]), st.text(max_size=8), st.dictionaries(st.text(max_size=6), json_values, max_size=3)))
+garbage_tools = st.one_of(st.just(TOOLS), st.just([]), st.lists(json_values, max_size=3))
+garbage_context = st.one_of(st.just([]), st.lists(st.dictionaries(st.sampled_from(["role", "content", "tool_calls"]), json_values), max_size=3),
+                            st.lists(json_values, max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(completions, references, garbage_meta, garbage_tools, garbage_context, st.sampled_from(["default", "terminal", "code", "swe"]))
+def test_every_registered_verifier_survives_garbage(completion, reference, meta, tools, context, domain):
+    state = S(reference, tools=tools, domain=domain, context=context)
+    state.meta = meta
+    for name in list_verifiers():
+        verifier = get_verifier(name, judge=_judge) if name == "judge" else get_verifier(name)
+        s = safe_score(verifier, completion, state)
+        assert 0.0 <= s.reward <= 1.0 and isinstance(s.reason, str) and s.reason
+        # safe_score would hide a crash as a 0: our own verifiers must not crash at all
+        assert not s.reason.startswith("verifier_error"), (name, s.reason)
+
+
+def test_safe_score_turns_any_exception_into_a_counted_zero():
+    class Broken:
+        def score(self, completion, state):
+            raise KeyError("boom")
+
+    assert safe_score(Broken(), "x", ref({"flight": "A", "seats": 1})) == Score(0.0, "verifier_error:KeyError")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,11 +18,18 @@ from typing import Any
 from pivotrl.errors import DataError
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, decoded object) for each non-blank line; bad JSON names the line."""
+def iter_jsonl(path: str | os.PathLike, skipped: Counter | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, decoded object) for each non-blank line; bad JSON names the line.
+
+    With a `skipped` counter, lines that are not UTF-8 or not JSON (a truncated line, binary
+    garbage) are counted there by reason (`bad_utf8`, `bad_json`) and skipped instead.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", file=str(path))
+    if path.is_dir():
+        raise DataError("is a folder; expected a JSONL file (or, where accepted, a saved dataset folder)",
+                        file=str(path))
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -29,13 +37,50 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
+                if skipped is not None:
+                    skipped["bad_utf8"] += 1
+                    continue
                 raise DataError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
                                 file=str(path), line=lineno) from None
             try:
-                yield lineno, json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON: {exc.msg} (column {exc.colno})",
-                                file=str(path), line=lineno) from None
+                obj = json.loads(text)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                if skipped is not None:
+                    skipped["bad_json"] += 1
+                    continue
+                msg = f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise DataError(f"invalid JSON: {msg}", file=str(path), line=lineno) from None
+            yield lineno, obj
+
+
+def repair_journal(path: str | os.PathLike) -> int:
+    """Cut a torn last line (a crash in the middle of an append) off an append-only JSONL
+    journal, so the next append starts on a line of its own. Returns the bytes removed."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, "rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        # Scan back for the last newline in blocks; everything after it is the torn line.
+        pos, keep = size, 0
+        while pos > 0:
+            start = max(0, pos - 65536)
+            fh.seek(start)
+            block = fh.read(pos - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            pos = start
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return size - keep
 
 
 @contextmanager
@@ -66,9 +111,11 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
 
 
 def append_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> None:
-    """Append whole lines and flush them, so a resumed job sees only complete records."""
+    """Append whole lines and flush them, so a resumed job sees only complete records. A line torn
+    by an earlier crash is cut off first, so it never swallows the first new record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    repair_journal(path)
     with open(path, "a", encoding="utf-8") as fh:
         for rec in records:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -63,7 +63,7 @@ def load_trajectories(path: str | Path, format: str = "auto", *, skip_invalid: b
     path = Path(path)
     out: list[Trajectory] = []
     skipped: Counter = Counter()
-    for where, record in _iter_records(path, format):
+    for where, record in _iter_records(path, format, skipped if skip_invalid else None):
         try:
             out.append(normalise_record(record, format, domain))
         except InvalidRecord as exc:
@@ -72,13 +72,18 @@ def load_trajectories(path: str | Path, format: str = "auto", *, skip_invalid: b
                                 line=where if isinstance(where, int) else None,
                                 record=where if isinstance(where, str) else None) from None
             skipped[exc.kind] += 1
+    if not out:
+        why = f" ({sum(skipped.values())} invalid records skipped: {dict(skipped)})" if skipped else ""
+        raise DataError(f"no trajectories in this file{why}", file=str(path))
     return TrajectorySet(out, skipped, str(path))
 
 
-def _iter_records(path: Path, format: str) -> Iterator[tuple[int | str, Any]]:
+def _iter_records(path: Path, format: str, skipped: Counter | None = None) -> Iterator[tuple[int | str, Any]]:
     is_hf = format == "hf" or path.is_dir() or path.suffix == ".parquet"
+    if is_hf and path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+        raise DataError("is a folder but not a saved Hugging Face dataset; expected a JSONL file", file=str(path))
     if not is_hf:
-        yield from iter_jsonl(path)
+        yield from iter_jsonl(path, skipped)
         return
     import datasets
 

@@ -1,37 +1,34 @@
-"""A restricted real shell for the terminal domain: real programs on real files, inside one
-directory, and nothing else.
+"""The terminal domain's shell: real programs on real files, inside one folder, and nothing else.
 
-- Only allow-listed programs; a pipeline of them (`|`) and one final `>`/`>>` redirect are the
-  only shell syntax accepted (no `;`, `&&`, `$(...)`, backticks, `<`, globs expansion is not done).
-- Every path-like argument must stay inside the task directory: absolute paths, `..` and any
-  symbolic link on the way are refused.
-- Each program runs with a timeout, CPU, memory and file-size limits, an empty environment (no
-  proxies, no network tools allowed anyway), stdin closed, and its output cut at `max_output`.
-Refusals are returned as text, so an agent reads why and the episode goes on.
+Two layers. The first is this parser, which keeps the agent's commands to a small shell:
+- only allow-listed programs; a pipeline of them (`|`) and one final `>`/`>>` redirect are the
+  only syntax accepted (no `;`, `&&`, `$(...)`, backticks, `<`; globs are not expanded);
+- path-like arguments, and paths attached to options (`-t/abs`, `--out=/abs`), must stay inside
+  the task folder, and options that run programs or read file lists are refused.
+The second, which does not trust the first, is `pivotrl.sandbox`: the accepted pipeline runs in a
+bubblewrap sandbox where only the task folder exists and is writable, with time, CPU, memory,
+file-size, process and output limits. Refusals and failures are returned as text, so an agent
+reads why and the episode goes on; `run` never raises.
 """
 
 from __future__ import annotations
 
 import os
-import resource
 import shlex
-import subprocess
 from pathlib import Path
+
+from pivotrl import sandbox
 
 ALLOWED = frozenset({"ls", "cat", "head", "tail", "wc", "grep", "sort", "uniq", "echo", "mkdir", "touch", "cp", "mv",
                      "rm", "cut", "tr", "pwd"})
 FORBIDDEN_TEXT = ("$(", "`", "${")
 FORBIDDEN_TOKENS = {";", "&&", "||", "&", "<", "<<", "<<<", "(", ")", ">&", "&>", ";;"}
+# Options of allowed programs that run another program or read a list of files named elsewhere.
+FORBIDDEN_OPTIONS = ("--compress-program", "--files0-from", "--exclude-from", "--include-from")
 
 
 class Refused(Exception):
     pass
-
-
-def _limits():
-    resource.setrlimit(resource.RLIMIT_CPU, (2, 2))
-    resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
 
 class RestrictedShell:
@@ -40,13 +37,17 @@ class RestrictedShell:
         self.timeout, self.max_output = timeout, max_output
 
     def run(self, command: str) -> str:
+        if not isinstance(command, str):
+            return "refused: the command must be a string"
         try:
             segments, redirect = self.parse(command)
         except Refused as exc:
             return f"refused: {exc}"
         return self._execute(segments, redirect)
 
-    def parse(self, command: str) -> tuple[list[list[str]], tuple[str, Path] | None]:
+    def parse(self, command: str) -> tuple[list[list[str]], tuple[str, str] | None]:
+        if "\x00" in command:
+            raise Refused("NUL bytes are not allowed")
         if any(t in command for t in FORBIDDEN_TEXT):
             raise Refused("command substitution and variables are not allowed")
         try:
@@ -59,7 +60,8 @@ class RestrictedShell:
             raise Refused("empty command")
         redirect = None
         if len(tokens) >= 2 and tokens[-2] in (">", ">>"):
-            redirect = (tokens[-2], self.inside(tokens[-1]))
+            self.inside(tokens[-1])
+            redirect = (tokens[-2], tokens[-1])
             tokens = tokens[:-2]
         segments, current = [], []
         for tok in tokens:
@@ -77,9 +79,21 @@ class RestrictedShell:
             if seg[0] not in ALLOWED:
                 raise Refused(f"program {seg[0]!r} is not allowed (allowed: {', '.join(sorted(ALLOWED))})")
             for arg in seg[1:]:
-                if not arg.startswith("-"):
-                    self.inside(arg)
+                self.check_argument(arg)
         return segments, redirect
+
+    def check_argument(self, arg: str) -> None:
+        if not arg.startswith("-") or arg == "-":
+            self.inside(arg)
+            return
+        if arg.startswith(FORBIDDEN_OPTIONS):
+            raise Refused(f"option {arg.split('=')[0]!r} is not allowed")
+        if arg.startswith("--"):
+            if "=" in arg:
+                self.inside(arg.split("=", 1)[1])
+        elif "/" in arg or "~" in arg:  # a value glued to short options: -t/abs, -o../x
+            value = arg[1:].lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+            self.inside(value or arg[1:])
 
     def inside(self, arg: str) -> Path:
         """The path `arg` names inside the root; Refused if it could lead outside."""
@@ -94,41 +108,17 @@ class RestrictedShell:
                 raise Refused(f"symbolic links are not followed: {arg}")
         return path
 
-    def _execute(self, segments, redirect) -> str:
-        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "HOME": str(self.root)}
-        procs, prev = [], subprocess.DEVNULL
-        out_file = None
-        try:
-            if redirect:
-                out_file = open(redirect[1], "ab" if redirect[0] == ">>" else "wb")
-            for i, seg in enumerate(segments):
-                last = i == len(segments) - 1
-                stdout = out_file if (last and out_file) else subprocess.PIPE
-                p = subprocess.Popen(seg, cwd=self.root, env=env, stdin=prev, stdout=stdout, stderr=subprocess.PIPE,
-                                     preexec_fn=_limits)
-                if prev is not subprocess.DEVNULL:
-                    prev.close()
-                prev = p.stdout if not (last and out_file) else None
-                procs.append(p)
-            try:
-                out, err = procs[-1].communicate(timeout=self.timeout)
-            except subprocess.TimeoutExpired:
-                for p in procs:
-                    p.kill()
-                return "error: timed out"
-            for p in procs[:-1]:
-                p.wait(timeout=self.timeout)
-                err = (p.stderr.read() if p.stderr else b"") + (err or b"")
-        except FileNotFoundError as exc:
-            return f"error: {exc}"
-        finally:
-            if out_file:
-                out_file.close()
-            for p in procs:
-                for f in (p.stdout, p.stderr):
-                    if f:
-                        f.close()
-        text = ((out or b"") + (err or b"")).decode("utf-8", errors="replace")
+    def _execute(self, segments: list[list[str]], redirect: tuple[str, str] | None) -> str:
+        # The parsed tokens, quoted again: the sandbox's sh sees exactly the checked pipeline.
+        line = " | ".join(shlex.join(seg) for seg in segments)
+        if redirect:
+            line += f" {redirect[0]} {shlex.quote(redirect[1])}"
+        limits = sandbox.Limits(timeout_s=self.timeout, cpu_s=2, memory_bytes=512 << 20,
+                                output_bytes=max(4 * self.max_output, 64 << 10))
+        res = sandbox.run_shell(line, self.root, limits=limits)
+        text = res.text()
         if len(text) > self.max_output:
             text = text[: self.max_output] + "\n[output truncated]"
+        if res.timed_out:
+            return (text.strip() + "\nerror: timed out").strip()
         return text.strip() or "(no output)"

@@ -13,19 +13,23 @@ Final messages: for answer tasks the answer must be in the text; otherwise any m
 from __future__ import annotations
 
 import hashlib
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from pivotrl.rewards.base import Score, register_verifier
+from pivotrl import sandbox
+from pivotrl.rewards.base import Score, register_verifier, state_meta
 from pivotrl.rewards.parse import parse_action
 from pivotrl.rewards.shell import canonical_command
 from pivotrl.rewards.tool_call import ToolCallVerifier
 
 
 def task_of(state) -> dict:
-    meta = getattr(state, "meta", None) or {}
-    return (meta.get("trajectory_meta") or {}).get("task") or meta.get("task") or {}
+    """The lab task a state came from; {} when the state carries none (or something else there)."""
+    meta = state_meta(state)
+    traj = meta.get("trajectory_meta") if isinstance(meta.get("trajectory_meta"), dict) else {}
+    for task in (traj.get("task"), meta.get("task")):
+        if isinstance(task, dict):
+            return task
+    return {}
 
 
 def _common(action, state, task: dict) -> Score | None:
@@ -72,6 +76,8 @@ class TerminalVerifier(_LabVerifier):
     def __init__(self, execute: bool = True):
         self.execute = execute
         self._cache: dict[str, Any] = {}
+        if execute:
+            sandbox.require_sandbox()
 
     def compare(self, want, got, task: dict) -> Score:
         if got.name != want.name or not isinstance(got.arguments, dict) or not isinstance(got.arguments.get("command"), str):
@@ -79,7 +85,7 @@ class TerminalVerifier(_LabVerifier):
         ref_cmd, cmd = want.arguments.get("command", ""), got.arguments["command"]
         if canonical_command(cmd) is not None and canonical_command(cmd) == canonical_command(ref_cmd):
             return Score(1.0, "same_command")
-        if not self.execute or not task.get("files"):
+        if not self.execute or not isinstance(task.get("files"), dict) or not task["files"]:
             return Score(0.0, "different_command")
         (ref_out, ref_tree), (out, tree) = self._effect(task["files"], ref_cmd), self._effect(task["files"], cmd)
         fact = f"{task['key_name']}={task['answer']}" if task.get("key_name") else None
@@ -93,11 +99,10 @@ class TerminalVerifier(_LabVerifier):
 
         key = hashlib.sha1(repr((sorted(files.items()), command)).encode()).hexdigest()
         if key not in self._cache:
-            with tempfile.TemporaryDirectory(prefix="pivotrl-verify-") as tmp:
-                root = Path(tmp)
+            with sandbox.task_folder(prefix="pivotrl-verify-") as root:
                 materialize(root, files)
                 out = RestrictedShell(root).run(command)
-                tree = sorted((str(p.relative_to(root)), p.read_bytes()) for p in root.rglob("*") if p.is_file())
+                tree = [entry for entry in sandbox.snapshot(root) if entry[1] != "dir"]
             self._cache[key] = (out, tree)
         return self._cache[key]
 

@@ -3,8 +3,8 @@ functional verifier. One record per state: the K rewards, their mean and varianc
 token counts, and (optionally) the sampled texts.
 
 Resumable: finished batches are appended, as whole lines, to a journal beside the output
-(`OUT.partial.jsonl`); a rerun skips every state already in the journal or the output and
-never writes a state twice; at the end the output is written atomically and the journal removed.
+(`OUT.partial.jsonl`); a rerun cuts off a line torn by a crash mid-append (`append_jsonl`), skips every state
+already in the journal or the output and never writes a state twice; at the end the output is written atomically and the journal removed.
 States go in batches fixed by their order in the input, each sampled with a seed derived from
 the run seed and the batch's first state id, so an interrupted and resumed run (or a Ray run)
 gives the same records as one uninterrupted local run.

@@ -52,28 +52,43 @@ def candidates_from_gym_rows(rows: list[dict], source: str = "") -> list[Candida
     for i, row in enumerate(rows, start=1):
         try:
             mean, var = gym_row_stats(row)
+            out.append(Candidate(gym_row_to_state(row), mean, var))
         except DataError as exc:
             raise DataError(exc.reason, file=source or None, line=i) from None
-        out.append(Candidate(gym_row_to_state(row), mean, var))
     return out
+
+
+def _number(value, column: str) -> float:
+    """A profiling value as a float; DataError naming the column when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DataError(f"profiling column {column!r} must be a number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except ValueError:
+        raise DataError(f"profiling column {column!r} must be a number, got {value!r:.40}") from None
 
 
 def gym_row_stats(row: dict) -> tuple[float, float]:
     """Mean and variance from whichever profiling columns a release has."""
+    if not isinstance(row, dict):
+        raise DataError("expected a JSON object")
     rewards = row.get("rewards")
     if isinstance(rewards, list) and rewards:
         from pivotrl.pivots.profile import summarise
 
-        stats = summarise(rewards)
+        stats = summarise([_number(r, "rewards") for r in rewards])
         return stats["reward_mean"], stats["reward_var"]
-    mean = row.get("reward_mean", row.get("pass_rate"))
-    if mean is None:
+    if rewards is not None and not isinstance(rewards, list):
+        raise DataError(f"profiling column 'rewards' must be a list of numbers, got {type(rewards).__name__}")
+    column = "reward_mean" if row.get("reward_mean") is not None else "pass_rate"
+    if row.get(column) is None:
         raise DataError("row has no profiling columns (rewards, reward_mean or pass_rate)")
+    mean = _number(row[column], column)
     if row.get("reward_var") is not None:
-        return float(mean), float(row["reward_var"])
+        return mean, _number(row["reward_var"], "reward_var")
     if row.get("reward_std") is not None:
-        return float(mean), float(row["reward_std"]) ** 2
-    return float(mean), float(mean) * (1 - float(mean))  # binary rewards: Bernoulli variance
+        return mean, _number(row["reward_std"], "reward_std") ** 2
+    return mean, mean * (1 - mean)  # binary rewards: Bernoulli variance
 
 
 def load_candidates(path: str | Path) -> list[Candidate]:
@@ -85,8 +100,12 @@ def load_candidates(path: str | Path) -> list[Candidate]:
         rows = read_records(path)
     else:
         rows = [r for _, r in iter_jsonl(path)]
-    if rows and "responses_create_params" in rows[0]:
+    if not rows:
+        raise DataError("no profile records or rows in this file", file=str(path))
+    if rows and isinstance(rows[0], dict) and "responses_create_params" in rows[0]:
         return candidates_from_gym_rows(rows, str(path))
+    if not all(isinstance(r, dict) for r in rows):
+        raise DataError("expected one JSON object per line", file=str(path))
     if rows and "state" not in rows[0]:
         raise DataError("not a profile (no 'state' column) nor NeMo Gym rows", file=str(path))
     return candidates_from_records(rows)

@@ -72,10 +72,14 @@ def load_states(path: str | Path) -> list[State]:
         else:
             seen[s.id] = 0
         states.append(s)
+    if not states:
+        raise DataError("no states in this file", file=str(path))
     return states
 
 
 def _iter_rows(path: Path):
+    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+        raise DataError("is a folder but not a saved Hugging Face dataset; expected a JSONL file", file=str(path))
     if path.is_dir() or path.suffix == ".parquet":
         import datasets
 

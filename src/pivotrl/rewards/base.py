@@ -82,20 +82,44 @@ class FunctionVerifier:
         try:
             out = self.fn(completion, state)
         except Exception as exc:  # a user's function must not take a whole batch down
-            return Score(0.0, f"error:{type(exc).__name__}")
+            return Score(0.0, f"verifier_error:{type(exc).__name__}")
         return out if isinstance(out, Score) else Score(float(out), "user")
 
 
 def safe_score(verifier: Verifier, completion: Any, state) -> Score:
-    """Score with the never-raise, always-in-[0,1] contract enforced around any verifier."""
+    """Score with the never-raise, always-in-[0,1] contract enforced around any verifier.
+
+    Whatever a completion or a state holds, a long run goes on: an exception inside a verifier
+    (ours or a user's) scores 0 with the reason `verifier_error:<type>`, which reports count.
+    Only a missing sandbox (a set-up error, not a bad completion) is raised.
+    """
+    from pivotrl.sandbox import SandboxUnavailable
+
     try:
         s = verifier.score(completion, state)
+        reward, reason = float(s.reward), str(s.reason)
     except (RecursionError, MemoryError):
         return Score(0.0, "too_deep")
-    reward = float(s.reward)
+    except SandboxUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile input must not end the run
+        return Score(0.0, f"verifier_error:{type(exc).__name__}")
     if not reward >= 0.0:  # also catches NaN
         reward = 0.0
-    return Score(min(reward, 1.0), s.reason)
+    return Score(min(reward, 1.0), reason)
+
+
+def state_meta(state) -> dict:
+    """A state's `meta`, or {} when it has none or something that is not a mapping there."""
+    meta = getattr(state, "meta", None)
+    return meta if isinstance(meta, dict) else {}
+
+
+def gym_extra(state) -> dict:
+    """The extra columns of the NeMo Gym row a state came from (`agent_ref`, `threshold`, ...)."""
+    gym = state_meta(state).get("gym")
+    extra = gym.get("extra") if isinstance(gym, dict) else None
+    return extra if isinstance(extra, dict) else {}
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pivotrl.rewards.base import Score, get_verifier, register_verifier
+from pivotrl.rewards.base import Score, get_verifier, gym_extra, register_verifier
 
 
 def _build(spec: Any):
@@ -21,6 +21,13 @@ def _build(spec: Any):
         spec = dict(spec)
         return get_verifier(spec.pop("name"), **spec)
     return get_verifier(spec)
+
+
+def agent_name(state) -> str | None:
+    """The NeMo Gym agent named by the row a state came from (`agent_ref.name`), if any."""
+    ref = gym_extra(state).get("agent_ref")
+    name = ref.get("name") if isinstance(ref, dict) else None
+    return name if isinstance(name, str) else None
 
 
 @register_verifier("dispatch")
@@ -33,11 +40,10 @@ class DispatchVerifier:
         self.by_agent = {k: _build(v) for k, v in (by_agent or {}).items()}
 
     def choose(self, state):
-        meta = getattr(state, "meta", None) or {}
-        agent = ((meta.get("gym") or {}).get("extra", {}).get("agent_ref") or {}).get("name")
+        agent = agent_name(state)
         if agent in self.by_agent:
             return self.by_agent[agent]
-        if getattr(state, "domain", None) in self.by_domain:
+        if isinstance(getattr(state, "domain", None), str) and state.domain in self.by_domain:
             return self.by_domain[state.domain]
         return self.by_action.get(state.reference.kind, self.default)
 

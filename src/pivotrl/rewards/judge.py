@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,12 +59,18 @@ class JudgeVerifier:
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache: dict[str, bool | None] = {}
         if self.cache_path and self.cache_path.exists():
-            self.cache = {r["key"]: r["verdict"] for _, r in iter_jsonl(self.cache_path)}
+            # a cache torn by a crash keeps its whole lines
+            self.cache = {r["key"]: r["verdict"] for _, r in iter_jsonl(self.cache_path, Counter())
+                          if isinstance(r, dict) and "key" in r}
         self.calls = 0
 
     def prompt(self, candidate_text: str, state) -> str:
-        ctx = (getattr(state, "context", None) or [])[-self.context_messages:]
-        context = "\n".join(f"{m.get('role')}: {str(m.get('content', ''))[:500]}" for m in ctx) or "(none)"
+        ctx = getattr(state, "context", None) or []
+        if isinstance(ctx, str):  # a prompt already rendered to text (as a trainer may pass it)
+            context = ctx[-500 * self.context_messages:]
+        else:
+            msgs = [m for m in ctx if isinstance(m, dict)][-self.context_messages:] if isinstance(ctx, list) else []
+            context = "\n".join(f"{m.get('role')}: {str(m.get('content', ''))[:500]}" for m in msgs) or "(none)"
         return self.template.format(context=context, reference=canonical_text(state.reference),
                                     candidate=candidate_text)
 
@@ -72,7 +79,8 @@ class JudgeVerifier:
         if action.kind == "none":
             return Score(0.0, "no_action")
         prompt = self.prompt(canonical_text(action), state)
-        key = hashlib.sha256(prompt.encode()).hexdigest()
+        # Model text can hold lone surrogates, which strict UTF-8 refuses.
+        key = hashlib.sha256(prompt.encode("utf-8", errors="surrogatepass")).hexdigest()
         if key not in self.cache:
             self.calls += 1
             try:

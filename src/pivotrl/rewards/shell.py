@@ -2,22 +2,21 @@
 arguments, up to flag order and combined short flags (`ls -la` == `ls -a -l`).
 
 With `execute=True` both commands also run, each in its own throwaway copy of `workdir` (or the
-state's `meta["workdir"]`), with a timeout, and their stdout and resulting files are compared.
-Only use execution inside a sandbox you trust: the candidate is model output.
+state's `meta["workdir"]`), and their exit status, stdout and resulting files are compared. The
+candidate is model output, so both run only inside `pivotrl.sandbox` (bubblewrap: the copy is
+the only folder it can see or write, no network, time and resource limits); without bubblewrap,
+`execute=True` is refused when the verifier is built.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from pivotrl.rewards.base import Score, register_verifier
+from pivotrl import sandbox
+from pivotrl.rewards.base import Score, register_verifier, state_meta
 from pivotrl.rewards.parse import parse_action
 
 _OPERATOR_CHARS = set("|&;<>()")
@@ -71,6 +70,8 @@ class ShellCommandVerifier:
                  timeout: float = 5.0, shell: str = "/bin/sh"):
         self.argument, self.execute, self.workdir = argument, execute, workdir
         self.timeout, self.shell = float(timeout), shell
+        if execute:
+            sandbox.require_sandbox()
 
     def command_of(self, action) -> str | None:
         if self.argument is None:
@@ -97,7 +98,8 @@ class ShellCommandVerifier:
             return Score(0.0, "unparsable")
         if cand == canonical_command(ref_cmd):
             return Score(1.0, "match")
-        workdir = self.workdir or (getattr(state, "meta", None) or {}).get("workdir")
+        workdir = self.workdir or state_meta(state).get("workdir")
+        workdir = workdir if isinstance(workdir, str) and os.path.isdir(workdir) else None
         if self.execute and workdir:
             return Score(1.0, "same_effect") if self.same_effect(ref_cmd, cmd, workdir) else Score(0.0, "different_effect")
         return Score(0.0, "different")
@@ -106,15 +108,8 @@ class ShellCommandVerifier:
         return self._run(a, workdir) == self._run(b, workdir)
 
     def _run(self, command: str, workdir: str):
-        with tempfile.TemporaryDirectory(prefix="pivotrl-shell-") as tmp:
-            root = Path(tmp) / "w"
-            shutil.copytree(workdir, root, symlinks=True)
-            try:
-                proc = subprocess.run([self.shell, "-c", command], cwd=root, capture_output=True,
-                                      timeout=self.timeout, env={"PATH": os.environ.get("PATH", ""), "HOME": tmp})
-                out = (proc.returncode, proc.stdout)
-            except subprocess.TimeoutExpired:
-                out = ("timeout", b"")
-            files = sorted((str(p.relative_to(root)), hashlib.sha256(p.read_bytes()).hexdigest())
-                           for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-            return out, files
+        with sandbox.task_folder(prefix="pivotrl-shell-") as root:
+            shutil.copytree(workdir, root, symlinks=True, dirs_exist_ok=True)
+            res = sandbox.run_shell(command, root, limits=sandbox.Limits(timeout_s=self.timeout), shell=self.shell)
+            out = ("timeout", b"") if res.timed_out else (res.returncode, res.stdout)
+            return out, [entry for entry in sandbox.snapshot(root) if entry[1] != "dir"]

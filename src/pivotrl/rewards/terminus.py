@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 
-from pivotrl.rewards.base import Score, register_verifier
+from pivotrl.rewards.base import Score, gym_extra, register_verifier, state_meta
 from pivotrl.rewards.parse import parse_action
 
 TERMINUS_SCHEMA = {
@@ -76,8 +76,7 @@ class TerminusVerifier:
 
 
 def _row_threshold(state, default: float) -> float:
-    meta = getattr(state, "meta", None) or {}
-    for src in (meta, (meta.get("gym") or {}).get("extra", {})):
-        if isinstance(src.get("threshold"), (int, float)):
+    for src in (state_meta(state), gym_extra(state)):
+        if isinstance(src.get("threshold"), (int, float)) and not isinstance(src["threshold"], bool):
             return float(src["threshold"])
     return default

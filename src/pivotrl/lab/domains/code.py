@@ -1,21 +1,21 @@
 """`code`: fix a planted bug in a small generated Python module until its unit tests pass (like
-SWE-Bench). Tools: view a file, edit it (replace a string), run the tests (pytest in a
-subprocess with a timeout). Success: the tests pass at the end.
+SWE-Bench). Tools: view a file, edit it (replace a string), run the tests. The tests run the
+model-edited code, so pytest runs inside `pivotrl.sandbox` (only the task folder writable, this
+Python installation read-only, no network, time and memory limits). Success: the tests pass at
+the end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from pivotrl import sandbox
 from pivotrl.lab.domains.base import Domain, register_domain, run_expert
 from pivotrl.lab.domains.terminal import materialize
 
@@ -51,29 +51,35 @@ def _function(rng: random.Random) -> tuple:
 _RESULTS: dict[str, tuple[bool, str]] = {}
 
 
-def run_pytest(root: Path, timeout: float = 20.0) -> tuple[bool, str]:
-    """pytest in a subprocess. Results are memoised by the files' contents (same files, same result),
-    and plugin autoloading is off (1.5 s -> 0.3 s a run here)."""
-    files = sorted((p.name, p.read_text()) for p in root.glob("*.py"))
-    key = hashlib.sha1(json.dumps(files).encode()).hexdigest()
+TEST_LIMITS = sandbox.Limits(timeout_s=20.0, cpu_s=20, memory_bytes=2 << 30, output_bytes=256 << 10)
+
+
+def run_pytest(root: Path, limits: sandbox.Limits | None = None) -> tuple[bool, str]:
+    """pytest on the task folder, in the sandbox. Results are memoised by the files' contents (same
+    files, same result), and plugin autoloading is off (1.5 s -> 0.3 s a run here)."""
+    files = sorted((p.name, sandbox.read_regular(p) or b"") for p in sandbox.walk(Path(root))
+                   if p.suffix == ".py" and p.parent == Path(root))
+    key = hashlib.sha1(repr(files).encode()).hexdigest()
     if key in _RESULTS:
         return _RESULTS[key]
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "test_calc.py"],
-                              cwd=root, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
+    env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+    res = sandbox.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "test_calc.py"],
+                      root, limits=limits or TEST_LIMITS, env=env, read_only=sandbox.python_paths())
+    if res.timed_out:
         return False, "tests timed out"
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    stdout = res.stdout.decode("utf-8", errors="replace")
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    stderr = res.stderr.decode("utf-8", errors="replace").strip()
     failed = [ln.split("::")[-1].split(" ")[0] for ln in lines if ln.startswith("FAILED")]
-    summary = re.sub(r" in [0-9.]+s", "", lines[-1] if lines else proc.stderr.strip()[-200:]).replace("=", "").strip()
-    result = proc.returncode == 0, (f"FAILED {failed[0]}; " if failed else "") + summary
+    summary = re.sub(r" in [0-9.]+s", "", lines[-1] if lines else (stderr[-200:] or res.error)).replace("=", "").strip()
+    result = res.returncode == 0, (f"FAILED {failed[0]}; " if failed else "") + summary
     _RESULTS[key] = result
     return result
 
 
 class CodeEnv:
     def reset(self, files: dict | None = None, **_):
+        sandbox.require_sandbox()
         self._cleanup()
         self.dir = Path(tempfile.mkdtemp(prefix="pivotrl-code-"))
         materialize(self.dir, files or {})
@@ -85,8 +91,8 @@ class CodeEnv:
         Args:
             path: File name.
         """
-        p = self._path(path)
-        return p.read_text() if p.is_file() else f"no file {path}"
+        data = sandbox.read_regular(self._path(path), 64 << 10)
+        return f"no file {path}" if data is None else data.decode("utf-8", errors="replace")
 
     def edit(self, path: str, old: str, new: str) -> str:
         """Replace text in a file.
@@ -97,10 +103,11 @@ class CodeEnv:
             new: New text.
         """
         p = self._path(path)
-        text = p.read_text() if p.is_file() else None
-        if text is None or old not in text:
+        data = sandbox.read_regular(p)
+        text = None if data is None else data.decode("utf-8", errors="replace")
+        if text is None or not isinstance(old, str) or not isinstance(new, str) or old not in text:
             raise ValueError(f"text not found in {path}")
-        p.write_text(text.replace(old, new, 1))
+        p.write_text(text.replace(old, new, 1), encoding="utf-8")
         return "edited"
 
     def run_tests(self) -> str:
@@ -108,7 +115,9 @@ class CodeEnv:
         return run_pytest(self.dir)[1]
 
     def _path(self, path: str) -> Path:
-        p = (self.dir / path).resolve()
+        if not isinstance(path, str) or "\x00" in path:
+            raise ValueError("path must be a file name")
+        p = (self.dir / path).resolve()  # links resolved: one made by the tests cannot lead out
         if self.dir.resolve() not in p.parents:
             raise ValueError("path outside the task folder")
         return p
@@ -118,7 +127,7 @@ class CodeEnv:
 
     def _cleanup(self):
         if getattr(self, "dir", None):
-            shutil.rmtree(self.dir, ignore_errors=True)
+            sandbox.remove_tree(self.dir)
 
     def __del__(self):
         self._cleanup()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import tempfile
 from pathlib import Path
 
+from pivotrl import sandbox
 from pivotrl.lab.domains.base import Domain, register_domain, run_expert
 from pivotrl.lab.restricted_shell import RestrictedShell
 
@@ -33,6 +33,7 @@ def materialize(root: Path, files: dict) -> None:
 class TerminalEnv:
     def reset(self, files: dict | None = None, kind: str = "value", answer: str = "", target: str = "",
               content: str = "", **_):
+        sandbox.require_sandbox()  # refuse at set-up, not on the agent's first command
         self._cleanup()
         self.dir = Path(tempfile.mkdtemp(prefix="pivotrl-term-"))
         materialize(self.dir, files or {})
@@ -50,15 +51,15 @@ class TerminalEnv:
 
     def get_reward(self) -> float:
         if self.kind == "create":
-            path = self.dir / self.target
-            ok = path.is_file() and not path.is_symlink() and path.read_text().strip() == self.content
+            data = sandbox.read_regular(self.dir / self.target)  # never follows a link the agent made
+            ok = data is not None and data.decode("utf-8", errors="replace").strip() == self.content
         else:
             ok = self.answer in (getattr(self, "final_message", "") or "").replace(".", " ").split()
         return 1.0 if ok else 0.0
 
     def _cleanup(self):
         if getattr(self, "dir", None):
-            shutil.rmtree(self.dir, ignore_errors=True)
+            sandbox.remove_tree(self.dir)
 
     def __del__(self):
         self._cleanup()
