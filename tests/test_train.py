@@ -288,3 +288,45 @@ def test_lora_training_and_tensorboard_logs(tmp_path, tiny_model, sample_states)
     assert (final / "adapter_config.json").exists() and (final / "adapter_model.safetensors").exists()
     assert json.loads((final / "adapter_config.json").read_text())["r"] == 4
     assert list(run.rglob("events.out.tfevents*")), "TensorBoard event files"
+
+
+def test_a_bf16_checkpoint_trains_with_float32_master_weights(tmp_path, tiny_model, sample_states):
+    """At NVIDIA's lr 1e-6 an update is far below bf16's resolution: trained in bf16 it rounds away."""
+    bf16 = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_model).to(torch.bfloat16).save_pretrained(bf16)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(bf16)
+    run = tmp_path / "run"
+    train_pivotrl(small(model=str(bf16), output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=3,
+                        learning_rate=1e-6), train_states=sample_states[:4], eval_states=[])
+    before = {k: v.float() for k, v in weights(bf16).items()}
+    after = weights(run / "final")
+    assert after["model.layers.0.self_attn.q_proj.weight"].dtype == torch.float32
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight"):
+        changed = (before[name] != after[name]).float().mean().item()
+        assert changed > 0.5, (name, changed)
+
+
+def test_sft_and_pivotrl_hold_out_the_same_trajectories(tmp_path, tiny_model):
+    """One split, written by `extract`, read by both: no held-out episode is trained on by either."""
+    from pivotrl.data.sample import write_sample
+    from pivotrl.pivots import load_states, write_states
+    from pivotrl.pivots.split import carry_heldout, heldout_path, read_heldout
+
+    trajs = write_sample(tmp_path / "trajs.jsonl", n=100, seed=3)
+    states = tmp_path / "states.jsonl"
+    assert runner.invoke(app, ["extract", str(trajs), "-o", str(states), "--heldout-fraction", "0.1"]).exit_code == 0
+    held = read_heldout(heldout_path(states))
+    assert len(held) == 10
+    pivots = tmp_path / "pivots.jsonl"  # pivots come from some trajectories only, as after selection
+    write_states(pivots, load_states(states)[::3])
+    carry_heldout(states, pivots)
+    p = train_pivotrl(small(model=tiny_model, pivots=str(pivots), output_dir=str(tmp_path / "rl"), max_steps=1,
+                            verifier=f"{__name__}:prefers_vowel", eval_max_states=1000))
+    s = train_sft(SFTRunConfig(model=tiny_model, trajectories=str(trajs), heldout=str(heldout_path(states)),
+                               output_dir=str(tmp_path / "sft"), max_steps=1, batch_size=2, eval_every=0,
+                               eval_max_states=1000, report_to=[]))
+    assert read_heldout(tmp_path / "rl" / "heldout.json") == held == read_heldout(tmp_path / "sft" / "heldout.json")
+    assert s["trajectories"] == 90
+    pivot_tids = [st.trajectory_id for st in load_states(pivots)]
+    assert p["train_states"] == sum(t not in held for t in pivot_tids)
+    assert p["eval_states"] == sum(t in held for t in pivot_tids) > 0

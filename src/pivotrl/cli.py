@@ -58,10 +58,14 @@ def extract(
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad records instead of failing."),
     domain: Optional[str] = typer.Option(None, help="Domain label for every trajectory (default: the record's own)."),
     to: str = typer.Option("states", help="Output layout: states (our JSONL) or gym (NeMo Gym rows)."),
+    heldout_fraction: float = typer.Option(0.1, help="Share of trajectories held out for evaluation, written once "
+                                           "to OUTPUT.heldout.json and used by sft, train and e2e."),
+    seed: int = typer.Option(0, help="Seed of the held-out split."),
 ):
     """Turn agent trajectories into pivot candidates: one state per assistant turn."""
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import ExtractStats, extract_states, state_to_gym_row, write_states
+    from pivotrl.pivots.split import choose_heldout, heldout_path, write_heldout
     from pivotrl.artifacts import write_jsonl
 
     ts = load_trajectories(trajectories, format, skip_invalid=skip_invalid, domain=domain)
@@ -73,10 +77,13 @@ def extract(
         write_states(output, states)
     else:
         raise DataError(f"--to must be states or gym, not {to!r}")
+    held = choose_heldout((t.id for t in ts), heldout_fraction, seed)
+    write_heldout(heldout_path(output), held, fraction=heldout_fraction, seed=seed, source=str(trajectories))
     d = stats.as_dict()
     rows = [("trajectories", d["trajectories"]), ("assistant turns", d["assistant_turns"]),
             ("tool-call turns", d["tool_call_turns"]), ("  of which parallel calls", d["parallel_call_turns"]),
-            ("final-answer / message turns", d["message_turns"]), ("states written", len(states))]
+            ("final-answer / message turns", d["message_turns"]), ("states written", len(states)),
+            ("held-out trajectories", len(held))]
     rows += [(f"skipped record: {k}", v) for k, v in sorted(ts.skipped.items())]
     rows += [(f"skipped turn: {k}", v) for k, v in sorted(stats.skipped.items())]
     console.print(f"extract {trajectories} -> {output}", soft_wrap=True)
@@ -254,6 +261,9 @@ def profile(
                                      verifier_name=cfg.verifier, fmt=cfg.format, progress=update)
     finally:
         sampler.close()
+    from pivotrl.pivots.split import carry_heldout
+
+    carry_heldout(states, output)
     _print_profile_summary(records, output)
 
 
@@ -312,6 +322,7 @@ def select_cmd(
     from pivotrl.artifacts import write_jsonl
     from pivotrl.pivots.gym import state_to_gym_row
     from pivotrl.pivots.select import RULES, breakdown, load_candidates, select
+    from pivotrl.pivots.split import carry_heldout
     from pivotrl.pivots.state import write_states
 
     lo, hi = band if band else (0.0, 1.0)
@@ -324,6 +335,7 @@ def select_cmd(
     else:
         raise DataError(f"--format must be states or gym, not {format!r}")
     _carry_profile_cost(profile_file, output, rule, len(kept))
+    carry_heldout(profile_file, output)
     counts = []
     for r in RULES:
         if r == "variance_top_k" and top_k is None:

@@ -336,7 +336,7 @@ def machine_info() -> dict:
 
 
 def _claims(t: dict, runs: dict) -> dict:
-    """The paper's four claims, as measured here (method.md section 4). Costs are given with and
+    """The paper's four claims, as measured here (arXiv 2603.21383, section 4). Costs are given with and
     without PivotRL's one-off profiling (the paper's 4x counts training rollouts only)."""
     out = {}
 

@@ -8,7 +8,7 @@ Mixture (documents sampled by weight, packed into blocks):
 A byte-level BPE tokenizer is trained on the rendered mixture; the model is transformers'
 Qwen3 architecture. Training runs a fixed number of steps (so the same seed gives the same model;
 a wall-clock cap is optional), saving a checkpoint every `checkpoint_every` steps; the base is the
-checkpoint with the largest share of mixed-outcome states on dev states (lab-notes: mixed outcomes
+checkpoint with the largest share of mixed-outcome states on dev states (measured here: mixed outcomes
 exist only in a window around the jump in copying ability), profiled with K samples each.
 """
 

@@ -9,7 +9,7 @@
 - Model: `Qwen3ForCausalLM` (transformers' own architecture), random init from a seed.
 
 `<tool_call>` and `</tool_call>` are ordinary added tokens, not special ones: TRL decodes
-completions with `skip_special_tokens=True`, which would otherwise delete them (lab-notes.md).
+completions with `skip_special_tokens=True`, which would otherwise delete them.
 """
 
 from __future__ import annotations

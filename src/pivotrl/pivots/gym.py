@@ -2,7 +2,8 @@
 
 A row is `{"responses_create_params": {"input": [...items], "tools": [...], ...sampling},
 "expected_action": {...}, "agent_ref": {...}, ...profiling columns, "trajectory_id", ...}`.
-See method.md section 5. A row is already a state: we render its Responses `input` items to chat
+See the dataset cards of `nvidia/Nemotron-RL-Agentic-*-Pivot-v1` and NeMo Gym's
+Responses API agents. A row is already a state: we render its Responses `input` items to chat
 messages (as NeMo-RL does) for the policy's chat template.
 
 Round trip: the row's own `input` items, its other request parameters and every extra column are

@@ -1,4 +1,5 @@
-"""`terminus`: terminal actions in the Terminus harness JSON format (method.md, section 5).
+"""`terminus`: terminal actions in the Terminus harness JSON format (as in NVIDIA's
+`Nemotron-RL-Agentic-Terminal-Pivot-v1` rows).
 
 An action is a JSON object `{"analysis", "plan", "commands": [{"keystrokes", "duration"}],
 "task_complete"}`. The candidate must validate against that schema; if the reference marks the

@@ -1,7 +1,8 @@
 """`tool_call`: the comparison NVIDIA's pivot datasets were profiled and trained with.
 
-Reproduces NeMo Gym's `single_step_tool_use_with_argument_comparison` verifier (method.md,
-section 5) on parsed actions, reward for reward and reason for reason: the reason names are
+Reproduces NeMo Gym's `single_step_tool_use_with_argument_comparison` verifier (the reward of
+NVIDIA's tool-use and function-calling pivot datasets) on parsed actions, reward for reward and
+reason for reason: the reason names are
 that verifier's `StepRewardCategory` members in lower case.
 
 - Expected message: any text with no call scores 1 (the text is not compared).

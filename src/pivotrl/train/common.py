@@ -3,7 +3,6 @@ callbacks, the train/eval split by trajectory, and turning states into a GRPO da
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,18 @@ def device_kwargs() -> dict:
     return {"bf16": False, "fp16": False, "use_cpu": True}
 
 
-def load_policy(model: str):
+def load_policy(model: str, lora: bool = False):
+    """The policy and its tokenizer. Full-parameter training keeps float32 master weights whatever
+    the checkpoint's dtype (bf16 then runs as autocast, `device_kwargs`): updates of lr 1e-6, as in
+    NVIDIA's recipe, are below bf16's resolution and would round away (TRL's own loader also
+    defaults to float32). With LoRA the frozen base stays in its own dtype; PEFT keeps the adapters
+    in float32."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
-        policy = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
+        policy = AutoModelForCausalLM.from_pretrained(model, dtype="auto" if lora else torch.float32)
     except OSError as exc:
         raise DataError(f"cannot load model {model!r}: {exc}") from None
     if tokenizer.pad_token is None:
@@ -44,15 +49,9 @@ def lora_config(enabled: bool, r: int, alpha: int, target_modules: Any):
     return LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules or "all-linear", task_type="CAUSAL_LM")
 
 
-def split_by_trajectory(states: list[State], eval_fraction: float, seed: int) -> tuple[list[State], list[State]]:
-    """Hold out whole trajectories, never single rows: turns of one episode are near-duplicates."""
-    if eval_fraction <= 0:
-        return states, []
-    tids = sorted({s.trajectory_id for s in states})
-    random.Random(seed).shuffle(tids)
-    n_eval = max(1, round(len(tids) * eval_fraction)) if len(tids) > 1 else 0
-    held = set(tids[:n_eval])
-    return [s for s in states if s.trajectory_id not in held], [s for s in states if s.trajectory_id in held]
+def split_states(states: list[State], heldout: set[str]) -> tuple[list[State], list[State]]:
+    """(training states, held-out states) by the held-out trajectory ids (`pivotrl.pivots.split`)."""
+    return [s for s in states if s.trajectory_id not in heldout], [s for s in states if s.trajectory_id in heldout]
 
 
 def render_prompts(states: list[State], tokenizer, chat_template: str | None = None) -> list[str]:
@@ -91,7 +90,7 @@ class LedgerCallback(TrainerCallback):
             self.seen_reward |= reward > 0
             self.zero_streak = self.zero_streak + 1 if reward == 0 else 0
             if self.seen_reward and self.zero_streak >= self.patience and self.collapsed_at is None:
-                # lab-notes: too large a learning rate drives every reward to 0 and training never recovers.
+                # Seen on tiny models here: too large a learning rate drives every reward to 0, for good.
                 self.collapsed_at = state.global_step
                 metrics["collapsed"] = True
                 print(f"warning: reward has been 0 for {self.patience} steps (step {state.global_step}): the policy "

@@ -16,6 +16,7 @@ from typing import Any
 
 from pivotrl.artifacts import iter_jsonl
 from pivotrl.errors import DataError
+from pivotrl.pivots.split import heldout_path, read_heldout
 from pivotrl.train.common import (LedgerCallback, PeriodicEval, WallClockLimit, bind_callbacks, device_kwargs,
                                   load_policy, lora_config, open_ledger, train_and_save)
 from pivotrl.train.ledger import Ledger
@@ -28,6 +29,7 @@ class E2EConfig:
     environment: str = ""               # module:Class, a bundled lab domain name, or "lab" (all four, by task domain)
     output_dir: str = "runs/e2e"
     eval_tasks: str | None = None
+    heldout: str | None = None         # held-out trajectory ids (default: TASKS.heldout.json if present)
     eval_every: int = 50
     eval_max_tasks: int = 100
     num_generations: int = 8
@@ -148,6 +150,13 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
     tasks = tasks if tasks is not None else load_tasks(cfg.tasks)
+    split = cfg.heldout or (heldout_path(cfg.tasks) if cfg.tasks and heldout_path(cfg.tasks).exists() else None)
+    if split:  # tasks of held-out trajectories (by `trajectory_id` or `id`) are never trained on
+        held = read_heldout(split)
+        eval_pool = [t for t in tasks if str(t.get("trajectory_id", t.get("id"))) in held]
+        tasks = [t for t in tasks if str(t.get("trajectory_id", t.get("id"))) not in held]
+        if eval_tasks is None and not cfg.eval_tasks:
+            eval_tasks = eval_pool
     if eval_tasks is None and cfg.eval_tasks:
         eval_tasks = load_tasks(cfg.eval_tasks)
     eval_tasks = (eval_tasks or [])[: cfg.eval_max_tasks]
@@ -162,7 +171,7 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
             raise DataError(f"environment {name or cfg.environment!r} has no get_reward(): end-to-end RL needs "
                             "the episode reward")
 
-    policy, tokenizer = load_policy(cfg.model)
+    policy, tokenizer = load_policy(cfg.model, lora=cfg.lora)
     ledger, resume_from = open_ledger(out, "e2e", cfg.resume)
     columns = {"prompt": [t["prompt"] for t in tasks],
                "task": [json.dumps({k: v for k, v in t.items() if k != "prompt"}) for t in tasks]}

@@ -4,8 +4,9 @@ TRL's `GRPOTrainer` is the engine: from each pivot it samples a group of `num_ge
 actions from the current policy, the verifier scores them against the state's reference action
 (read from the dataset columns), advantages are normalised within the group, and the clipped
 policy-gradient update (plus a KL term to the frozen reference when `beta > 0`) runs. Defaults
-follow NVIDIA's published recipe (method.md, section 4): no KL penalty, clipping 0.2/0.2; the
-learning rate default is the paper's 1e-6, far too small for a tiny model trained from scratch.
+follow the recipe NVIDIA published with NeMo-RL for the paper's tool-use setting (arXiv 2603.21383):
+no KL penalty, clipping 0.2/0.2, learning rate 1e-6 (far too small for a tiny model trained from
+scratch).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from pivotrl.errors import DataError
+from pivotrl.pivots.split import resolve_heldout, sample_eval
 from pivotrl.pivots.state import State
 from pivotrl.rewards import as_reward_function, get_verifier
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, device_kwargs,
-                                  grpo_dataset, load_policy, lora_config, open_ledger, split_by_trajectory,
+                                  grpo_dataset, load_policy, lora_config, open_ledger, split_states,
                                   train_and_save)
 from pivotrl.train.ledger import Ledger
 
@@ -33,7 +35,8 @@ class PivotRLConfig:
     verifier_options: dict = field(default_factory=dict)
     rule: str = "pivot"                 # used when `pivots` is a profile
     lambda_diff: float = 0.75
-    eval_fraction: float = 0.1          # share of trajectories held out for evaluation
+    heldout: str | None = None          # held-out trajectory ids (default: PIVOTS.heldout.json, see pivots/split.py)
+    eval_fraction: float = 0.1          # share of trajectories held out when no split file exists
     eval_states: str | None = None      # or an explicit file of held-out states
     eval_every: int = 50
     eval_max_states: int = 200
@@ -123,13 +126,15 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
 
             train_states, eval_states = states, load_states(cfg.eval_states)
         else:
-            train_states, eval_states = split_by_trajectory(states, cfg.eval_fraction, cfg.seed)
+            held = resolve_heldout(cfg.heldout, cfg.pivots, (s.trajectory_id for s in states),
+                                   fraction=cfg.eval_fraction, seed=cfg.seed, run_dir=out)
+            train_states, eval_states = split_states(states, held)
     if cfg.profile_cost:
         cost = json.loads(Path(cfg.profile_cost).read_text())
-    eval_states = (eval_states or [])[: cfg.eval_max_states]
+    eval_states = sample_eval(eval_states or [], cfg.eval_max_states, cfg.seed)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
 
-    policy, tokenizer = load_policy(cfg.model)
+    policy, tokenizer = load_policy(cfg.model, lora=cfg.lora)
     verifier = get_verifier(cfg.verifier, **cfg.verifier_options)
     ledger, resume_from = open_ledger(out, "pivotrl", cfg.resume)
     if cost and not ledger.has_profiling_line():

@@ -9,7 +9,7 @@ from typing import Any
 
 from pivotrl.errors import DataError
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, device_kwargs,
-                                  load_policy, lora_config, open_ledger, split_by_trajectory, train_and_save)
+                                  load_policy, lora_config, open_ledger, train_and_save)
 
 
 @dataclass
@@ -19,7 +19,8 @@ class SFTRunConfig:
     output_dir: str = "runs/sft"
     verifier: str = "tool_call"         # for the next-action evaluation only
     verifier_options: dict = field(default_factory=dict)
-    eval_fraction: float = 0.1
+    heldout: str | None = None          # held-out trajectory ids (default: TRAJECTORIES.heldout.json, see pivots/split.py)
+    eval_fraction: float = 0.1          # share held out when no split file exists
     eval_states: str | None = None
     eval_every: int = 50
     eval_max_states: int = 200
@@ -59,6 +60,7 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
 
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import extract_states
+    from pivotrl.pivots.split import resolve_heldout, sample_eval
     from pivotrl.rewards import get_verifier
 
     if not cfg.model:
@@ -73,14 +75,14 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
 
             eval_states = load_states(cfg.eval_states)
         else:
-            # Split by trajectory exactly as PivotRL does, so both evaluate on the same held-out episodes.
-            states = extract_states(trajectories)
-            train_states, eval_states = split_by_trajectory(states, cfg.eval_fraction, cfg.seed)
-            keep = {s.trajectory_id for s in train_states}
-            trajectories = [t for t in trajectories if t.id in keep]
-    eval_states = (eval_states or [])[: cfg.eval_max_states]
+            # The same held-out trajectories as PivotRL's (one split file), so both evaluate alike.
+            held = resolve_heldout(cfg.heldout, cfg.trajectories, (t.id for t in trajectories),
+                                   fraction=cfg.eval_fraction, seed=cfg.seed, run_dir=out)
+            eval_states = [s for s in extract_states(trajectories) if s.trajectory_id in held]
+            trajectories = [t for t in trajectories if t.id not in held]
+    eval_states = sample_eval(eval_states or [], cfg.eval_max_states, cfg.seed)
 
-    policy, tokenizer = load_policy(cfg.model)
+    policy, tokenizer = load_policy(cfg.model, lora=cfg.lora)
     ledger, resume_from = open_ledger(out, "sft", cfg.resume)
     args = SFTConfig(
         output_dir=str(out), learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size,
