@@ -121,15 +121,53 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model, sample_
 
 
 def test_refresh_reprofiles_the_pool_and_logs_who_enters_and_leaves(tmp_path, tiny_model, sample_states):
+    import copy
+
+    from pivotrl.train.refresh import ACTIVE_FILE
+
+    pool = copy.deepcopy(sample_states[:8])
+    for i, s in enumerate(pool):  # the profile that selected the pool: three pivots, five solved or hopeless
+        s.meta["profile"] = {"reward_mean": 0.5, "reward_var": 0.25} if i < 3 else {"reward_mean": float(i % 2), "reward_var": 0.0}
     run = tmp_path / "run"
-    train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=4,
-                        refresh_every=2, refresh_k=8), train_states=sample_states[:8], eval_states=[])
+    cfg = small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=4,
+                refresh_every=2, refresh_k=8, save_steps=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_pivotrl(cfg, train_states=pool, eval_states=[], extra_callbacks=[StopAt(3)])
     refreshes = [r for r in read_ledger(run) if r["kind"] == "refresh"]
-    assert [r["step"] for r in refreshes] == [2, 4]
-    for r in refreshes:
-        assert r["refresh_pool"] == 8 and 0 < r["refresh_active"] <= 8
-        assert r["refresh_entered"] >= 0 and r["refresh_left"] >= 0
-    assert refreshes[0]["rollout_turns"] >= 2 * 16 + 8 * 8  # the re-profiling samples are charged
+    assert refreshes[0]["step"] == 0 and refreshes[0]["refresh_active"] == 3  # the pivots, not the whole pool
+    assert [r["step"] for r in refreshes] == [0, 2]
+    after = refreshes[1]
+    assert after["refresh_pool"] == 8 and 0 < after["refresh_active"] <= 8
+    assert after["refresh_active"] == (3 if after["refresh_kept_old_set"] else 3 + after["refresh_entered"] - after["refresh_left"])
+    assert after["rollout_turns"] == 2 * 16 + 8 * 8  # two steps, then the re-profiling samples, charged
+    saved = json.loads((run / "checkpoint-2" / ACTIVE_FILE).read_text())["active"]
+    assert len(saved) == after["refresh_active"]
+    cfg.resume = True
+    train_pivotrl(cfg, train_states=pool, eval_states=[])
+    refreshes = [r for r in read_ledger(run) if r["kind"] == "refresh"]
+    assert [r["step"] for r in refreshes] == [0, 2, 2, 4]
+    assert refreshes[2]["refresh_restored"] and refreshes[2]["refresh_active"] == len(saved)  # not the whole pool
+
+
+def test_refresh_leaves_the_training_random_stream_alone(tiny_model, sample_states):
+    from pivotrl.train.refresh import ActivePool, RefreshCallback
+    from pivotrl.train.ledger import Ledger
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    pool = ActivePool([{}] * 2, [0, 1])
+    cb = RefreshCallback(sample_states[:2], pool, get_verifier_for_test(), tok, 1, 2, 0.75, 2, Ledger("/tmp", "t"))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    cb._profile(model, step=7)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def get_verifier_for_test():
+    from pivotrl.rewards import get_verifier
+
+    return get_verifier(f"{__name__}:prefers_vowel")
 
 
 def test_eval_accuracy_is_logged_on_held_out_trajectories(tmp_path, tiny_model, sample_states):
@@ -330,3 +368,38 @@ def test_sft_and_pivotrl_hold_out_the_same_trajectories(tmp_path, tiny_model):
     pivot_tids = [st.trajectory_id for st in load_states(pivots)]
     assert p["train_states"] == sum(t not in held for t in pivot_tids)
     assert p["eval_states"] == sum(t in held for t in pivot_tids) > 0
+
+
+def test_two_processes_write_one_ledger_with_every_ranks_rollouts(tmp_path, tiny_model, sample_states):
+    """`torch.distributed.run --nproc_per_node 2` on the CPU (gloo): one line per step and per eval,
+    counting both ranks' rollouts, and one profiling line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pivotrl.pivots import write_states
+
+    pivots = tmp_path / "pivots.jsonl"
+    write_states(pivots, sample_states[:12])
+    (tmp_path / "pivots.jsonl.meta.json").write_text(json.dumps(
+        {"samples": 24, "generated_tokens": 96, "verifier_calls": 24, "wall_clock_s": 1.0, "states": 12}))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"model: {tiny_model}\npivots: {pivots}\noutput_dir: {tmp_path / 'run'}\n"
+                   f"verifier: {__name__}:prefers_vowel\nnum_generations: 4\nprompts_per_step: 2\n"
+                   "max_completion_length: 4\nlearning_rate: 1.0e-2\neval_fraction: 0.3\neval_every: 1\n"
+                   "report_to: []\nmax_steps: 2\nmax_seconds: 600\nprogress_bar: false\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "pivotrl.cli", "train", "--config", str(cfg)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("trained 2 steps") == 1
+    ledger = read_ledger(tmp_path / "run")
+    assert [x["kind"] for x in ledger].count("profiling") == 1
+    steps = [x for x in ledger if x["kind"] == "step"]
+    assert [x["step"] for x in steps] == [1, 2]
+    assert [x["rollout_turns"] for x in steps] == [16, 32]  # 2 ranks x 2 prompts x 4 generations a step
+    assert all(x["verifier_calls"] == x["rollout_turns"] for x in steps)
+    evals = [x for x in ledger if x["kind"] == "eval"]
+    assert [x["step"] for x in evals] == [0, 1, 2] and evals[2]["rollout_turns"] == 32

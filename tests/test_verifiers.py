@@ -276,3 +276,24 @@ def test_safe_score_turns_any_exception_into_a_counted_zero():
             raise KeyError("boom")
 
     assert safe_score(Broken(), "x", ref({"flight": "A", "seats": 1})) == Score(0.0, "verifier_error:KeyError")
+
+
+def test_judge_inside_a_trainer_sees_the_state_messages(tiny_model, sample_states):
+    """TRL passes the rendered prompt text; the judge must get the conversation, not its characters."""
+    from transformers import AutoTokenizer
+
+    from pivotrl.train.common import grpo_dataset
+
+    seen = []
+
+    def judge(prompt):
+        seen.append(prompt)
+        return "Same effect.\nVERDICT: YES"
+
+    states = sample_states[:3]
+    ds = grpo_dataset(states, AutoTokenizer.from_pretrained(tiny_model))
+    fn = as_reward_function(get_verifier("judge", judge=judge))
+    cols = {k: ds[k] for k in ds.column_names if k != "prompt"}
+    assert fn(["Hello there."] * 3, prompts=ds["prompt"], **cols) == [1.0] * 3
+    last = states[0].context[-1]
+    assert f"{last['role']}: {str(last['content'])[:40]}" in seen[0]

@@ -423,13 +423,21 @@ def _keys_help(cls) -> str:
     return "Keys (YAML or --flag): " + ", ".join(f.name for f in dataclasses.fields(cls)) + "."
 
 
+def _main_print(text: str, **kw) -> None:
+    """Once per run, not once per process of a multi-process launch."""
+    from pivotrl.train.distributed import is_main_process
+
+    if is_main_process():
+        console.print(text, **kw)
+
+
 @app.command(context_settings=_TRAIN_CTX)
 def train(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YAML config; flags override it.")):
     """PivotRL: GRPO on the pivots (TRL GRPOTrainer), with the functional verifier as reward."""
     from pivotrl.train.pivotrl_trainer import PivotRLConfig, train_pivotrl
 
     result = train_pivotrl(_config_from_cli(PivotRLConfig, config, ctx.args))
-    console.print(f"trained {result['steps']} steps on {result['train_states']} pivots; model in "
+    _main_print(f"trained {result['steps']} steps on {result['train_states']} pivots; model in "
                   f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
 
 
@@ -439,7 +447,7 @@ def sft(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YA
     from pivotrl.train.sft import SFTRunConfig, train_sft
 
     result = train_sft(_config_from_cli(SFTRunConfig, config, ctx.args))
-    console.print(f"trained {result['steps']} steps on {result['trajectories']} trajectories; model in "
+    _main_print(f"trained {result['steps']} steps on {result['trajectories']} trajectories; model in "
                   f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
 
 
@@ -449,7 +457,7 @@ def e2e(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YA
     from pivotrl.train.e2e import E2EConfig, train_e2e
 
     result = train_e2e(_config_from_cli(E2EConfig, config, ctx.args))
-    console.print(f"trained {result['steps']} steps on {result['tasks']} tasks; model in "
+    _main_print(f"trained {result['steps']} steps on {result['tasks']} tasks; model in "
                   f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
 
 

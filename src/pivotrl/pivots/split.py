@@ -60,10 +60,10 @@ def carry_heldout(source_data: str | Path, output_data: str | Path) -> None:
 
 
 def resolve_heldout(explicit: str | None, data: str | Path | None, trajectory_ids: Iterable[str], *,
-                    fraction: float, seed: int, run_dir: str | Path) -> set[str]:
+                    fraction: float, seed: int, run_dir: str | Path | None) -> set[str]:
     """The held-out ids a trainer uses: `explicit`; none with `fraction` 0 (train on everything);
     else the split beside `data`, else a new one drawn from `trajectory_ids`. Whichever it is, it is
-    also written to `run_dir/heldout.json`."""
+    also written to `run_dir/heldout.json` (`run_dir` None: not written, as on a secondary rank)."""
     if explicit:
         ids, source = read_heldout(explicit), str(explicit)
     elif fraction <= 0:
@@ -72,7 +72,8 @@ def resolve_heldout(explicit: str | None, data: str | Path | None, trajectory_id
         ids, source = read_heldout(heldout_path(data)), str(heldout_path(data))
     else:
         ids, source = set(choose_heldout(trajectory_ids, fraction, seed)), f"drawn from {data or 'the given states'}"
-    write_heldout(Path(run_dir) / "heldout.json", ids, fraction=fraction, seed=seed, source=source)
+    if run_dir is not None:
+        write_heldout(Path(run_dir) / "heldout.json", ids, fraction=fraction, seed=seed, source=source)
     return ids
 
 

@@ -141,7 +141,7 @@ def as_reward_function(verifier: Verifier | str, **options) -> Callable[..., lis
     """
     v = get_verifier(verifier, **options)
 
-    def reward_fn(completions, reference, tools=None, domain=None, prompts=None, meta=None, **_):
+    def reward_fn(completions, reference, tools=None, domain=None, prompts=None, meta=None, context=None, **_):
         out = []
         for i, completion in enumerate(completions):
             ref = reference[i]
@@ -149,9 +149,11 @@ def as_reward_function(verifier: Verifier | str, **options) -> Callable[..., lis
             t = tools[i] if tools is not None else []
             t = json.loads(t) if isinstance(t, str) else (t or [])
             m = meta[i] if meta is not None else None
+            # The state's messages (the `context` column), not the prompt text a trainer rendered.
+            c = context[i] if context is not None else (prompts[i] if prompts is not None else None)
             st = ColumnState(ref, t, domain[i] if domain is not None else "default",
                              json.loads(m) if isinstance(m, str) else m,
-                             context=prompts[i] if prompts is not None else None)
+                             context=json.loads(c) if isinstance(c, str) and context is not None else c)
             out.append(safe_score(v, completion, st).reward)
         return out
 

@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 
 from pivotrl.errors import DataError
 from pivotrl.pivots.state import State
+from pivotrl.train.distributed import from_main, is_main_process
 from pivotrl.train.ledger import Ledger
 
 
@@ -65,10 +66,14 @@ def render_prompts(states: list[State], tokenizer, chat_template: str | None = N
 
 
 def grpo_dataset(states: list[State], tokenizer, chat_template: str | None = None):
-    """`states_to_dataset`'s columns, with the prompt rendered as text (see `render_prompts`)."""
+    """`states_to_dataset`'s columns, with the prompt rendered as text (see `render_prompts`) and
+    the state's messages kept as JSON in `context`, for verifiers that read the conversation."""
+    import json
+
     from pivotrl.pivots.state import states_to_dataset
 
     ds = states_to_dataset(states).remove_columns("prompt")
+    ds = ds.add_column("context", [json.dumps(s.context) for s in states])
     return ds.add_column("prompt", render_prompts(states, tokenizer, chat_template))
 
 
@@ -93,19 +98,21 @@ class LedgerCallback(TrainerCallback):
                 # Seen on tiny models here: too large a learning rate drives every reward to 0, for good.
                 self.collapsed_at = state.global_step
                 metrics["collapsed"] = True
-                print(f"warning: reward has been 0 for {self.patience} steps (step {state.global_step}): the policy "
-                      "collapsed; lower the learning rate", flush=True)
+                if self.ledger.main:
+                        print(f"warning: reward has been 0 for {self.patience} steps (step {state.global_step}): the "
+                          "policy collapsed; lower the learning rate", flush=True)
         self.ledger.write("step", state.global_step, metrics)
 
 
 class WallClockLimit(TrainerCallback):
-    """Stop after `seconds` of training (the trainer has no such limit of its own)."""
+    """Stop after `seconds` of training (the trainer has no such limit of its own). The main
+    process's clock decides for every rank: ranks that stopped at different steps would hang."""
 
     def __init__(self, ledger: Ledger, seconds: float | None):
         self.ledger, self.seconds = ledger, seconds
 
     def on_step_end(self, args, state, control, **kw):
-        if self.seconds and self.ledger.elapsed() >= self.seconds:
+        if self.seconds and from_main(self.ledger.elapsed() >= self.seconds):
             control.should_training_stop = True
             control.should_save = True
 
@@ -113,7 +120,8 @@ class WallClockLimit(TrainerCallback):
 class PeriodicEval(TrainerCallback):
     """Measure the current policy at step 0, every `every` steps and at the end, and write an `eval`
     line to the ledger. Evaluation time is excluded from the ledger's wall-clock: it is not a
-    training cost. Subclasses say what to measure."""
+    training cost. With several processes the main one alone evaluates (once, charged once) while
+    the others wait at their next collective. Subclasses say what to measure."""
 
     def __init__(self, ledger: Ledger, every: int):
         self.ledger, self.every, self.last_step = ledger, every, -1
@@ -126,11 +134,14 @@ class PeriodicEval(TrainerCallback):
             return
         import time
 
+        self.last_step = state.global_step
+        self.ledger.sync()  # every rank, at the same point
+        if not self.ledger.main:
+            return
         t = time.time()
         metrics = self.measure(model)
         self.ledger._base_seconds -= time.time() - t
-        self.last_step = state.global_step
-        self.ledger.write("eval", state.global_step, metrics)
+        self.ledger.write("eval", state.global_step, metrics, sync=False)
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         if state.global_step == 0:
@@ -170,8 +181,8 @@ def open_ledger(out: Path, trainer_name: str, resume: bool) -> tuple[Ledger, str
     resume_from = last_checkpoint(out) if resume else None
     if resume_from:
         ledger.resume_from(checkpoint_step(resume_from))
-    elif ledger.path.exists():
-        ledger.path.unlink()  # a fresh run in an old folder starts a fresh ledger
+    else:
+        ledger.start_fresh()  # a fresh run in an old folder starts a fresh ledger
     return ledger, resume_from
 
 
@@ -183,8 +194,18 @@ def train_and_save(trainer, tokenizer, out: Path, resume_from: str | None, progr
 
         trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(out / "final"))
-    tokenizer.save_pretrained(str(out / "final"))
+    trainer.save_model(str(out / "final"))  # every rank takes part; the main process writes
+    if is_main_process():
+        tokenizer.save_pretrained(str(out / "final"))
+
+
+def write_run_config(out: Path, cfg) -> None:
+    """The run's config as JSON in its folder (main process only)."""
+    import json
+    from dataclasses import asdict
+
+    if is_main_process():
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
 
 
 def bind_callbacks(callbacks, ledger, tokenizer) -> list:

@@ -18,7 +18,7 @@ from pivotrl.artifacts import iter_jsonl
 from pivotrl.errors import DataError
 from pivotrl.pivots.split import heldout_path, read_heldout
 from pivotrl.train.common import (LedgerCallback, PeriodicEval, WallClockLimit, bind_callbacks, device_kwargs,
-                                  load_policy, lora_config, open_ledger, train_and_save)
+                                  load_policy, lora_config, open_ledger, write_run_config, train_and_save)
 from pivotrl.train.ledger import Ledger
 
 
@@ -148,7 +148,7 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
         raise DataError("`model` and `environment` are required")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    write_run_config(out, cfg)
     tasks = tasks if tasks is not None else load_tasks(cfg.tasks)
     split = cfg.heldout or (heldout_path(cfg.tasks) if cfg.tasks and heldout_path(cfg.tasks).exists() else None)
     if split:  # tasks of held-out trajectories (by `trajectory_id` or `id`) are never trained on

@@ -20,9 +20,10 @@ from pivotrl.errors import DataError
 from pivotrl.pivots.split import resolve_heldout, sample_eval
 from pivotrl.pivots.state import State
 from pivotrl.rewards import as_reward_function, get_verifier
-from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, device_kwargs,
-                                  grpo_dataset, load_policy, lora_config, open_ledger, split_states,
-                                  train_and_save)
+from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
+                                  device_kwargs, grpo_dataset, load_policy, lora_config, open_ledger, split_states,
+                                  train_and_save, write_run_config)
+from pivotrl.train.distributed import is_main_process
 from pivotrl.train.ledger import Ledger
 
 
@@ -127,18 +128,19 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
             train_states, eval_states = states, load_states(cfg.eval_states)
         else:
             held = resolve_heldout(cfg.heldout, cfg.pivots, (s.trajectory_id for s in states),
-                                   fraction=cfg.eval_fraction, seed=cfg.seed, run_dir=out)
+                                   fraction=cfg.eval_fraction, seed=cfg.seed,
+                                   run_dir=out if is_main_process() else None)
             train_states, eval_states = split_states(states, held)
     if cfg.profile_cost:
         cost = json.loads(Path(cfg.profile_cost).read_text())
     eval_states = sample_eval(eval_states or [], cfg.eval_max_states, cfg.seed)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    write_run_config(out, cfg)
 
     policy, tokenizer = load_policy(cfg.model, lora=cfg.lora)
     verifier = get_verifier(cfg.verifier, **cfg.verifier_options)
     ledger, resume_from = open_ledger(out, "pivotrl", cfg.resume)
-    if cost and not ledger.has_profiling_line():
-        ledger.write_profiling(cost)
+    if cost:
+        ledger.write_profiling(cost)  # once, by the main process
 
     args = GRPOConfig(
         output_dir=str(out), learning_rate=cfg.learning_rate, num_generations=cfg.num_generations,
@@ -154,11 +156,15 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                                       cfg.max_completion_length, chat_template=cfg.chat_template))
     dataset = grpo_dataset(train_states, tokenizer, cfg.chat_template)
     if cfg.refresh_every:
-        from pivotrl.train.refresh import ActivePool, RefreshCallback
+        from pivotrl.train.refresh import ActivePool, RefreshCallback, initial_active, load_active
 
-        # The pool starts as all given states; the first refresh (at step N) selects from it.
-        pool = ActivePool(dataset.to_list(), list(range(len(train_states))), cfg.seed)
+        restored = load_active(resume_from)
+        active = restored if restored is not None else initial_active(train_states, cfg.lambda_diff)
+        pool = ActivePool(dataset.to_list(), active, cfg.seed)
         dataset = pool.dataset()
+        ledger.write("refresh", checkpoint_step(resume_from) if resume_from else 0,
+                     {"refresh_pool": len(train_states), "refresh_active": len(active),
+                      "refresh_restored": restored is not None})
         callbacks.append(RefreshCallback(train_states, pool, verifier, tokenizer, cfg.refresh_every, cfg.refresh_k,
                                          cfg.lambda_diff, cfg.max_completion_length, ledger, cfg.chat_template))
     trainer = GRPOTrainer(model=policy, args=args, processing_class=tokenizer,

@@ -2,6 +2,8 @@
 pool against the *current* policy and re-select, so pivots the policy has solved leave the pool
 and states that became informative enter it.
 
+Training starts from the pool's own pivots (the states whose profile passes the rule), not the whole
+pool; the active set is saved in every checkpoint (`pool_active.json`) and restored on resume.
 The trainer reads an endless stream (a `datasets.IterableDataset`, which TRL supports) that draws
 its prompts from the pool's current active set, so changing the active set changes what the next
 steps train on. TRL's buffered shuffle is off for it (the draw is already random), or a refresh
@@ -11,13 +13,16 @@ rollouts and are charged to the ledger.
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 from transformers import TrainerCallback
 
 from pivotrl.pivots.profile import summarise
 from pivotrl.pivots.state import State
 from pivotrl.rewards import safe_score
+from pivotrl.train.distributed import from_main
 
 
 class ActivePool:
@@ -40,6 +45,28 @@ def _draw(pool: ActivePool):
         yield pool.rows[pool.rng.choice(pool.active)]
 
 
+ACTIVE_FILE = "pool_active.json"
+
+
+def passes(profile, lambda_diff: float) -> bool:
+    """The pivot rule on a state's profile statistics (`meta["profile"]`)."""
+    if not isinstance(profile, dict):
+        return False
+    mean, var = profile.get("reward_mean"), profile.get("reward_var")
+    return isinstance(mean, (int, float)) and isinstance(var, (int, float)) and var > 0 and mean < lambda_diff
+
+
+def initial_active(states: list[State], lambda_diff: float) -> list[int]:
+    """The pool's pivots by their profiles; every state when none carries a profile that passes."""
+    keep = [i for i, s in enumerate(states) if passes(s.meta.get("profile"), lambda_diff)]
+    return keep or list(range(len(states)))
+
+
+def load_active(checkpoint: str | None) -> list[int] | None:
+    path = Path(checkpoint) / ACTIVE_FILE if checkpoint else None
+    return json.loads(path.read_text())["active"] if path and path.exists() else None
+
+
 class RefreshCallback(TrainerCallback):
     def __init__(self, pool_states: list[State], pool: ActivePool, verifier, tokenizer, every: int, k: int,
                  lambda_diff: float, max_tokens: int, ledger, chat_template: str | None = None):
@@ -47,15 +74,30 @@ class RefreshCallback(TrainerCallback):
         self.every, self.k, self.lambda_diff, self.max_tokens = every, k, lambda_diff, max_tokens
         self.ledger, self.chat_template = ledger, chat_template
 
+    def on_save(self, args, state, control, **kw):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.ledger.main and ckpt.is_dir():
+            (ckpt / ACTIVE_FILE).write_text(json.dumps({"active": self.pool.active}))
+
     def on_step_end(self, args, state, control, model=None, **kw):
         if not self.every or state.global_step % self.every:
             return
+        # The main process re-profiles (charged once); every rank then trains on the same new set.
+        keep = self._profile(model, state.global_step) if self.ledger.main else None
+        self._apply(from_main(keep), state.global_step)
+
+    def _profile(self, model, step: int) -> list[int]:
+        import torch
+
         from pivotrl.sampling import Prompt, SamplingParams
         from pivotrl.sampling.transformers_backend import TransformersSampler
 
         sampler = TransformersSampler(model, tokenizer=self.tokenizer, chat_template=self.chat_template)
-        results = sampler.sample([Prompt(s.context, s.tools) for s in self.states],
-                                 SamplingParams(n=self.k, max_tokens=self.max_tokens), seed=state.global_step)
+        # Seeded sampling, in a forked RNG: training's own random stream must go on untouched.
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=gpus):
+            results = sampler.sample([Prompt(s.context, s.tools) for s in self.states],
+                                     SamplingParams(n=self.k, max_tokens=self.max_tokens), seed=step)
         keep = []
         for i, (s, res) in enumerate(zip(self.states, results)):
             rewards = [safe_score(self.verifier, x.completion, s).reward for x in res.samples]
@@ -65,6 +107,9 @@ class RefreshCallback(TrainerCallback):
             stats = summarise(rewards) if rewards else None
             if stats and stats["reward_var"] > 0 and stats["reward_mean"] < self.lambda_diff:
                 keep.append(i)
+        return keep
+
+    def _apply(self, keep: list[int], step: int) -> None:
         old = set(self.pool.active)
         new = set(keep)
         metrics = {"refresh_pool": len(self.states), "refresh_active": len(new) or len(old),
@@ -72,4 +117,4 @@ class RefreshCallback(TrainerCallback):
                    "refresh_kept_old_set": not new}
         if new:  # an empty selection would leave nothing to train on: keep the old set, and say so
             self.pool.set_active(sorted(new))
-        self.ledger.write("refresh", state.global_step, metrics)
+        self.ledger.write("refresh", step, metrics)

@@ -9,7 +9,7 @@ from typing import Any
 
 from pivotrl.errors import DataError
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, device_kwargs,
-                                  load_policy, lora_config, open_ledger, train_and_save)
+                                  load_policy, lora_config, open_ledger, write_run_config, train_and_save)
 
 
 @dataclass
@@ -61,13 +61,14 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import extract_states
     from pivotrl.pivots.split import resolve_heldout, sample_eval
+    from pivotrl.train.distributed import is_main_process
     from pivotrl.rewards import get_verifier
 
     if not cfg.model:
         raise DataError("`model` is required (a local model directory or a hub id)")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    write_run_config(out, cfg)
     if trajectories is None:
         trajectories = list(load_trajectories(cfg.trajectories))
         if cfg.eval_states:
@@ -77,7 +78,8 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
         else:
             # The same held-out trajectories as PivotRL's (one split file), so both evaluate alike.
             held = resolve_heldout(cfg.heldout, cfg.trajectories, (t.id for t in trajectories),
-                                   fraction=cfg.eval_fraction, seed=cfg.seed, run_dir=out)
+                                   fraction=cfg.eval_fraction, seed=cfg.seed,
+                                   run_dir=out if is_main_process() else None)
             eval_states = [s for s in extract_states(trajectories) if s.trajectory_id in held]
             trajectories = [t for t in trajectories if t.id not in held]
     eval_states = sample_eval(eval_states or [], cfg.eval_max_states, cfg.seed)
