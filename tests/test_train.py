@@ -181,7 +181,7 @@ def test_eval_accuracy_is_logged_on_held_out_trajectories(tmp_path, tiny_model, 
 
 def test_sft_trains_on_assistant_tokens_only(tmp_path, tiny_model, sample_path):
     result = train_sft(SFTRunConfig(model=tiny_model, trajectories=str(sample_path), output_dir=str(tmp_path / "sft"),
-                                    max_steps=2, batch_size=2, learning_rate=1e-3, eval_every=0, eval_max_states=2,
+                                    max_steps=2, per_device_train_batch_size=2, learning_rate=1e-3, eval_every=0, eval_max_states=2,
                                     eval_max_tokens=4, report_to=[]))
     trainer = result["trainer"]
     tok = trainer.processing_class
@@ -211,7 +211,7 @@ def toy_policy(tmp_path_factory):
     texts = [json.dumps(expert_trajectory(n)["messages"]) for n in range(1, 4)] * 5
     base = build_tiny_model(root / "base", texts, hidden_size=128, layers=2, vocab_size=300)
     trajs = [normalise_record(expert_trajectory(n)) for n in (1, 2, 3)] * 20
-    train_sft(SFTRunConfig(model=str(base), output_dir=str(root / "sft"), learning_rate=5e-3, max_steps=70, batch_size=8,
+    train_sft(SFTRunConfig(model=str(base), output_dir=str(root / "sft"), learning_rate=5e-3, max_steps=70, per_device_train_batch_size=8,
                            report_to=[], save_steps=10_000), trajectories=trajs, eval_states=[])
     return str(root / "sft" / "final")
 
@@ -232,10 +232,10 @@ def test_e2e_completes_episodes_and_counts_every_model_call(tmp_path, toy_policy
             return super().increment(by)
 
     run = tmp_path / "e2e"
-    result = train_e2e(E2EConfig(model=toy_policy, environment=Counted, output_dir=str(run), num_generations=4,
-                                 prompts_per_step=2, max_completion_length=400, max_turns=4, learning_rate=1e-3,
+    result = train_e2e(E2EConfig(model=toy_policy, output_dir=str(run), num_generations=4, prompts_per_step=2,
+                                 max_completion_length=400, max_tool_calling_iterations=4, learning_rate=1e-3,
                                  max_steps=2, eval_every=0, report_to=[]),
-                       tasks=[task(n) for n in (1, 2, 3, 2)], eval_tasks=[])
+                       tasks=[task(n) for n in (1, 2, 3, 2)], eval_tasks=[], environment=Counted)
     assert result["steps"] == 2
     ledger = read_ledger(run)
     steps = [r for r in ledger if r["kind"] == "step"]
@@ -251,7 +251,7 @@ def test_e2e_logs_episode_success_on_held_out_tasks(tmp_path, toy_policy):
 
     run = tmp_path / "e2e"
     train_e2e(E2EConfig(model=toy_policy, environment="toy_env:CounterEnv", output_dir=str(run), num_generations=2,
-                        prompts_per_step=1, max_completion_length=200, max_turns=4, max_steps=1, eval_every=0,
+                        prompts_per_step=1, max_completion_length=200, max_tool_calling_iterations=4, max_steps=1, eval_every=0,
                         report_to=[]), tasks=[task(1)], eval_tasks=[task(1), task(2), task(3)])
     evals = [r for r in read_ledger(run) if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [0, 1]
@@ -300,7 +300,11 @@ def test_compare_plots_runs_and_reports_the_cost_to_reach_a_target(tmp_path):
 
 def test_train_flags_are_checked(tmp_path):
     r = runner.invoke(app, ["train", "--no-such-key", "1"])
-    assert r.exit_code != 0 and "unknown option --no-such-key" in str(r.exception)
+    assert r.exit_code != 0 and "unknown option(s) --no-such-key" in str(r.exception)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: m\nlearning_rat: 1.0e-4\n")
+    r = runner.invoke(app, ["train", "--config", str(bad)])
+    assert r.exit_code != 0 and "learning_rat" in str(r.exception) and "bad.yaml" in str(r.exception)
 
 
 @pytest.mark.parametrize("cls_path,config", [("pivotrl.train.pivotrl_trainer:PivotRLConfig", "configs/pivotrl.yaml"),
@@ -310,11 +314,58 @@ def test_shipped_configs_load(cls_path, config):
     import importlib
     from pathlib import Path
 
-    from pivotrl.config import load_config
+    from pivotrl.cli import _config_from_cli
 
     module, _, name = cls_path.partition(":")
-    cfg = load_config(getattr(importlib.import_module(module), name), Path(__file__).parent.parent / config)
+    cfg = _config_from_cli(getattr(importlib.import_module(module), name), Path(__file__).parent.parent / config, [])
     assert isinstance(cfg.learning_rate, float) and cfg.model
+
+
+@pytest.mark.parametrize("cls_path,yaml_keys,flags,expected", [
+    ("pivotrl.train.pivotrl_trainer:PivotRLConfig",
+     "loss_type: grpo\nscale_rewards: none\nmask_truncated_completions: true\ngradient_accumulation_steps: 2\n",
+     ["--beta", "0.04", "--vllm_gpu_memory_utilization", "0.5", "--top-k", "20", "--push_to_hub", "false"],
+     {"loss_type": "grpo", "scale_rewards": "none", "mask_truncated_completions": True,
+      "gradient_accumulation_steps": 2, "beta": 0.04, "vllm_gpu_memory_utilization": 0.5, "top_k": 20,
+      "push_to_hub": False}),
+    ("pivotrl.train.sft:SFTRunConfig", "packing: true\nweight_decay: 0.01\n",
+     ["--warmup_steps", "3", "--lr_scheduler_type", "constant", "--completion_only_loss", "false"],
+     {"packing": True, "weight_decay": 0.01, "warmup_steps": 3, "lr_scheduler_type": "constant",
+      "completion_only_loss": False}),
+    ("pivotrl.train.e2e:E2EConfig", "max_tool_calling_iterations: 3\nscale_rewards: batch\n",
+     ["--epsilon", "0.3", "--mask-truncated-completions", "true"],
+     {"max_tool_calling_iterations": 3, "scale_rewards": "batch", "epsilon": 0.3, "mask_truncated_completions": True}),
+])
+def test_every_trl_field_is_a_key_and_a_flag(tmp_path, cls_path, yaml_keys, flags, expected):
+    """Keys pivotrl never names reach the config from YAML and from flags, through TRL's parser."""
+    import importlib
+
+    from pivotrl.cli import _config_from_cli
+
+    module, _, name = cls_path.partition(":")
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m\nverifier_options: {a: 1}\n" * ("pivotrl_trainer" in module) + "model: m\n" * ("pivotrl_trainer" not in module) + yaml_keys)
+    cfg = _config_from_cli(getattr(importlib.import_module(module), name), path, flags)
+    for key, value in expected.items():
+        got = getattr(cfg, key)
+        assert (got.value if hasattr(got, "value") else got) == value, key
+
+
+def test_a_trl_flag_reaches_the_trainer(tmp_path, tiny_model, sample_states):
+    from pivotrl.pivots import write_states
+
+    pivots = tmp_path / "pivots.jsonl"
+    write_states(pivots, sample_states[:4])
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--model", tiny_model, "--pivots", str(pivots), "--output-dir", str(run),
+                            "--verifier", f"{__name__}:prefers_vowel", "--num_generations", "4", "--prompts_per_step",
+                            "2", "--max_completion_length", "4", "--max_steps", "1", "--eval_fraction", "0",
+                            "--report_to", "none", "--loss_type", "grpo", "--mask_truncated_completions", "true",
+                            "--verifier_options", "{}"])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["loss_type"] == "grpo" and saved["mask_truncated_completions"] is True
+    assert saved["per_device_train_batch_size"] == 8 and saved["verifier"].endswith("prefers_vowel")
 
 
 def test_lora_training_and_tensorboard_logs(tmp_path, tiny_model, sample_states):
@@ -361,7 +412,7 @@ def test_sft_and_pivotrl_hold_out_the_same_trajectories(tmp_path, tiny_model):
     p = train_pivotrl(small(model=tiny_model, pivots=str(pivots), output_dir=str(tmp_path / "rl"), max_steps=1,
                             verifier=f"{__name__}:prefers_vowel", eval_max_states=1000))
     s = train_sft(SFTRunConfig(model=tiny_model, trajectories=str(trajs), heldout=str(heldout_path(states)),
-                               output_dir=str(tmp_path / "sft"), max_steps=1, batch_size=2, eval_every=0,
+                               output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=2, eval_every=0,
                                eval_max_states=1000, report_to=[]))
     assert read_heldout(tmp_path / "rl" / "heldout.json") == held == read_heldout(tmp_path / "sft" / "heldout.json")
     assert s["trajectories"] == 90
@@ -388,7 +439,7 @@ def test_two_processes_write_one_ledger_with_every_ranks_rollouts(tmp_path, tiny
     cfg.write_text(f"model: {tiny_model}\npivots: {pivots}\noutput_dir: {tmp_path / 'run'}\n"
                    f"verifier: {__name__}:prefers_vowel\nnum_generations: 4\nprompts_per_step: 2\n"
                    "max_completion_length: 4\nlearning_rate: 1.0e-2\neval_fraction: 0.3\neval_every: 1\n"
-                   "report_to: []\nmax_steps: 2\nmax_seconds: 600\nprogress_bar: false\n")
+                   "report_to: []\nmax_steps: 2\nmax_seconds: 600\ndisable_tqdm: true\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "pivotrl.cli", "train", "--config", str(cfg)], env=env, capture_output=True, text=True,

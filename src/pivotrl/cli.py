@@ -385,42 +385,28 @@ _TRAIN_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _config_from_cli(cls, config: Optional[Path], extra: list[str]):
-    """Fill the dataclass from YAML, then from `--key value` flags named after its fields."""
+    """The trainer's config (TRL's config class with ours on top) from YAML, then flags, through
+    TRL's own parser: every TRL key works, as `--key value` or `--key-with-dashes value`."""
+    from trl import TrlParser
+
+    argv = (["--config", str(config)] if config else []) + list(extra)
+    try:
+        (cfg, rest) = TrlParser([cls]).parse_args_and_config(argv, return_remaining_strings=True,
+                                                              separate_remaining_strings=False)
+    except (ValueError, OSError) as exc:  # an unreadable file, a value TRL refuses
+        raise DataError(str(exc), file=str(config) if config else None) from None
+    unknown = [a for a in rest if a.startswith("--")] or rest
+    if unknown:
+        raise DataError(f"unknown option(s) {' '.join(unknown)}: give keys of TRL's config class or pivotrl's own "
+                        "(see --help)", file=str(config) if config else None)
+    return cfg
+
+
+def _keys_help(options, trl_config: str) -> str:
     import dataclasses
 
-    import yaml
-
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    overrides, i = {}, 0
-    while i < len(extra):
-        arg = extra[i]
-        if not arg.startswith("--"):
-            raise DataError(f"unexpected argument {arg!r}; options are --key value (keys: {', '.join(fields)})")
-        key, _, value = arg[2:].partition("=")
-        key = key.replace("-", "_")
-        if key.startswith("no_") and key[3:] in fields and not value:
-            overrides[key[3:]] = False
-            i += 1
-            continue
-        if key not in fields:
-            raise DataError(f"unknown option --{key.replace('_', '-')}; known: "
-                            + ", ".join("--" + k.replace("_", "-") for k in fields))
-        if not value:
-            nxt = extra[i + 1] if i + 1 < len(extra) else None
-            if nxt is None or nxt.startswith("--"):
-                value, i = "true", i + 1  # a bare flag
-            else:
-                value, i = nxt, i + 2
-        else:
-            i += 1
-        overrides[key] = yaml.safe_load(value)
-    return load_config(cls, config, **overrides)
-
-
-def _keys_help(cls) -> str:
-    import dataclasses
-
-    return "Keys (YAML or --flag): " + ", ".join(f.name for f in dataclasses.fields(cls)) + "."
+    return (f"Keys (YAML, or flags --key value): every field of TRL's {trl_config} (see TRL's documentation), "
+            "and " + ", ".join(f.name for f in dataclasses.fields(options)) + ".")
 
 
 def _main_print(text: str, **kw) -> None:
@@ -438,7 +424,7 @@ def train(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="
 
     result = train_pivotrl(_config_from_cli(PivotRLConfig, config, ctx.args))
     _main_print(f"trained {result['steps']} steps on {result['train_states']} pivots; model in "
-                  f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
+                f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
 
 
 @app.command(context_settings=_TRAIN_CTX)
@@ -448,7 +434,7 @@ def sft(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YA
 
     result = train_sft(_config_from_cli(SFTRunConfig, config, ctx.args))
     _main_print(f"trained {result['steps']} steps on {result['trajectories']} trajectories; model in "
-                  f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
+                f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
 
 
 @app.command(context_settings=_TRAIN_CTX)
@@ -458,16 +444,15 @@ def e2e(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YA
 
     result = train_e2e(_config_from_cli(E2EConfig, config, ctx.args))
     _main_print(f"trained {result['steps']} steps on {result['tasks']} tasks; model in "
-                  f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
+                f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
 
 
 def _add_keys_help():
-    from pivotrl.train.e2e import E2EConfig
-    from pivotrl.train.pivotrl_trainer import PivotRLConfig
-    from pivotrl.train.sft import SFTRunConfig
+    from pivotrl.train.options import E2EOptions, PivotRLOptions, SFTOptions
 
-    for fn, cls in ((train, PivotRLConfig), (sft, SFTRunConfig), (e2e, E2EConfig)):
-        fn.__doc__ = f"{fn.__doc__}\n\n{_keys_help(cls)}"
+    for fn, cls, trl_config in ((train, PivotRLOptions, "GRPOConfig"), (sft, SFTOptions, "SFTConfig"),
+                                (e2e, E2EOptions, "GRPOConfig")):
+        fn.__doc__ = f"{fn.__doc__}\n\n{_keys_help(cls, trl_config)}"
 
 
 @app.command()

@@ -243,10 +243,10 @@ def train_arm(arm: str, seed: int, preset: Preset, base_model: str, work: Path, 
         from pivotrl.data import load_trajectories
         from pivotrl.train.sft import SFTRunConfig, train_sft
 
-        train_sft(SFTRunConfig(model=base_model, output_dir=str(run_dir), learning_rate=preset.sft_lr, batch_size=8,
-                               num_train_epochs=100, max_seconds=preset.seconds_per_arm, save_steps=10**6,
-                               seed=seed, eval_every=0, report_to=["tensorboard"], max_length=1024,
-                               progress_bar=False),
+        train_sft(SFTRunConfig(model=base_model, output_dir=str(run_dir), learning_rate=preset.sft_lr,
+                               per_device_train_batch_size=8, num_train_epochs=100,
+                               max_seconds=preset.seconds_per_arm, save_steps=10**6, seed=seed, eval_every=0,
+                               report_to=["tensorboard"], max_length=1024, disable_tqdm=True),
                   trajectories=list(load_trajectories(work / "data" / "train_trajectories.jsonl")), eval_states=[])
     elif arm.startswith("pivotrl"):
         from pivotrl.train.pivotrl_trainer import PivotRLConfig, train_pivotrl
@@ -266,16 +266,17 @@ def train_arm(arm: str, seed: int, preset: Preset, base_model: str, work: Path, 
                             max_completion_length=preset.max_completion_length, max_steps=10**6,
                             max_seconds=preset.seconds_per_arm, save_steps=10**6, seed=seed, eval_every=0,
                             report_to=["tensorboard"], profile_cost=str(work / "profile.jsonl.meta.json"),
-                            progress_bar=False)
+                            disable_tqdm=True)
         train_pivotrl(cfg, train_states=states, eval_states=[], extra_callbacks=curves)
     else:
         from pivotrl.train.e2e import E2EConfig, load_tasks, train_e2e
 
         cfg = E2EConfig(model=base_model, environment="lab", output_dir=str(run_dir), learning_rate=preset.grpo_lr,
                         num_generations=preset.num_generations, prompts_per_step=preset.e2e_prompts_per_step,
-                        max_completion_length=preset.e2e_max_completion_length, max_turns=preset.e2e_max_turns,
-                        max_steps=10**6, max_seconds=preset.seconds_per_arm, save_steps=10**6, seed=seed,
-                        eval_every=0, report_to=["tensorboard"], progress_bar=False)
+                        max_completion_length=preset.e2e_max_completion_length,
+                        max_tool_calling_iterations=preset.e2e_max_turns, max_steps=10**6,
+                        max_seconds=preset.seconds_per_arm, save_steps=10**6, seed=seed, eval_every=0,
+                        report_to=["tensorboard"], disable_tqdm=True)
         train_e2e(cfg, tasks=load_tasks(str(work / "data" / "train_tasks.jsonl")), eval_tasks=[], extra_callbacks=curves)
     ledger = read_ledger(run_dir)
     steps = [r for r in ledger if r.get("kind") == "step"]

@@ -14,18 +14,28 @@ from pivotrl.train.distributed import from_main, is_main_process
 from pivotrl.train.ledger import Ledger
 
 
-def device_kwargs() -> dict:
-    """Trainer args for where we are: bf16 on a GPU; on a CPU, fp32 and `use_cpu` (TRL defaults to bf16)."""
+def prepare_trl_config(cfg) -> None:
+    """What every pivotrl trainer config does before TRL's own checks: JSON options from a flag
+    become a dict, and a machine without a GPU trains in float32 on the CPU (TRL defaults to bf16)."""
+    import json
+
     import torch
 
-    if torch.cuda.is_available():
-        return {"bf16": torch.cuda.is_bf16_supported(), "use_cpu": False}
-    return {"bf16": False, "fp16": False, "use_cpu": True}
+    for name in ("verifier_options",):
+        value = getattr(cfg, name, None)
+        if isinstance(value, str):
+            try:
+                setattr(cfg, name, json.loads(value) if value.strip() else {})
+            except ValueError:
+                raise DataError(f"{name} must be a JSON object, got {value!r}") from None
+    if not torch.cuda.is_available():
+        cfg.use_cpu = True
+        cfg.bf16 = cfg.fp16 = False
 
 
 def load_policy(model: str, lora: bool = False):
     """The policy and its tokenizer. Full-parameter training keeps float32 master weights whatever
-    the checkpoint's dtype (bf16 then runs as autocast, `device_kwargs`): updates of lr 1e-6, as in
+    the checkpoint's dtype (bf16 then runs as autocast, `prepare_trl_config`): updates of lr 1e-6, as in
     NVIDIA's recipe, are below bf16's resolution and would round away (TRL's own loader also
     defaults to float32). With LoRA the frozen base stays in its own dtype; PEFT keeps the adapters
     in float32."""
@@ -186,9 +196,9 @@ def open_ledger(out: Path, trainer_name: str, resume: bool) -> tuple[Ledger, str
     return ledger, resume_from
 
 
-def train_and_save(trainer, tokenizer, out: Path, resume_from: str | None, progress_bar: bool) -> None:
+def train_and_save(trainer, tokenizer, out: Path, resume_from: str | None) -> None:
     """Train (resuming if asked), then save the policy and its tokenizer to `out/final`."""
-    if not progress_bar:
+    if trainer.args.disable_tqdm:
         # Without a progress bar HF prints every log dict instead; the ledger has them, so drop that too.
         from transformers.trainer_callback import PrinterCallback
 
@@ -200,12 +210,11 @@ def train_and_save(trainer, tokenizer, out: Path, resume_from: str | None, progr
 
 
 def write_run_config(out: Path, cfg) -> None:
-    """The run's config as JSON in its folder (main process only)."""
+    """The run's config (every TRL field and ours) as JSON in its folder (main process only)."""
     import json
-    from dataclasses import asdict
 
-    if is_main_process():
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    if is_main_process():  # default=str: an environment class or callable given in Python
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
 
 
 def bind_callbacks(callbacks, ledger, tokenizer) -> list:

@@ -10,51 +10,43 @@ against.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from trl import GRPOConfig
 
 from pivotrl.artifacts import iter_jsonl
 from pivotrl.errors import DataError
 from pivotrl.pivots.split import heldout_path, read_heldout
-from pivotrl.train.common import (LedgerCallback, PeriodicEval, WallClockLimit, bind_callbacks, device_kwargs,
-                                  load_policy, lora_config, open_ledger, write_run_config, train_and_save)
+from pivotrl.train.common import (LedgerCallback, PeriodicEval, WallClockLimit, bind_callbacks, load_policy,
+                                  lora_config, open_ledger, prepare_trl_config, train_and_save, write_run_config)
 from pivotrl.train.ledger import Ledger
+from pivotrl.train.options import E2EOptions
 
 
 @dataclass
-class E2EConfig:
-    model: str = ""
-    tasks: str = ""                     # JSONL of {"prompt": [...], ...reset kwargs}
-    environment: str = ""               # module:Class, a bundled lab domain name, or "lab" (all four, by task domain)
-    output_dir: str = "runs/e2e"
-    eval_tasks: str | None = None
-    heldout: str | None = None         # held-out trajectory ids (default: TASKS.heldout.json if present)
-    eval_every: int = 50
-    eval_max_tasks: int = 100
-    num_generations: int = 8
-    prompts_per_step: int = 4
-    learning_rate: float = 1e-6
-    beta: float = 0.0
-    epsilon: float = 0.2
-    epsilon_high: float = 0.2
-    temperature: float = 1.0
-    max_completion_length: int = 512   # tokens over the whole episode (model and tool tokens)
-    max_turns: int = 8                 # tool-calling rounds per episode
+class E2EConfig(E2EOptions, GRPOConfig):
+    """TRL's `GRPOConfig` with the baseline's fields (`E2EOptions`) and PivotRL's recipe defaults, so
+    the two differ only in what they roll out."""
+
+    output_dir: str | None = "runs/e2e"
+    epsilon_high: float | None = 0.2
+    max_completion_length: int | None = 512    # tokens over the whole episode (model and tool tokens)
+    max_tool_calling_iterations: int | None = 8
     max_steps: int = 100
-    max_seconds: float | None = None
-    save_steps: int = 50
+    save_steps: float = 50
     save_total_limit: int | None = 2
     seed: int = 0
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_target_modules: Any = None
-    use_vllm: bool = False
-    report_to: list = field(default_factory=lambda: ["tensorboard"])
-    progress_bar: bool = True
-    resume: bool = False
-    collapse_patience: int = 20
+    logging_steps: float = 1
+    steps_per_generation: int | None = 1
+    report_to: None | str | list[str] = "tensorboard"
+    vllm_mode: str = "colocate"
+
+    def __post_init__(self):
+        prepare_trl_config(self)
+        if self.prompts_per_step:
+            self.per_device_train_batch_size = self.prompts_per_step * self.num_generations
+        super().__post_init__()
 
 
 def load_tasks(path: str) -> list[dict]:
@@ -138,13 +130,16 @@ class EpisodeEvalCallback(PeriodicEval):
 
 
 def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[dict] | None = None,
-              extra_callbacks=()) -> dict:
+              extra_callbacks=(), environment=None) -> dict:
+    """Train with `cfg`, which is also the `GRPOConfig` TRL's trainer runs with. `environment`: an
+    environment class or factory given in Python, in place of `cfg.environment` (a name; the config
+    is saved with every checkpoint, so it holds names, not objects)."""
     import datasets
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from pivotrl.eval.episodes import load_environment
 
-    if not cfg.model or not cfg.environment:
+    if not cfg.model or not (cfg.environment or environment):
         raise DataError("`model` and `environment` are required")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +160,7 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
 
         factories = {name: load_environment(name) for name in IN_DOMAIN}
     else:
-        factories = {None: load_environment(cfg.environment)}
+        factories = {None: load_environment(environment or cfg.environment)}
     for name, env_cls in factories.items():
         if not callable(getattr(env_cls, "get_reward", None)):
             raise DataError(f"environment {name or cfg.environment!r} has no get_reward(): end-to-end RL needs "
@@ -179,24 +174,16 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
     if multi:
         columns["environment"] = [t["domain"] for t in tasks]
     dataset = datasets.Dataset.from_dict(columns)
-    batch = cfg.prompts_per_step * cfg.num_generations
-    args = GRPOConfig(
-        output_dir=str(out), learning_rate=cfg.learning_rate, num_generations=cfg.num_generations,
-        per_device_train_batch_size=batch, gradient_accumulation_steps=1, steps_per_generation=1,
-        max_completion_length=cfg.max_completion_length, max_tool_calling_iterations=cfg.max_turns,
-        temperature=cfg.temperature, beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
-        max_steps=cfg.max_steps, save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=1,
-        disable_tqdm=not cfg.progress_bar,
-        seed=cfg.seed, report_to=cfg.report_to, use_vllm=cfg.use_vllm, vllm_mode="colocate", **device_kwargs())
+    batch = cfg.per_device_train_batch_size
     callbacks = [TokenCounter(ledger, batch, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
     if eval_tasks and not multi:
         callbacks.append(EpisodeEvalCallback(ledger, factories[None], eval_tasks, tokenizer, cfg.eval_every,
-                                             cfg.max_turns, min(cfg.max_completion_length, 256)))
+                                             cfg.max_tool_calling_iterations, min(cfg.max_completion_length, 256)))
     env_factory = {k: wrap_environment(v) for k, v in factories.items()} if multi else wrap_environment(factories[None])
-    trainer = GRPOTrainer(model=policy, args=args, processing_class=tokenizer, reward_funcs=[episode_reward(ledger)],
+    trainer = GRPOTrainer(model=policy, args=cfg, processing_class=tokenizer, reward_funcs=[episode_reward(ledger)],
                           train_dataset=dataset, environment_factory=env_factory,
                           peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                           callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
-    train_and_save(trainer, tokenizer, out, resume_from, cfg.progress_bar)
+    train_and_save(trainer, tokenizer, out, resume_from)
     return {"output_dir": str(out), "steps": trainer.state.global_step, "tasks": len(tasks),
             "eval_tasks": len(eval_tasks), "ledger": str(ledger.path)}

@@ -12,61 +12,47 @@ scratch).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from trl import GRPOConfig
 
 from pivotrl.errors import DataError
 from pivotrl.pivots.split import resolve_heldout, sample_eval
 from pivotrl.pivots.state import State
 from pivotrl.rewards import as_reward_function, get_verifier
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
-                                  device_kwargs, grpo_dataset, load_policy, lora_config, open_ledger, split_states,
-                                  train_and_save, write_run_config)
+                                  grpo_dataset, load_policy, lora_config, open_ledger, prepare_trl_config,
+                                  split_states, train_and_save, write_run_config)
 from pivotrl.train.distributed import is_main_process
 from pivotrl.train.ledger import Ledger
+from pivotrl.train.options import PivotRLOptions
 
 
 @dataclass
-class PivotRLConfig:
-    model: str = ""
-    pivots: str = ""                    # states JSONL from `select`, NeMo Gym rows, or a profile (then selected here)
-    output_dir: str = "runs/pivotrl"
-    verifier: str = "tool_call"
-    verifier_options: dict = field(default_factory=dict)
-    rule: str = "pivot"                 # used when `pivots` is a profile
-    lambda_diff: float = 0.75
-    heldout: str | None = None          # held-out trajectory ids (default: PIVOTS.heldout.json, see pivots/split.py)
-    eval_fraction: float = 0.1          # share of trajectories held out when no split file exists
-    eval_states: str | None = None      # or an explicit file of held-out states
-    eval_every: int = 50
-    eval_max_states: int = 200
-    num_generations: int = 8            # G
-    prompts_per_step: int = 4
-    learning_rate: float = 1e-6
-    beta: float = 0.0                   # KL to the frozen reference; 0 in NVIDIA's recipe
-    epsilon: float = 0.2
-    epsilon_high: float = 0.2
-    temperature: float = 1.0
-    max_completion_length: int = 256
+class PivotRLConfig(PivotRLOptions, GRPOConfig):
+    """TRL's `GRPOConfig` with PivotRL's fields (`PivotRLOptions`) and these defaults, from the recipe
+    NVIDIA published with NeMo-RL for the paper (arXiv 2603.21383): no KL penalty (beta 0), clipping
+    0.2/0.2, learning rate 1e-6 (far too small for a tiny model trained from scratch), one optimizer
+    step per generation, a ledger line every step."""
+
+    output_dir: str | None = "runs/pivotrl"
+    epsilon_high: float | None = 0.2
+    max_completion_length: int | None = 256
     max_steps: int = 100
-    max_seconds: float | None = None    # wall-clock budget
-    save_steps: int = 50
+    save_steps: float = 50
     save_total_limit: int | None = 2
     seed: int = 0
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_target_modules: Any = None
-    use_vllm: bool = False              # generation with vLLM (GPU + the [vllm] extra)
-    report_to: list = field(default_factory=lambda: ["tensorboard"])
-    progress_bar: bool = True
-    refresh_every: int = 0              # re-profile the pool and re-select every N steps (0 = never)
-    refresh_k: int = 8
-    chat_template: str | None = None
-    resume: bool = False
-    profile_cost: str | None = None     # profile meta JSON to charge to the ledger (default: found beside pivots)
-    collapse_patience: int = 20
+    logging_steps: float = 1
+    steps_per_generation: int | None = 1
+    report_to: None | str | list[str] = "tensorboard"
+    vllm_mode: str = "colocate"
+
+    def __post_init__(self):
+        prepare_trl_config(self)
+        if self.prompts_per_step:
+            self.per_device_train_batch_size = self.prompts_per_step * self.num_generations
+        super().__post_init__()
 
 
 def load_training_states(path: str, rule: str = "pivot", lambda_diff: float = 0.75,
@@ -113,7 +99,8 @@ def counting_reward(verifier, ledger: Ledger):
 
 def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                   eval_states: list[State] | None = None, extra_callbacks=()) -> dict:
-    from trl import GRPOConfig, GRPOTrainer
+    """Train with `cfg`, which is also the `GRPOConfig` TRL's trainer runs with."""
+    from trl import GRPOTrainer
 
     if not cfg.model:
         raise DataError("`model` is required (a local model directory or a hub id)")
@@ -142,14 +129,8 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     if cost:
         ledger.write_profiling(cost)  # once, by the main process
 
-    args = GRPOConfig(
-        output_dir=str(out), learning_rate=cfg.learning_rate, num_generations=cfg.num_generations,
-        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations, gradient_accumulation_steps=1,
-        steps_per_generation=1, max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-        beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, max_steps=cfg.max_steps,
-        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=1, seed=cfg.seed,
-        report_to=cfg.report_to, use_vllm=cfg.use_vllm, vllm_mode="colocate", disable_tqdm=not cfg.progress_bar,
-        shuffle_dataset=not cfg.refresh_every, **device_kwargs())
+    if cfg.refresh_every:
+        cfg.shuffle_dataset = False  # the pool's stream is already a random draw (train/refresh.py)
     callbacks = [LedgerCallback(ledger, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
     if eval_states:
         callbacks.append(EvalCallback(ledger, eval_states, verifier, tokenizer, cfg.eval_every,
@@ -167,10 +148,10 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                       "refresh_restored": restored is not None})
         callbacks.append(RefreshCallback(train_states, pool, verifier, tokenizer, cfg.refresh_every, cfg.refresh_k,
                                          cfg.lambda_diff, cfg.max_completion_length, ledger, cfg.chat_template))
-    trainer = GRPOTrainer(model=policy, args=args, processing_class=tokenizer,
+    trainer = GRPOTrainer(model=policy, args=cfg, processing_class=tokenizer,
                           reward_funcs=[counting_reward(verifier, ledger)], train_dataset=dataset,
                           peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                           callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
-    train_and_save(trainer, tokenizer, out, resume_from, cfg.progress_bar)
+    train_and_save(trainer, tokenizer, out, resume_from)
     return {"output_dir": str(out), "steps": trainer.state.global_step, "train_states": len(train_states),
             "eval_states": len(eval_states), "ledger": str(ledger.path)}

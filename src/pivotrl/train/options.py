@@ -1,0 +1,83 @@
+"""The options pivotrl's trainers add to TRL's configs, in a module that imports nothing heavy (the
+CLI's help reads them). Each trainer's config is TRL's config class with these on top:
+`PivotRLConfig(PivotRLOptions, GRPOConfig)`, `SFTRunConfig(SFTOptions, SFTConfig)`,
+`E2EConfig(E2EOptions, GRPOConfig)`, so every TRL knob works from YAML and flags unchanged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PivotRLOptions:
+    """What PivotRL adds to TRL's `GRPOConfig` (every GRPOConfig field works too, from YAML or flags)."""
+
+    model: str = field(default="", metadata={"help": "Policy to train: a local directory or a hub id."})
+    pivots: str = field(default="", metadata={"help": "States JSONL from `select`, NeMo Gym rows, or a profile."})
+    verifier: str = field(default="tool_call", metadata={"help": "Registered verifier or module:callable."})
+    verifier_options: dict | str | None = field(default_factory=dict, metadata={"help": "Verifier options (JSON)."})
+    rule: str = field(default="pivot", metadata={"help": "Selection rule when `pivots` is a profile."})
+    lambda_diff: float = field(default=0.75, metadata={"help": "Pivot rule: keep mean reward below this."})
+    heldout: str | None = field(default=None, metadata={"help": "Held-out trajectory ids (default: PIVOTS.heldout.json)."})
+    eval_fraction: float = field(default=0.1, metadata={"help": "Share held out when no split file exists."})
+    eval_states: str | None = field(default=None, metadata={"help": "An explicit file of held-out states."})
+    eval_every: int = field(default=50, metadata={"help": "Next-action accuracy every N steps (0: never)."})
+    eval_max_states: int = field(default=200, metadata={"help": "A seeded sample of at most N held-out states."})
+    prompts_per_step: int | None = field(default=None, metadata={
+        "help": "Pivots per device and step; sets per_device_train_batch_size to this x num_generations."})
+    max_seconds: float | None = field(default=None, metadata={"help": "Wall-clock budget of the training."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of every weight."})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "Default: all linear layers."})
+    refresh_every: int = field(default=0, metadata={"help": "Re-profile and re-select the pool every N steps."})
+    refresh_k: int = 8
+    chat_template: str | None = field(default=None, metadata={"help": "A Jinja chat template file."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    profile_cost: str | None = field(default=None, metadata={"help": "Profile meta JSON charged to the ledger."})
+    collapse_patience: int = 20
+
+
+@dataclass
+class SFTOptions:
+    """What the SFT baseline adds to TRL's `SFTConfig` (every SFTConfig field works too)."""
+
+    model: str = field(default="", metadata={"help": "Policy to train: a local directory or a hub id."})
+    trajectories: str = field(default="", metadata={"help": "OpenAI / ShareGPT JSONL or HF dataset, as `extract` reads."})
+    verifier: str = field(default="tool_call", metadata={"help": "For the next-action evaluation only."})
+    verifier_options: dict | str | None = field(default_factory=dict, metadata={"help": "Verifier options (JSON)."})
+    heldout: str | None = field(default=None, metadata={"help": "Held-out trajectory ids (e.g. STATES.heldout.json)."})
+    eval_fraction: float = field(default=0.1, metadata={"help": "Share held out when no split file exists."})
+    eval_states: str | None = field(default=None, metadata={"help": "An explicit file of held-out states."})
+    eval_every: int = field(default=50, metadata={"help": "Next-action accuracy every N steps (0: never)."})
+    eval_max_states: int = field(default=200, metadata={"help": "A seeded sample of at most N held-out states."})
+    eval_max_tokens: int = 256
+    max_seconds: float | None = field(default=None, metadata={"help": "Wall-clock budget of the training."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of every weight."})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "Default: all linear layers."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+
+
+@dataclass
+class E2EOptions:
+    """What the end-to-end RL baseline adds to TRL's `GRPOConfig` (every GRPOConfig field works too;
+    `max_tool_calling_iterations` is the episode's turn limit)."""
+
+    model: str = field(default="", metadata={"help": "Policy to train: a local directory or a hub id."})
+    tasks: str = field(default="", metadata={"help": "JSONL of {'prompt': [...], ...reset kwargs}."})
+    environment: str = field(default="", metadata={"help": "module:Class, or a bundled lab domain name, or 'lab'."})
+    eval_tasks: str | None = None
+    heldout: str | None = field(default=None, metadata={"help": "Held-out trajectory ids (default: TASKS.heldout.json)."})
+    eval_every: int = 50
+    eval_max_tasks: int = 100
+    prompts_per_step: int | None = field(default=None, metadata={
+        "help": "Tasks per device and step; sets per_device_train_batch_size to this x num_generations."})
+    max_seconds: float | None = field(default=None, metadata={"help": "Wall-clock budget of the training."})
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_target_modules: list[str] | None = None
+    resume: bool = False
+    collapse_patience: int = 20
