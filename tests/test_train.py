@@ -454,3 +454,63 @@ def test_two_processes_write_one_ledger_with_every_ranks_rollouts(tmp_path, tiny
     assert all(x["verifier_calls"] == x["rollout_turns"] for x in steps)
     evals = [x for x in ledger if x["kind"] == "eval"]
     assert [x["step"] for x in evals] == [0, 1, 2] and evals[2]["rollout_turns"] == 32
+
+
+def bos_tokenizer(model_dir):
+    """The tiny tokenizer made to behave like Llama 3's: its template writes BOS, and so does tokenizing."""
+    from tokenizers.processors import TemplateProcessing
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.add_special_tokens({"bos_token": "<|bos|>"})
+    tok._tokenizer.post_processor = TemplateProcessing(single="<|bos|> $A", pair="<|bos|> $A <|bos|> $B",
+                                                       special_tokens=[("<|bos|>", tok.bos_token_id)])
+    tok.chat_template = "{{ bos_token }}" + tok.chat_template
+    return tok
+
+
+def test_training_prompts_tokenize_as_profiling_and_eval_do(tiny_model, sample_states):
+    """TRL tokenizes text prompts with special tokens; profiling and eval tokenize the rendered text
+    without them. Both must give one BOS and the same ids, with a BOS-adding tokenizer too."""
+    from pivotrl.sampling.base import Prompt, render_prompt
+    from pivotrl.train.common import grpo_dataset
+
+    for tok in (AutoTokenizer.from_pretrained(tiny_model), bos_tokenizer(tiny_model)):
+        ds = grpo_dataset(sample_states[:5], tok, template_kwargs={"enable_thinking": False})
+        for state, text in zip(sample_states[:5], ds["prompt"]):
+            trained = tok(text)["input_ids"]  # as GRPOTrainer._tokenize_prompts does
+            sampled = tok(render_prompt(tok, Prompt(state.context, state.tools)), add_special_tokens=False)["input_ids"]
+            assert trained == sampled
+            if tok.bos_token_id is not None:
+                assert trained.count(tok.bos_token_id) == 1
+
+
+def test_chat_template_kwargs_reach_every_renderer(tiny_model, sample_states):
+    from pivotrl.sampling.base import Prompt, render_prompt
+    from pivotrl.sampling.transformers_backend import TransformersSampler
+    from pivotrl.train.common import render_prompts
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok.chat_template = "{% if flag %}FLAG{% endif %}" + tok.chat_template
+    state = sample_states[0]
+    assert render_prompts([state], tok, template_kwargs={"flag": True})[0].startswith("FLAG")
+    assert not render_prompts([state], tok)[0].startswith("FLAG")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    sampler = TransformersSampler(model, tokenizer=tok, chat_template_kwargs={"flag": True})
+    res = sampler.sample([Prompt(state.context, state.tools)], __import__("pivotrl").sampling.SamplingParams(1, 0.0, 1.0, 1))
+    flagged = len(tok(render_prompt(tok, Prompt(state.context, state.tools), None, {"flag": True}),
+                      add_special_tokens=False)["input_ids"])
+    assert res[0].prompt_tokens == flagged
+
+
+def test_pivots_too_long_for_the_context_are_skipped_and_counted(tmp_path, tiny_model, sample_states):
+    from pivotrl.train.common import render_prompts
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    lengths = [len(tok(t)["input_ids"]) for t in render_prompts(sample_states[:8], tok)]
+    limit = sorted(lengths)[3]
+    run = tmp_path / "run"
+    result = train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=1,
+                                 max_prompt_length=limit), train_states=sample_states[:8], eval_states=[])
+    data = next(r for r in read_ledger(run) if r["kind"] == "data")
+    assert data["skipped_long_prompts"] == sum(n > limit for n in lengths) > 0
+    assert result["train_states"] == data["train_states"] == sum(n <= limit for n in lengths)

@@ -277,8 +277,13 @@ def build_sampler(cfg):
         opts.setdefault("model", cfg.model)
         if cfg.chat_template:
             opts.setdefault("chat_template", cfg.chat_template)
-    elif cfg.backend == "openai" and cfg.model:
-        opts.setdefault("model", cfg.model)
+        if cfg.chat_template_kwargs:
+            opts.setdefault("chat_template_kwargs", cfg.chat_template_kwargs)
+    elif cfg.backend == "openai":
+        if cfg.model:
+            opts.setdefault("model", cfg.model)
+        if cfg.chat_template_kwargs:
+            opts.setdefault("chat_template_kwargs", cfg.chat_template_kwargs)
     if cfg.ray:
         return RaySampler(cfg.backend, opts, num_workers=cfg.num_workers, gpus_per_worker=cfg.gpus_per_worker,
                           address=cfg.ray_address)

@@ -47,6 +47,7 @@ class ProfileConfig:
     format: str = "records"      # records (our profile) or gym (NeMo Gym rows with profiling columns)
     seed: int = 0
     chat_template: str | None = None
+    chat_template_kwargs: dict = field(default_factory=dict)  # e.g. {enable_thinking: false} for Qwen3
     ray: bool = False
     num_workers: int = 2
     gpus_per_worker: float = 0.0

@@ -91,11 +91,14 @@ def load_chat_template(chat_template: str | None) -> str | None:
     return chat_template
 
 
-def render_prompt(tokenizer, prompt: Prompt, chat_template: str | None = None) -> str:
-    """The prompt text, with the tokenizer's own chat template (or the one given)."""
+def render_prompt(tokenizer, prompt: Prompt, chat_template: str | None = None,
+                  template_kwargs: dict | None = None) -> str:
+    """The prompt text, with the tokenizer's own chat template (or the one given). `template_kwargs`
+    go to the template (e.g. `enable_thinking: false` for Qwen3's hybrid models), the same in
+    profiling, training and evaluation."""
     template = chat_template or getattr(tokenizer, "chat_template", None)
     if not template:
         raise DataError(f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
                         "pass one with --chat-template FILE")
     return tokenizer.apply_chat_template(prompt.messages, tools=prompt.tools or None, chat_template=template,
-                                         tokenize=False, add_generation_prompt=True)
+                                         tokenize=False, add_generation_prompt=True, **(template_kwargs or {}))

@@ -17,8 +17,10 @@ from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, Samplin
 @register_backend("openai")
 class OpenAISampler(Sampler):
     def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str = "default", api_key: str = "EMPTY",
-                 concurrency: int = 8, max_retries: int = 3, timeout: float = 120.0, **_ignored):
+                 concurrency: int = 8, max_retries: int = 3, timeout: float = 120.0,
+                 chat_template_kwargs: dict | None = None, **_ignored):
         self.base_url, self.model, self.api_key = base_url, model, api_key
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})  # sent as vLLM's server takes them
         self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
 
     def sample(self, prompts: list[Prompt], params: SamplingParams, seed: int | None = None) -> list[PromptResult]:
@@ -53,6 +55,8 @@ class OpenAISampler(Sampler):
                 kwargs["stop"] = list(params.stop)
             if seed is not None:
                 kwargs["seed"] = seed + len(samples)
+            if self.chat_template_kwargs:
+                kwargs["extra_body"] = {"chat_template_kwargs": self.chat_template_kwargs}
             async with gate:
                 resp = await client.chat.completions.create(**kwargs)
             if not resp.choices:

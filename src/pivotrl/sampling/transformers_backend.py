@@ -23,7 +23,8 @@ from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, Samplin
 class TransformersSampler(Sampler):
     def __init__(self, model, device: str | None = None, dtype: str = "auto", batch_size: int = 8,
                  per_sample: bool = False, chat_template: str | None = None, num_threads: int | None = None,
-                 max_context: int | None = None, share_prefill: bool = True, tokenizer=None):
+                 max_context: int | None = None, share_prefill: bool = True, tokenizer=None,
+                 chat_template_kwargs: dict | None = None):
         """`model`: a local directory or hub id, or a loaded model (then pass its `tokenizer` too),
         as when a trainer evaluates or re-profiles its current policy."""
         import torch
@@ -49,6 +50,7 @@ class TransformersSampler(Sampler):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.chat_template = load_chat_template(chat_template)
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.batch_size, self.per_sample, self.share_prefill = max(1, batch_size), per_sample, share_prefill
         # transformers renamed `past_key_values` to `cache` (5.2x); use whichever this version has.
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -67,7 +69,7 @@ class TransformersSampler(Sampler):
         results: list[PromptResult | None] = [None] * len(prompts)
         todo: list[tuple[int, list[int]]] = []
         for i, p in enumerate(prompts):
-            ids = self.tokenizer(render_prompt(self.tokenizer, p, self.chat_template),
+            ids = self.tokenizer(render_prompt(self.tokenizer, p, self.chat_template, self.chat_template_kwargs),
                                  add_special_tokens=False)["input_ids"]
             if len(ids) + params.max_tokens > self.max_context:
                 results[i] = PromptResult([], len(ids), f"prompt_too_long: {len(ids)} tokens + max_tokens "

@@ -11,7 +11,8 @@ from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, Samplin
 @register_backend("vllm")
 class VLLMSampler(Sampler):
     def __init__(self, model: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
-                 max_model_len: int | None = None, chat_template: str | None = None, dtype: str = "auto", **_ignored):
+                 max_model_len: int | None = None, chat_template: str | None = None, dtype: str = "auto",
+                 chat_template_kwargs: dict | None = None, **_ignored):
         try:
             import vllm
         except ImportError:
@@ -21,6 +22,7 @@ class VLLMSampler(Sampler):
                             enable_prefix_caching=True)
         self.tokenizer = self.llm.get_tokenizer()
         self.chat_template = load_chat_template(chat_template)
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.max_context = self.llm.llm_engine.model_config.max_model_len
         self._vllm = vllm
 
@@ -28,7 +30,7 @@ class VLLMSampler(Sampler):
         results: list[PromptResult | None] = [None] * len(prompts)
         texts, index, lengths = [], [], {}
         for i, p in enumerate(prompts):
-            text = render_prompt(self.tokenizer, p, self.chat_template)
+            text = render_prompt(self.tokenizer, p, self.chat_template, self.chat_template_kwargs)
             n_tok = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             lengths[i] = n_tok
             if n_tok + params.max_tokens > self.max_context:

@@ -65,17 +65,27 @@ def split_states(states: list[State], heldout: set[str]) -> tuple[list[State], l
     return [s for s in states if s.trajectory_id not in heldout], [s for s in states if s.trajectory_id in heldout]
 
 
-def render_prompts(states: list[State], tokenizer, chat_template: str | None = None) -> list[str]:
-    """Prompt text per state with the policy's chat template and the state's own tools.
+def render_prompts(states: list[State], tokenizer, chat_template: str | None = None,
+                   template_kwargs: dict | None = None) -> list[str]:
+    """Prompt text per state with the policy's chat template and the state's own tools, ready for
+    TRL, which tokenizes text prompts *with* special tokens: a template that writes the BOS token
+    itself (Llama 3, Gemma, Mistral) would then give two. So the template's leading BOS is cut here
+    when the tokenizer adds one, and training sees exactly the ids that profiling and evaluation see
+    (those tokenize the full text without special tokens).
 
     Rendered here rather than left to TRL, because TRL's conversational GRPO path renders every
     prompt with one global tool list while each pivot carries its own tools."""
     from pivotrl.sampling.base import Prompt, render_prompt
 
-    return [render_prompt(tokenizer, Prompt(s.context, s.tools), chat_template) for s in states]
+    texts = [render_prompt(tokenizer, Prompt(s.context, s.tools), chat_template, template_kwargs) for s in states]
+    bos = tokenizer.bos_token
+    if bos and tokenizer.bos_token_id is not None and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        texts = [t[len(bos):] if t.startswith(bos) else t for t in texts]
+    return texts
 
 
-def grpo_dataset(states: list[State], tokenizer, chat_template: str | None = None):
+def grpo_dataset(states: list[State], tokenizer, chat_template: str | None = None,
+                 template_kwargs: dict | None = None):
     """`states_to_dataset`'s columns, with the prompt rendered as text (see `render_prompts`) and
     the state's messages kept as JSON in `context`, for verifiers that read the conversation."""
     import json
@@ -84,7 +94,19 @@ def grpo_dataset(states: list[State], tokenizer, chat_template: str | None = Non
 
     ds = states_to_dataset(states).remove_columns("prompt")
     ds = ds.add_column("context", [json.dumps(s.context) for s in states])
-    return ds.add_column("prompt", render_prompts(states, tokenizer, chat_template))
+    return ds.add_column("prompt", render_prompts(states, tokenizer, chat_template, template_kwargs))
+
+
+def drop_long_prompts(states: list[State], tokenizer, limit: int | None, chat_template: str | None = None,
+                      template_kwargs: dict | None = None) -> tuple[list[State], int]:
+    """The states whose prompt fits in `limit` tokens, and how many did not (None: no limit). A
+    pivot too long for the context is skipped and counted, never an out-of-memory error mid-run."""
+    if not limit:
+        return states, 0
+    texts = render_prompts(states, tokenizer, chat_template, template_kwargs)
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    kept = [s for s, n in zip(states, lengths) if n <= limit]
+    return kept, len(states) - len(kept)
 
 
 class LedgerCallback(TrainerCallback):
@@ -170,17 +192,18 @@ class EvalCallback(PeriodicEval):
     training verifier), as `eval_accuracy`."""
 
     def __init__(self, ledger: Ledger, states: list[State], verifier, tokenizer, every: int, max_tokens: int,
-                 batch_size: int = 8, chat_template: str | None = None):
+                 batch_size: int = 8, chat_template: str | None = None, template_kwargs: dict | None = None):
         super().__init__(ledger, every)
         self.states, self.verifier, self.tokenizer = states, verifier, tokenizer
         self.max_tokens, self.batch_size, self.chat_template = max_tokens, batch_size, chat_template
+        self.template_kwargs = template_kwargs
 
     def measure(self, model) -> dict:
         from pivotrl.eval.next_action import next_action_scores
         from pivotrl.sampling.transformers_backend import TransformersSampler
 
         sampler = TransformersSampler(model, tokenizer=self.tokenizer, batch_size=self.batch_size,
-                                      chat_template=self.chat_template)
+                                      chat_template=self.chat_template, chat_template_kwargs=self.template_kwargs)
         scores = next_action_scores(sampler, self.states, self.verifier, self.max_tokens)
         return {"eval_accuracy": sum(scores) / max(len(scores), 1), "eval_states": len(scores)}
 

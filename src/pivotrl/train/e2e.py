@@ -114,17 +114,17 @@ class EpisodeEvalCallback(PeriodicEval):
     """Success rate of full greedy episodes on held-out tasks, as `eval_success`."""
 
     def __init__(self, ledger: Ledger, env_factory, tasks: list[dict], tokenizer, every: int, max_turns: int,
-                 max_tokens: int):
+                 max_tokens: int, template_kwargs: dict | None = None):
         super().__init__(ledger, every)
         self.env_factory, self.tasks, self.tokenizer = env_factory, tasks, tokenizer
-        self.max_turns, self.max_tokens = max_turns, max_tokens
+        self.max_turns, self.max_tokens, self.template_kwargs = max_turns, max_tokens, template_kwargs
 
     def measure(self, model) -> dict:
         from pivotrl.eval.episodes import run_episodes
         from pivotrl.sampling.transformers_backend import TransformersSampler
 
-        eps = run_episodes(TransformersSampler(model, tokenizer=self.tokenizer), self.env_factory, self.tasks,
-                           self.max_turns, self.max_tokens)
+        sampler = TransformersSampler(model, tokenizer=self.tokenizer, chat_template_kwargs=self.template_kwargs)
+        eps = run_episodes(sampler, self.env_factory, self.tasks, self.max_turns, self.max_tokens)
         return {"eval_success": sum(e.reward for e in eps) / len(eps), "eval_episodes": len(eps),
                 "eval_turns_per_episode": sum(e.turns for e in eps) / len(eps)}
 
@@ -178,7 +178,8 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
     callbacks = [TokenCounter(ledger, batch, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
     if eval_tasks and not multi:
         callbacks.append(EpisodeEvalCallback(ledger, factories[None], eval_tasks, tokenizer, cfg.eval_every,
-                                             cfg.max_tool_calling_iterations, min(cfg.max_completion_length, 256)))
+                                             cfg.max_tool_calling_iterations, min(cfg.max_completion_length, 256),
+                                             cfg.chat_template_kwargs))
     env_factory = {k: wrap_environment(v) for k, v in factories.items()} if multi else wrap_environment(factories[None])
     trainer = GRPOTrainer(model=policy, args=cfg, processing_class=tokenizer, reward_funcs=[episode_reward(ledger)],
                           train_dataset=dataset, environment_factory=env_factory,

@@ -33,6 +33,9 @@ class PivotRLOptions:
     refresh_every: int = field(default=0, metadata={"help": "Re-profile and re-select the pool every N steps."})
     refresh_k: int = 8
     chat_template: str | None = field(default=None, metadata={"help": "A Jinja chat template file."})
+    max_prompt_length: int | None = field(default=None, metadata={
+        "help": "Skip (and count in the ledger) pivots whose prompt is longer (default: the model's context "
+                "minus max_completion_length)."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     profile_cost: str | None = field(default=None, metadata={"help": "Profile meta JSON charged to the ledger."})
     collapse_patience: int = 20

@@ -22,8 +22,8 @@ from pivotrl.pivots.split import resolve_heldout, sample_eval
 from pivotrl.pivots.state import State
 from pivotrl.rewards import as_reward_function, get_verifier
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
-                                  grpo_dataset, load_policy, lora_config, open_ledger, prepare_trl_config,
-                                  split_states, train_and_save, write_run_config)
+                                  drop_long_prompts, grpo_dataset, load_policy, lora_config, open_ledger,
+                                  prepare_trl_config, split_states, train_and_save, write_run_config)
 from pivotrl.train.distributed import is_main_process
 from pivotrl.train.ledger import Ledger
 from pivotrl.train.options import PivotRLOptions
@@ -131,11 +131,21 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
 
     if cfg.refresh_every:
         cfg.shuffle_dataset = False  # the pool's stream is already a random draw (train/refresh.py)
+    template_kwargs = cfg.chat_template_kwargs or {}
+    context = getattr(policy.config, "max_position_embeddings", None)
+    limit = cfg.max_prompt_length or (context - cfg.max_completion_length if context else None)
+    train_states, too_long = drop_long_prompts(train_states, tokenizer, limit, cfg.chat_template, template_kwargs)
+    if not resume_from:
+        ledger.write("data", 0, {"train_states": len(train_states), "skipped_long_prompts": too_long,
+                                 "max_prompt_length": limit})
+    if not train_states:
+        raise DataError(f"every pivot's prompt is longer than {limit} tokens (max_prompt_length)")
     callbacks = [LedgerCallback(ledger, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
     if eval_states:
         callbacks.append(EvalCallback(ledger, eval_states, verifier, tokenizer, cfg.eval_every,
-                                      cfg.max_completion_length, chat_template=cfg.chat_template))
-    dataset = grpo_dataset(train_states, tokenizer, cfg.chat_template)
+                                      cfg.max_completion_length, chat_template=cfg.chat_template,
+                                      template_kwargs=template_kwargs))
+    dataset = grpo_dataset(train_states, tokenizer, cfg.chat_template, template_kwargs)
     if cfg.refresh_every:
         from pivotrl.train.refresh import ActivePool, RefreshCallback, initial_active, load_active
 
@@ -147,7 +157,8 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                      {"refresh_pool": len(train_states), "refresh_active": len(active),
                       "refresh_restored": restored is not None})
         callbacks.append(RefreshCallback(train_states, pool, verifier, tokenizer, cfg.refresh_every, cfg.refresh_k,
-                                         cfg.lambda_diff, cfg.max_completion_length, ledger, cfg.chat_template))
+                                         cfg.lambda_diff, cfg.max_completion_length, ledger, cfg.chat_template,
+                                         template_kwargs))
     trainer = GRPOTrainer(model=policy, args=cfg, processing_class=tokenizer,
                           reward_funcs=[counting_reward(verifier, ledger)], train_dataset=dataset,
                           peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),

@@ -69,10 +69,11 @@ def load_active(checkpoint: str | None) -> list[int] | None:
 
 class RefreshCallback(TrainerCallback):
     def __init__(self, pool_states: list[State], pool: ActivePool, verifier, tokenizer, every: int, k: int,
-                 lambda_diff: float, max_tokens: int, ledger, chat_template: str | None = None):
+                 lambda_diff: float, max_tokens: int, ledger, chat_template: str | None = None,
+                 template_kwargs: dict | None = None):
         self.states, self.pool, self.verifier, self.tokenizer = pool_states, pool, verifier, tokenizer
         self.every, self.k, self.lambda_diff, self.max_tokens = every, k, lambda_diff, max_tokens
-        self.ledger, self.chat_template = ledger, chat_template
+        self.ledger, self.chat_template, self.template_kwargs = ledger, chat_template, template_kwargs
 
     def on_save(self, args, state, control, **kw):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -92,7 +93,8 @@ class RefreshCallback(TrainerCallback):
         from pivotrl.sampling import Prompt, SamplingParams
         from pivotrl.sampling.transformers_backend import TransformersSampler
 
-        sampler = TransformersSampler(model, tokenizer=self.tokenizer, chat_template=self.chat_template)
+        sampler = TransformersSampler(model, tokenizer=self.tokenizer, chat_template=self.chat_template,
+                                      chat_template_kwargs=self.template_kwargs)
         # Seeded sampling, in a forked RNG: training's own random stream must go on untouched.
         gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=gpus):
