@@ -92,3 +92,55 @@ def test_shared_prefill_matches_plain_generate_greedy(tiny_model, sample_states)
     plain = get_sampler("transformers", model=tiny_model, batch_size=4, share_prefill=False).sample(prompts, greedy)
     assert [[x.completion for x in r.samples] for r in shared] == [[x.completion for x in r.samples] for r in plain]
     assert all(len(set(x.completion for x in r.samples)) == 1 for r in shared)  # greedy: n identical samples
+
+
+# --- memory the user can bound: the call planner -------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from pivotrl.sampling.transformers_backend import plan_calls  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 9000), max_size=40).map(sorted), st.integers(1, 32), st.integers(1, 16),
+       st.integers(1, 200_000))
+def test_plan_keeps_every_call_within_the_budget(lengths, n, max_prompts, budget):
+    calls = plan_calls(lengths, n, max_prompts, budget)
+    assert sorted(i for group, _ in calls for i in group) == list(range(len(lengths)))  # each prompt once
+    for group, chunk in calls:
+        assert 1 <= chunk <= n and 1 <= len(group) <= max_prompts
+        if chunk < n:  # a long prompt sampled in chunks, alone in its calls
+            assert len(group) == 1 and (lengths[group[0]] * chunk <= budget or chunk == 1)
+        else:
+            assert sum(lengths[i] for i in group) * n <= budget or len(group) == 1
+
+
+def long_prompts(states, words=150):
+    """The sample states with a long pasted document in their first message (thousands of tokens)."""
+    out = []
+    for s in states:
+        ctx = [dict(m) for m in s.context]
+        ctx[0]["content"] = ctx[0]["content"] + " policy" * words
+        out.append(Prompt(ctx, s.tools))
+    return out
+
+
+def test_short_prompts_are_sampled_exactly_as_without_a_budget(tiny_model, sample_states):
+    """The default budget leaves the lab's prompt sizes as they were: same calls, same samples."""
+    prompts = [Prompt(s.context, s.tools) for s in sample_states[:10]]
+    params = SamplingParams(n=8, temperature=1.0, max_tokens=6)
+    default = get_sampler("transformers", model=tiny_model).sample(prompts, params, seed=3)
+    unbounded = get_sampler("transformers", model=tiny_model, token_budget=10**9).sample(prompts, params, seed=3)
+    assert [[x.completion for x in r.samples] for r in default] == [[x.completion for x in r.samples] for r in unbounded]
+
+
+def test_long_prompts_are_sampled_in_chunks_and_never_fail(tiny_model, sample_states):
+    prompts = long_prompts(sample_states[:3])
+    tight = get_sampler("transformers", model=tiny_model, token_budget=6000)
+    lengths = [r.prompt_tokens for r in tight.sample(prompts, SamplingParams(n=1, max_tokens=1))]
+    assert min(lengths) * 16 > 6000  # K=16 at once would pass the budget: samples come 4 at a time
+    res = tight.sample(prompts, SamplingParams(n=16, temperature=1.0, max_tokens=4), seed=0)
+    assert [len(r.samples) for r in res] == [16, 16, 16] and not any(r.skipped for r in res)
+    greedy = SamplingParams(n=4, temperature=0.0, max_tokens=8)
+    chunked = tight.sample(prompts, greedy)
+    plain = get_sampler("transformers", model=tiny_model, share_prefill=False, token_budget=10**9).sample(prompts, greedy)
+    assert [[x.completion for x in r.samples] for r in chunked] == [[x.completion for x in r.samples] for r in plain]

@@ -50,7 +50,7 @@ class ProfileConfig:
     chat_template_kwargs: dict = field(default_factory=dict)  # e.g. {enable_thinking: false} for Qwen3
     ray: bool = False
     num_workers: int = 2
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: float | None = None  # None: whole GPUs as the backend needs (sampling/ray_pool.py)
     ray_address: str | None = None
 
 

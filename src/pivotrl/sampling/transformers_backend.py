@@ -19,14 +19,42 @@ from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, Samplin
     register_backend, render_prompt
 
 
+def plan_calls(lengths: list[int], n: int, max_prompts: int, token_budget: int) -> list[tuple[list[int], int]]:
+    """Split prompts into `generate` calls under a memory budget: (positions in `lengths`, samples
+    per call). A call holds its prompts' key/value cache once per sample (the shared prefill repeats
+    it), so its cost is its prompt tokens x samples; calls keep that within `token_budget` and at most
+    `max_prompts` prompts. A prompt whose `n` samples alone exceed the budget gets a call of its own
+    and its samples come in chunks (at least one at a time: a long prompt never fails here)."""
+    calls: list[tuple[list[int], int]] = []
+    group: list[int] = []
+    tokens = 0
+    for i, length in enumerate(lengths):
+        if length * n > token_budget:
+            if group:
+                calls.append((group, n))
+                group, tokens = [], 0
+            calls.append(([i], max(1, min(n, token_budget // max(length, 1)))))
+            continue
+        if group and (len(group) >= max_prompts or (tokens + length) * n > token_budget):
+            calls.append((group, n))
+            group, tokens = [], 0
+        group.append(i)
+        tokens += length
+    if group:
+        calls.append((group, n))
+    return calls
+
+
 @register_backend("transformers")
 class TransformersSampler(Sampler):
     def __init__(self, model, device: str | None = None, dtype: str = "auto", batch_size: int = 8,
                  per_sample: bool = False, chat_template: str | None = None, num_threads: int | None = None,
                  max_context: int | None = None, share_prefill: bool = True, tokenizer=None,
-                 chat_template_kwargs: dict | None = None):
+                 chat_template_kwargs: dict | None = None, token_budget: int = 65536):
         """`model`: a local directory or hub id, or a loaded model (then pass its `tokenizer` too),
-        as when a trainer evaluates or re-profiles its current policy."""
+        as when a trainer evaluates or re-profiles its current policy. `batch_size`: prompts per
+        `generate` call at most; `token_budget`: prompt tokens x samples in flight per call at most
+        (`plan_calls`), the knob that bounds memory at long prompts and large K."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -52,10 +80,12 @@ class TransformersSampler(Sampler):
         self.chat_template = load_chat_template(chat_template)
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.batch_size, self.per_sample, self.share_prefill = max(1, batch_size), per_sample, share_prefill
+        self.token_budget = max(1, int(token_budget))
         # transformers renamed `past_key_values` to `cache` (5.2x); use whichever this version has.
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        self._cache_kw = "cache" if "cache" in inspect.signature(type(base).forward).parameters \
-            else "past_key_values"
+        forward = inspect.signature(type(base).forward).parameters
+        self._cache_kw = "cache" if "cache" in forward else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in forward
         self.max_context = max_context or getattr(self.model.config, "max_position_embeddings", None) or 10**9
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         eos = gen_eos or self.tokenizer.eos_token_id
@@ -77,19 +107,34 @@ class TransformersSampler(Sampler):
             else:
                 todo.append((i, ids))
         todo.sort(key=lambda x: len(x[1]))  # similar lengths together: less padding
-        step = 1 if self.per_sample else self.batch_size
-        for start in range(0, len(todo), step):
-            chunk = todo[start:start + step]
-            reps = 1 if self.per_sample else params.n
-            samples: dict[int, list[Sample]] = {i: [] for i, _ in chunk}
-            for _ in range(params.n if self.per_sample else 1):
-                for (i, _), out in zip(chunk, self._generate([ids for _, ids in chunk], params, reps)):
-                    samples[i].extend(out)
-            for i, ids in chunk:
-                results[i] = PromptResult(samples[i], len(ids))
+        if self.per_sample:  # one call per sample (the slow reference the throughput benchmark compares with)
+            for i, ids in todo:
+                results[i] = PromptResult([s for _ in range(params.n) for s in self._generate([ids], params, 1)[0]],
+                                          len(ids))
+            return results  # type: ignore[return-value]
+        for group, chunk in plan_calls([len(ids) for _, ids in todo], params.n, self.batch_size, self.token_budget):
+            batch = [todo[j][1] for j in group]
+            outs = self._generate(batch, params, params.n) if chunk >= params.n else \
+                [self._generate_chunked(batch[0], params, chunk)]
+            for j, out in zip(group, outs):
+                results[todo[j][0]] = PromptResult(out, len(todo[j][1]))
         return results  # type: ignore[return-value]
 
-    def _generate(self, batch: list[list[int]], params: SamplingParams, n: int) -> list[list[Sample]]:
+    def _generate_chunked(self, ids: list[int], params: SamplingParams, chunk: int) -> list[Sample]:
+        """The n samples of one long prompt, `chunk` at a time, from one prefill of it."""
+        import torch
+
+        prefilled = None
+        if self.share_prefill:
+            enc = self.tokenizer.pad({"input_ids": [ids]}, return_tensors="pt").to(self.device)
+            with torch.no_grad():
+                prefilled = self._prefill(enc["input_ids"], enc["attention_mask"])
+        out: list[Sample] = []
+        while len(out) < params.n:
+            out.extend(self._generate([ids], params, min(chunk, params.n - len(out)), prefilled)[0])
+        return out
+
+    def _generate(self, batch: list[list[int]], params: SamplingParams, n: int, prefilled=None) -> list[list[Sample]]:
         import torch
 
         enc = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
@@ -105,7 +150,7 @@ class TransformersSampler(Sampler):
         self.model.eval()
         with torch.no_grad():
             if self.share_prefill:
-                out = self._generate_shared(enc["input_ids"], enc["attention_mask"], n, kwargs)
+                out = self._generate_shared(enc["input_ids"], enc["attention_mask"], n, kwargs, prefilled)
             else:  # inputs repeated by hand: greedy decoding refuses num_return_sequences > 1
                 out = self.model.generate(input_ids=enc["input_ids"].repeat_interleave(n, 0),
                                           attention_mask=enc["attention_mask"].repeat_interleave(n, 0), **kwargs)
@@ -125,14 +170,25 @@ class TransformersSampler(Sampler):
             per_prompt.append(row)
         return per_prompt
 
-    def _generate_shared(self, ids, mask, n: int, kwargs: dict):
-        """Prefill all but the last prompt token once, repeat the cache n times, then generate."""
+    def _prefill(self, ids, mask):
+        """The key/value cache of all but the last prompt token. Logits for the last position only:
+        the prefill's own logits are never used, and for every position they would cost prompt
+        tokens x vocabulary (about 19 GB at 8 x 8k tokens of Qwen3's 151,936-token vocabulary)."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at each prompt
+        extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
         self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1],
-                   use_cache=True, **{self._cache_kw: cache})
+                   use_cache=True, **{self._cache_kw: cache}, **extra)
+        return cache
+
+    def _generate_shared(self, ids, mask, n: int, kwargs: dict, prefilled=None):
+        """Prefill all but the last prompt token once, repeat the cache n times, then generate. A
+        `prefilled` cache (a long prompt sampled in chunks) is copied, never consumed."""
+        import copy
+
+        cache = copy.deepcopy(prefilled) if prefilled is not None else self._prefill(ids, mask)
         if n > 1:
             cache.batch_repeat_interleave(n)
         gen_kwargs = {**kwargs, self._cache_kw: cache}

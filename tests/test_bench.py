@@ -1,0 +1,23 @@
+"""The GPU check script runs end to end on the CPU at a tiny size (its real run needs a GPU)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_gpu_check_runs_at_a_tiny_size(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--tiny", "-o", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["size"] == "tiny" and result["parameters"] > 0
+    assert result["greedy"] == {"shared_equals_plain": True, "chunked_equals_plain": True}
+    assert all(c["samples"] == c["k"] * len(c["prompt_tokens"]) and c["skipped"] == 0 for c in result["profile"])
+    tight, loose = result["profile"][0], result["profile"][-1]
+    assert tight["predicted_peak_gb"] <= loose["predicted_peak_gb"]  # a smaller budget plans smaller calls
+    assert result["train_full"]["master_dtype"] == "torch.float32" and result["train_full"]["changed_share_q_proj"] > 0.5
+    assert result["train_lora"]["lora"] is True
