@@ -85,3 +85,31 @@ def test_demo_runs_and_shows_functional_beats_exact(tmp_path):
     assert summary["paraphrased reply"]["exact"] == 0.0
     assert all(summary[k][v] == 0.0 for k in ("wrong tool", "broken call / cut off", "wrong argument value")
                for v in ("exact", "tool_call", "tool_call_schema"))
+
+
+def test_verify_rescores_nemo_gym_rollouts_and_reports_agreement(tmp_path):
+    """Rollouts written here in NeMo Gym's format (a Responses `response`, the recorded `reward`), one
+    or more per server: tool-use comparison, swe_pivot, terminus_judge string-only."""
+    from pathlib import Path
+
+    rollouts = Path(__file__).parent / "data" / "nemo_gym_rollouts.jsonl"
+    out = tmp_path / "scores.jsonl"
+    r = run("verify", rollouts, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "agreement with the recorded rewards: 8 of 8 (100.0%)" in r.output
+    scores = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [s["reward"] for s in scores] == [s["recorded"] for s in scores]
+    assert {s["reason"] for s in scores} >= {"target_mismatch", "task_complete_check_failed", "json_parsing_failed"}
+
+
+def test_a_response_becomes_the_completion_the_servers_read():
+    from pivotrl.pivots.gym import response_to_completion
+
+    response = {"output": [{"type": "reasoning", "summary": [{"text": "hidden"}]},
+                           {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "first"}]},
+                           {"type": "function_call", "name": "f", "arguments": "{\"a\": 1}", "call_id": "c1"},
+                           {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "last"},
+                                                                                  {"type": "output_text", "text": "part"}]}]}
+    message = response_to_completion(response)
+    assert message["content"] == "last\npart" and "hidden" not in json.dumps(message)
+    assert message["tool_calls"][0]["function"] == {"name": "f", "arguments": "{\"a\": 1}"}

@@ -123,3 +123,45 @@ def test_consecutive_function_calls_merge_into_one_assistant_turn():
     msgs = items_to_messages(items)
     assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "tool"]
     assert [c["function"]["name"] for c in msgs[1]["tool_calls"]] == ["f", "g"]
+
+
+def terminal_row(uid: str, turn: int, keystrokes: str) -> dict:
+    """A row in the Terminal pivots' layout (written here): `expected_answer` holds the Terminus JSON,
+    the source trajectory is `metadata.source_trajectory_uid`, the turn `pivot_agent_turn_index`."""
+    answer = json.dumps({"analysis": "list", "plan": "look", "commands": [{"keystrokes": keystrokes, "duration": 0.1}],
+                         "task_complete": False})
+    return {"responses_create_params": {"input": [{"role": "user", "content": "Find the config file."}]},
+            "expected_answer": answer, "metadata": {"source_trajectory_uid": uid, "harness": "terminus_2"},
+            "pivot_agent_turn_index": turn, "agent_ref": {"type": "responses_api_agents", "name": "terminus_judge_agent"}}
+
+
+def test_terminal_pivot_rows_load_round_trip_and_split_by_source(tmp_path):
+    from pivotrl.pivots.split import choose_heldout
+    from pivotrl.rewards import get_verifier
+    from pivotrl.train.common import split_states
+
+    rows = [terminal_row("traj-a", 3, "ls -la\n"), terminal_row("traj-a", 5, "cat cfg.yaml\n"),
+            terminal_row("traj-b", 2, "pwd\n")]
+    path = write_lines(tmp_path / "terminal.jsonl", rows)
+    states = load_states(path)
+    assert [s.trajectory_id for s in states] == ["traj-a", "traj-a", "traj-b"]
+    assert [s.turn_index for s in states] == [3, 5, 2] and len({s.id for s in states}) == 3
+    assert states[0].reference.kind == "message" and json.loads(states[0].reference.text)["commands"]
+    assert [state_to_gym_row(s) for s in states] == rows  # nothing added, nothing lost
+    held = set(choose_heldout([s.trajectory_id for s in states], 0.5, seed=0))
+    train, test = split_states(states, held)
+    assert {s.trajectory_id for s in train}.isdisjoint({s.trajectory_id for s in test})  # by source, not row
+    good = rows[0]["expected_answer"]
+    assert get_verifier("dispatch").score(good, states[0]).reward == 1.0  # scored by the terminus rules
+
+
+def test_swe_pivot_rows_keep_their_trajectory_and_profiling_columns(tmp_path):
+    row = {"responses_create_params": {"input": [{"role": "user", "content": "Fix the failing test."}],
+                                       "tools": [{"type": "function", "name": "execute_bash", "parameters": {}}]},
+           "expected_action": {"type": "function_call", "name": "execute_bash",
+                               "arguments": '{"command": "pytest tests/test_a.py"}'},
+           "trajectory_id": "swe-17", "prefix_position": 4, "pass_rate_total": 8, "pass_rate_passed": 3,
+           "agent_ref": {"type": "responses_api_agents", "name": "swe_pivot_tool_simulation_agent"}}
+    (state,) = load_states(write_lines(tmp_path / "swe.jsonl", [row]))
+    assert state.trajectory_id == "swe-17" and state.reference.calls[0].name == "execute_bash"
+    assert state_to_gym_row(state) == row

@@ -69,20 +69,80 @@ def term(keys, done=False):
                        "task_complete": done})
 
 
-def test_terminus():
+def term1(keys, done=False):
+    return json.dumps({"state_analysis": "s", "explanation": "e", "is_task_complete": done,
+                       "commands": [{"keystrokes": k, "is_blocking": True, "timeout_sec": 5} for k in keys]})
+
+
+def terminal_state(answer: str, harness: str | None = "terminus_2", **row):
+    extra = {"metadata": {"harness": harness}} if harness else {}
+    return S(Action.message(answer), tools=[], meta={"gym": {"extra": {**extra, **row}}})
+
+
+def test_terminus_string_mode():
     v = get_verifier("terminus")
-    r = S(Action.message(term(["ls -la\n", "cat notes.txt\n"])), tools=[])
-    assert v.score(term(["ls -la\n", "cat notes.txt\n"]), r).reward == 1.0
-    assert v.score("```json\n" + term(["ls -la\n", "cat notes.txt\n"]) + "\n```", r).reward == 1.0
-    assert v.score(term(["ls -la\ncat notes.txt\n"]), r).reward == 1.0  # concatenated keystrokes
-    assert v.score(term(["rm -rf /tmp/x\n"]), r).reason == "keystrokes_different"
-    assert v.score('{"commands": "ls"}', r).reason == "schema_invalid"
-    done = S(Action.message(term(["exit\n"], done=True)), tools=[])
-    assert v.score(term(["exit\n"], done=False), done).reason == "not_complete"
+    r = terminal_state(term(["ls -la\n", "cat notes.txt\n"]))
+    assert v.score(term(["ls -la\n", "cat notes.txt\n"]), r) == Score(1.0, "none")
+    assert v.score("<think>plan</think>" + term(["ls -la\n", "cat notes.txt\n"]), r).reward == 1.0
+    assert v.score("```json\n" + term(["ls -la\n", "cat notes.txt\n"]) + "\n```", r).reason == "json_parsing_failed"
+    assert v.score(term(["rm -rf /tmp/x\n"]), r).reason == "command_correctness_failed"
+    assert v.score('{"commands": "ls"}', r).reason == "schema_check_failed"
+    assert v.score('["ls"]', r).reason == "schema_check_failed"  # JSON, not an object
+    assert v.score(json.dumps({"analysis": "a", "plan": "p", "commands": [], "extra": 1}), r).reason == \
+        "schema_check_failed"  # no other keys
+    # keystrokes joined by a space, as the server does: two commands equal one with the space between
+    split = terminal_state(term(["ls", "-la"]))
+    assert v.score(term(["ls -la"]), split).reward == 1.0
+    assert v.score(term([]), terminal_state(term([]))).reward == 1.0  # two empty lists: identical
+    assert v.score(term([]), split).reason == "command_correctness_failed"  # one empty: 0
+
+
+def test_terminus_completion_flags_must_be_equal():
+    v = get_verifier("terminus")
+    done = terminal_state(term(["exit\n"], done=True))
+    assert v.score(term(["exit\n"], done=False), done).reason == "task_complete_check_failed"
     assert v.score(term(["exit\n"], done=True), done).reward == 1.0
-    loose = S(Action.message(term(["cat notes.txt\n"])), tools=[], meta={"threshold": 0.5})
+    open_ = terminal_state(term(["ls\n"], done=False))
+    assert v.score(term(["ls\n"], done=True), open_).reason == "task_complete_check_failed"  # both ways
+    one = terminal_state(term1(["exit\n"], done=True), harness="terminus_1")
+    assert v.score(term1(["exit\n"], done=True), one).reward == 1.0
+    assert v.score(term1(["exit\n"], done=False), one).reason == "task_complete_check_failed"
+
+
+def test_terminus_harnesses_and_thresholds():
+    v = get_verifier("terminus")
+    one = terminal_state(term1(["ls -la\n"]), harness="terminus_1")
+    assert v.score(term1(["ls -la\n"]), one).reward == 1.0
+    assert v.score(term(["ls -la\n"]), one).reason == "schema_check_failed"  # the row's harness decides
+    assert v.score(term(["ls\n"]), terminal_state(term(["ls\n"]), harness="terminus_9")).reason == "unknown_harness"
+    bare = S(Action.message(term(["ls\n"])), tools=[])  # no harness on the row: inferred from the reference
+    assert v.score(term(["ls\n"]), bare).reward == 1.0
+    assert get_verifier("terminus", infer_harness=False).score(term(["ls\n"]), bare).reason == "unknown_harness"
+    loose = terminal_state(term(["cat notes.txt\n"]), threshold=0.5)
     assert v.score(term(["cat note.md\n"]), loose).reward == 1.0  # a row's own threshold wins
-    assert get_verifier("terminus").score(term(["cat note.md\n"]), S(Action.message(term(["cat notes.txt\n"])))).reward == 0.0
+    assert v.score(term(["cat note.md\n"]), terminal_state(term(["cat notes.txt\n"]))).reward == 0.0
+    assert v.score(term(["ls\n"]), terminal_state("not json")).reason == "json_parsing_failed"
+
+
+def test_terminus_judge_mode_asks_twice_with_the_answers_swapped():
+    prompts = []
+
+    def judge(prompt):
+        prompts.append(prompt)
+        return "Same effect. [[A=B]] they are equivalent" if len(prompts) == 1 else "No. [[A!=B]] not equivalent"
+
+    gold, cand = term(["grep -n foo src/a.py\n"]), term(["cat src/a.py | grep foo\n"])
+    r = terminal_state(gold)
+    once = get_verifier("terminus", judge=judge)
+    assert once.score(cand, r) == Score(1.0, "none") and len(prompts) == 1
+    assert prompts[0].index(gold) < prompts[0].index(cand)  # GOLD first
+    prompts.clear()
+    twice = get_verifier("terminus", judge=judge, check_twice_swap=True, reward_if_swap_fails=0.25)
+    assert twice.score(cand, r) == Score(0.25, "judge_evaluation_failed") and len(prompts) == 2
+    assert prompts[1].index(cand) < prompts[1].index(gold)  # swapped
+    first_wins = get_verifier("terminus", judge=lambda p: "[[A!=B]] ... [[A=B]]")
+    assert first_wins.score(cand, r).reason == "judge_evaluation_failed"
+    assert get_verifier("terminus", judge=lambda p: "no label").score(cand, r).reason == "judge_evaluation_failed"
 
 
 # --- string_similarity, exact -------------------------------------------------------------------

@@ -93,24 +93,28 @@ def extract(
 @app.command()
 def verify(
     pairs: Path = typer.Argument(..., help="JSONL of {'state': {...} | 'state_id': ..., 'completion': ...}, "
-                                 "or NeMo Gym rows with a 'completion' field."),
-    verifier: str = typer.Option("tool_call", "--verifier", "-v", help="Registered name or module:callable."),
+                                 "NeMo Gym rows with a 'completion' field, or NeMo Gym rollouts (a 'response')."),
+    verifier: str = typer.Option("dispatch", "--verifier", "-v", help="Registered name or module:callable "
+                                 "(default dispatch: each NVIDIA row by its agent's verifier)."),
     option: list[str] = typer.Option([], "--option", "-O", help="Verifier option key=value (repeatable)."),
     states: Optional[Path] = typer.Option(None, help="States file to resolve 'state_id' references."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write one score per line here."),
 ):
-    """Score completions against reference actions; print the reward distribution and reasons."""
+    """Score completions against reference actions; print the reward distribution and reasons.
+    NeMo Gym rollouts are re-scored and compared with the reward NeMo Gym recorded."""
     from pivotrl.artifacts import iter_jsonl, write_jsonl
     from pivotrl.pivots import State, gym_row_to_state, load_states
-    from pivotrl.pivots.gym import is_gym_row
+    from pivotrl.pivots.gym import is_gym_row, is_rollout, response_to_completion
     from pivotrl.rewards import get_verifier, safe_score
 
     v = get_verifier(verifier, **_parse_options(option))
     by_id = {s.id: s for s in load_states(states)} if states else {}
     scores = []
     for line, rec in iter_jsonl(pairs):
+        if isinstance(rec, dict) and "completion" not in rec and is_rollout(rec):
+            rec = {**rec, "completion": response_to_completion(rec["response"])}
         if not isinstance(rec, dict) or "completion" not in rec:
-            raise DataError("each line needs a 'completion'", file=str(pairs), line=line)
+            raise DataError("each line needs a 'completion' (or a NeMo Gym 'response')", file=str(pairs), line=line)
         try:
             if is_gym_row(rec):
                 st = gym_row_to_state(rec)
@@ -126,7 +130,8 @@ def verify(
             raise DataError(f"bad state: {exc}", file=str(pairs), line=line) from None
         s = safe_score(v, rec["completion"], st)
         scores.append({"line": line, "state_id": st.id if hasattr(st, "id") else None,
-                       "reward": s.reward, "reason": s.reason})
+                       "reward": s.reward, "reason": s.reason, "recorded": rec.get("reward"),
+                       "recorded_reason": rec.get("failure_reason")})
     if output:
         write_jsonl(output, scores)
     rewards = [s["reward"] for s in scores]
@@ -137,6 +142,15 @@ def verify(
     console.print(_table("reward distribution", [(k, bins[k]) for k in ("1", "(0,1)", "0") if bins[k]],
                          ("reward", "count")))
     console.print(_table("reasons", Counter(s["reason"] for s in scores).most_common(), ("reason", "count")))
+    recorded = [s for s in scores if isinstance(s["recorded"], (int, float))]
+    if recorded:  # NeMo Gym rollouts: do we give the reward NeMo Gym gave?
+        agree = [s for s in recorded if abs(s["reward"] - float(s["recorded"])) < 1e-9]
+        console.print(f"agreement with the recorded rewards: {len(agree)} of {len(recorded)} "
+                      f"({len(agree) / len(recorded):.1%})", soft_wrap=True)
+        pairs_ = Counter((s["reason"], str(s["recorded_reason"]), abs(s["reward"] - float(s["recorded"])) < 1e-9)
+                         for s in recorded)
+        console.print(_table("ours vs recorded", [(a, b, "yes" if same else "NO", n) for (a, b, same), n in
+                                                   pairs_.most_common()], ("our reason", "their reason", "agree", "rows")))
 
 
 @app.command()
@@ -611,11 +625,18 @@ def lab_base_path():
 
 @app.command()
 def verifiers():
-    """List the registered verifiers."""
+    """List the registered verifiers, one line each."""
     from pivotrl.rewards import list_verifiers
+    from pivotrl.rewards.base import _REGISTRY
 
+    modules = [c.__module__ for c in _REGISTRY.values()]
     for name in list_verifiers():
-        console.print(name)
+        cls = _REGISTRY[name]  # a module's doc describes its verifier, unless it holds several
+        own = modules.count(cls.__module__) > 1 and cls.__dict__.get("__doc__")
+        doc = own or __import__(cls.__module__, fromlist=["__doc__"]).__doc__ or ""
+        doc = " ".join(doc.strip().split("\n\n")[0].split())
+        doc = doc.split(": ", 1)[-1] if doc.startswith("`") else doc  # module docs open with "`name`: ..."
+        console.print(f"[bold]{name}[/]  {doc.split('. ')[0].rstrip('.')}", soft_wrap=True)
 
 
 @app.command()

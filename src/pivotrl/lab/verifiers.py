@@ -73,6 +73,8 @@ class _LabVerifier:
 
 @register_verifier("lab_terminal")
 class TerminalVerifier(_LabVerifier):
+    """The lab terminal's `run`: the same command up to flags, or the same effect in a sandboxed copy of the task folder."""
+
     def __init__(self, execute: bool = True):
         self.execute = execute
         self._cache: dict[str, Any] = {}
@@ -109,6 +111,8 @@ class TerminalVerifier(_LabVerifier):
 
 @register_verifier("lab_code")
 class CodeVerifier(_LabVerifier):
+    """The lab code domain's calls: an `edit` that gives the same file, other calls as in `tool_call`."""
+
     answer_in_messages = False  # a code task ends when its tests pass, not with an answer
 
     def __init__(self):

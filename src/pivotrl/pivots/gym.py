@@ -33,22 +33,32 @@ def is_gym_row(row: dict) -> bool:
 
 
 def gym_row_to_state(row: dict, domain: str | None = None) -> State:
+    """A state from one row. Every release's layout: `expected_action`, or the Terminal pivots'
+    `expected_answer` (the Terminus JSON the agent should write, a message); the trajectory from
+    `trajectory_id`, or `metadata.source_trajectory_uid` (Terminal pivots), so held-out data is
+    split by source trajectory, never by row; the turn from `pivot_agent_turn_index` when given."""
     rcp = row.get("responses_create_params")
     if not isinstance(rcp, dict) or not isinstance(rcp.get("input"), list):
         raise DataError("'responses_create_params.input' must be a list of Responses items")
-    if "expected_action" not in row:
-        raise DataError("NeMo Gym row without 'expected_action'")
+    if "expected_action" in row:
+        reference = expected_to_action(row["expected_action"])
+    elif isinstance(row.get("expected_answer"), str):
+        reference = expected_answer_to_action(row["expected_answer"])
+    else:
+        raise DataError("NeMo Gym row without 'expected_action' (or 'expected_answer')")
     items = rcp["input"]
     context = items_to_messages(items)
     tools = [to_openai_tool(t) for t in rcp.get("tools") or []]
-    reference = expected_to_action(row["expected_action"])
     turn = sum(m["role"] == "assistant" for m in context)
-    tid = row.get("trajectory_id")
+    if isinstance(row.get("pivot_agent_turn_index"), int):
+        turn = row["pivot_agent_turn_index"]
+    metadata = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+    tid = row.get("trajectory_id", metadata.get("source_trajectory_uid"))
     if tid is None:
         tid = "row-" + hashlib.sha1(json.dumps(items, sort_keys=True).encode()).hexdigest()[:12]
     gym = {"params": {k: v for k, v in rcp.items() if k not in ("input", "tools")},
            "input": items, "tools": rcp.get("tools"),
-           "expected_action": row["expected_action"],
+           "expected_action": row.get("expected_action"),
            "extra": {k: v for k, v in row.items() if k not in ("responses_create_params", "expected_action")}}
     meta_info = row.get("meta_info") if isinstance(row.get("meta_info"), dict) else {}
     dom = domain or row.get("domain") or meta_info.get("domain") or _agent_domain(row)
@@ -76,11 +86,13 @@ def state_to_gym_row(state: State, agent_name: str = DEFAULT_AGENT) -> dict:
     if tools is not None:
         rcp["tools"] = tools
     rcp.update(gym.get("params", {}))
-    row: dict[str, Any] = {"responses_create_params": rcp, "expected_action": expected}
+    row: dict[str, Any] = {"responses_create_params": rcp}
+    if gym.get("expected_action") is not None or "expected_answer" not in gym.get("extra", {}):
+        row["expected_action"] = expected  # a Terminal pivot row keeps its own `expected_answer` only
     extra = dict(gym.get("extra", {}))
     extra.setdefault("agent_ref", {"type": "responses_api_agents", "name": agent_name})
-    extra.setdefault("trajectory_id", state.trajectory_id)
-    if "gym" not in state.meta:
+    if "gym" not in state.meta:  # a row read from a file keeps its own layout (no id column added)
+        extra.setdefault("trajectory_id", state.trajectory_id)
         extra.setdefault("meta_info", {"turn_index": state.turn_index, "num_turns": state.num_turns,
                                        "domain": state.domain, "state_id": state.id})
     row.update(extra)
@@ -174,6 +186,43 @@ def expected_to_action(expected: Any) -> Action:
             raise DataError("'function_call_batch' without calls")
         return Action.tool_calls(out)
     raise DataError(f"unknown expected_action type {typ!r}")
+
+
+def is_rollout(row: dict) -> bool:
+    """A NeMo Gym rollout: a row with the policy's Responses API `response` (and its recorded `reward`)."""
+    return is_gym_row(row) and isinstance(row.get("response"), dict)
+
+
+def response_to_completion(response: dict) -> dict:
+    """A Responses API response's `output` as one assistant message, as the servers read it: the
+    text of the last assistant message, every function call; reasoning items dropped."""
+    text, calls = "", []
+    for item in response.get("output") or []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message" and item.get("role", "assistant") == "assistant":
+            content = item.get("content")
+            text = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)) \
+                if isinstance(content, list) else str(content or "")
+        elif item.get("type") == "function_call":
+            calls.append({"id": item.get("call_id") or f"call_{len(calls)}", "type": "function",
+                          "function": {"name": item.get("name") or "", "arguments": item.get("arguments") or ""}})
+    message: dict = {"role": "assistant", "content": text.strip()}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def expected_answer_to_action(answer: str) -> Action:
+    """`expected_answer`: a function call given as JSON (some exports), else the text the agent
+    should write (Terminal pivots: the Terminus JSON action)."""
+    try:
+        parsed = json.loads(answer)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("type") in ("function_call", "function_call_batch"):
+        return expected_to_action(parsed)
+    return Action.message(answer)
 
 
 def action_to_expected(action: Action) -> dict:

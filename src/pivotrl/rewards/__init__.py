@@ -7,6 +7,6 @@ from pivotrl.rewards.base import (  # noqa: F401
 )
 from pivotrl.rewards.parse import parse_action  # noqa: F401
 from pivotrl.rewards import (  # noqa: F401  (registration side effect)
-    dispatch, exact, judge, shell, string_similarity, terminus, tool_call, tool_call_schema,
+    dispatch, exact, judge, shell, string_similarity, swe_pivot, terminus, tool_call, tool_call_schema,
 )
 from pivotrl.lab import verifiers as _lab_verifiers  # noqa: F401,E402  (the lab's terminal and code verifiers)
