@@ -93,6 +93,9 @@ def test_terminus_string_mode():
     # keystrokes joined by a space, as the server does: two commands equal one with the space between
     split = terminal_state(term(["ls", "-la"]))
     assert v.score(term(["ls -la"]), split).reward == 1.0
+    strict = {"threshold": 0.99}
+    assert get_verifier("terminus", **strict).score(term(["ls -la"]), split).reward == 1.0
+    assert get_verifier("terminus", separator="", **strict).score(term(["ls -la"]), split).reward == 0.0  # "ls-la"
     assert v.score(term([]), terminal_state(term([]))).reward == 1.0  # two empty lists: identical
     assert v.score(term([]), split).reason == "command_correctness_failed"  # one empty: 0
 

@@ -10,7 +10,9 @@ An action is a JSON object in a Terminus harness's format, named by the row (`me
   against the harness's schema -> `schema_check_failed`;
 - the completion flags (`task_complete` or `is_task_complete`, absent = false) must be *equal* ->
   `task_complete_check_failed`;
-- the keystrokes of all commands, joined by a space, must reach a `difflib.SequenceMatcher` ratio of
+- the keystrokes of all commands, joined by `separator` (a space, as the server's code does today; its
+  published example rollouts were scored with them joined by nothing: `separator=""` reproduces
+  their recorded similarity scores), must reach a `difflib.SequenceMatcher` ratio of
   `threshold` against the reference's (0.9 as in the server's string-only config; a row's own
   `threshold` wins; two empty command lists are identical, one empty is 0) -> pass (`none`);
 - below it, `command_correctness_failed`, unless a `judge` (a callable prompt -> reply, or
@@ -123,7 +125,7 @@ class TerminusVerifier:
     def __init__(self, threshold: float = 0.9, enable_string_similarity: bool = True, harness: str | None = None,
                  infer_harness: bool = True, judge: Callable[[str], str] | str | None = None,
                  judge_prompt_template: str = DEFAULT_TEMPLATE, check_twice_swap: bool = False,
-                 reward_if_swap_fails: float = 0.0):
+                 reward_if_swap_fails: float = 0.0, separator: str = " "):
         if isinstance(judge, str):
             import importlib
 
@@ -133,6 +135,7 @@ class TerminusVerifier:
         self.harness, self.infer = harness, infer_harness
         self.judge, self.template = judge, judge_prompt_template
         self.swap, self.swap_fail_reward = check_twice_swap, float(reward_if_swap_fails)
+        self.separator = separator
         self.judge_calls = 0
 
     def _row(self, state, key: str):
@@ -171,7 +174,7 @@ class TerminusVerifier:
             threshold = row_threshold if row_threshold is not None else self.threshold
             if threshold is None:
                 raise ValueError("a string similarity threshold is needed")
-            if command_similarity(expected, got) >= float(threshold):
+            if command_similarity(expected, got, self.separator) >= float(threshold):
                 return Score(1.0, "none")
         if self.judge is None:  # string-only mode
             return Score(0.0, "command_correctness_failed")
