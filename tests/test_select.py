@@ -115,3 +115,21 @@ def test_select_and_report_commands(tmp_path, profile_path):
     assert {p.name for p in (tmp_path / "report").iterdir()} == {
         "README.md", "mean_reward_hist.png", "variance_by_turn.png", "pivots_by_domain.png"}
     assert "pivots (variance > 0 and mean < 0.75): **3**" in (tmp_path / "report" / "README.md").read_text()
+
+
+def test_saving_pivots_in_python_carries_the_bill_and_the_split(profile_path, tmp_path):
+    import json
+
+    from pivotrl.pivots import load_states
+    from pivotrl.pivots.profile import meta_path
+    from pivotrl.pivots.select import save_pivots
+    from pivotrl.pivots.split import heldout_path, read_heldout, write_heldout
+
+    meta_path(profile_path).write_text(json.dumps({"samples": 64, "generated_tokens": 512}))
+    write_heldout(heldout_path(profile_path), ["t-1"], fraction=0.1, seed=0, source="test")
+    kept = select(load_candidates(profile_path), "pivot")
+    out = tmp_path / "pivots.jsonl"
+    assert save_pivots(kept, out, source=profile_path, rule="pivot") == len(kept) == len(load_states(out))
+    bill = json.loads(meta_path(out).read_text())
+    assert bill["samples"] == 64 and bill["selected"] == len(kept) and bill["selected_by"] == "pivot"
+    assert read_heldout(heldout_path(out)) == {"t-1"}

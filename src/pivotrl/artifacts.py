@@ -83,6 +83,28 @@ def repair_journal(path: str | os.PathLike) -> int:
         return size - keep
 
 
+def file_kind(path: str | os.PathLike) -> str:
+    """What a pipeline file holds, from its first record: `profile` (records with a state and its
+    rewards), `gym` (NeMo Gym rows), `states` (ours), else `trajectories` (OpenAI/ShareGPT/HF)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        keys = set(pq.read_schema(path).names)
+    elif path.is_dir() or not path.exists():
+        return "trajectories"  # a saved Hugging Face dataset (or a path the loaders will report)
+    else:
+        first = next((r for _, r in iter_jsonl(path, Counter())), None)
+        keys = set(first) if isinstance(first, dict) else set()
+    if {"state", "rewards"} <= keys:
+        return "profile"
+    if "responses_create_params" in keys:
+        return "gym"
+    if "reference" in keys and "context" in keys:
+        return "states"
+    return "trajectories"
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w"):
     """Open a temporary sibling of `path`; rename it over `path` only if the block succeeds."""

@@ -156,19 +156,16 @@ def verify(
 @app.command()
 def info(file: Path = typer.Argument(..., help="A trajectory file, a states file, or NeMo Gym rows.")):
     """Print statistics of a trajectory or state file."""
-    from pivotrl.artifacts import iter_jsonl
+    from pivotrl.artifacts import file_kind
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import load_states
 
-    first = None
-    if file.suffix == ".jsonl" or file.suffix == ".json":
-        first = next((r for _, r in iter_jsonl(file)), None)
-    is_states = isinstance(first, dict) and ("responses_create_params" in first or "reference" in first)
-    if is_states:
+    kind = file_kind(file)
+    if kind in ("states", "gym"):
         sts = load_states(file)
         kinds = Counter(s.reference.kind for s in sts)
         ctx = sorted(len(s.context) for s in sts) or [0]
-        rows = [("kind", "NeMo Gym rows" if "responses_create_params" in first else "states"),
+        rows = [("kind", "NeMo Gym rows" if kind == "gym" else "states"),
                 ("states", len(sts)), ("trajectories", len({s.trajectory_id for s in sts})),
                 ("tool-call actions", kinds["tool_calls"]), ("message actions", kinds["message"]),
                 ("parallel-call actions", sum(len(s.reference.calls) > 1 for s in sts)),
@@ -199,12 +196,11 @@ def convert(
     agent: str = typer.Option("single_step_tool_use_with_argument_comparison_agent", help="agent_ref name for gym rows."),
 ):
     """Convert between trajectory formats and NeMo Gym rows."""
-    from pivotrl.artifacts import iter_jsonl, write_jsonl
+    from pivotrl.artifacts import file_kind, write_jsonl
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import extract_states, load_states, state_to_gym_row
 
-    first = next((r for _, r in iter_jsonl(input)), None) if input.suffix == ".jsonl" else None
-    is_states = isinstance(first, dict) and ("responses_create_params" in first or "reference" in first)
+    is_states = file_kind(input) in ("states", "gym")
     if to == "gym":
         states = load_states(input) if is_states else extract_states(load_trajectories(input))
         n = write_jsonl(output, (state_to_gym_row(s, agent) for s in states))
@@ -221,39 +217,21 @@ def convert(
     console.print(f"wrote {n} records to {output}")
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def profile(
+    ctx: typer.Context,
     states: Path = typer.Argument(..., help="States JSONL (from extract) or NeMo Gym rows."),
     output: Path = typer.Option(..., "-o", "--output", help="profile.parquet or .jsonl (records), or rows with --format gym."),
     config: Optional[Path] = typer.Option(None, help="YAML with any ProfileConfig key; flags override it."),
-    model: Optional[str] = typer.Option(None, help="Frozen reference policy: local dir or hub id."),
-    k: Optional[int] = typer.Option(None, "--k", help="Samples per state (default 8)."),
-    verifier: Optional[str] = typer.Option(None, "--verifier", "-v", help="Verifier name or module:callable."),
-    option: list[str] = typer.Option([], "--option", "-O", help="Verifier option key=value."),
-    backend: Optional[str] = typer.Option(None, help="transformers (default), vllm or openai."),
+    option: list[str] = typer.Option([], "--option", "-O", help="Verifier option key=value (repeatable)."),
     backend_option: list[str] = typer.Option([], "--backend-option", "-B", help="Backend option key=value "
                                              "(e.g. base_url=http://127.0.0.1:8000/v1, batch_size=16)."),
-    temperature: Optional[float] = typer.Option(None),
-    top_p: Optional[float] = typer.Option(None, "--top-p"),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="States per sampling batch."),
-    keep_samples: Optional[bool] = typer.Option(None, "--keep-samples/--no-keep-samples", help="Store the sampled texts."),
-    format: Optional[str] = typer.Option(None, "--format", help="records (default) or gym."),
-    seed: Optional[int] = typer.Option(None),
-    chat_template: Optional[str] = typer.Option(None, "--chat-template", help="Jinja chat template file."),
-    ray: Optional[bool] = typer.Option(None, "--ray/--no-ray", help="Fan out over Ray actors."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers"),
-    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing cluster (default: start one)."),
 ):
     """Sample K actions per state from the frozen reference policy and score them (resumable)."""
     from pivotrl.pivots import load_states
     from pivotrl.pivots.profile import ProfileConfig, profile_states
 
-    cfg = load_config(ProfileConfig, config, model=model, k=k, verifier=verifier, backend=backend,
-                      temperature=temperature, top_p=top_p, max_tokens=max_tokens, batch_size=batch_size,
-                      keep_samples=keep_samples, format=format, seed=seed, chat_template=chat_template, ray=ray,
-                      num_workers=num_workers, gpus_per_worker=gpus_per_worker, ray_address=ray_address)
+    cfg = _config_from_cli(ProfileConfig, config, ctx.args)
     cfg.verifier_options.update(_parse_options(option))
     cfg.backend_options.update(_parse_options(backend_option))
     sts = load_states(states)
@@ -338,23 +316,12 @@ def select_cmd(
     format: str = typer.Option("states", "--format", help="states (our JSONL) or gym (NeMo Gym rows)."),
 ):
     """Keep the pivots: states with mixed outcomes (variance > 0, mean < lambda_diff) or another rule."""
-    from pivotrl.artifacts import write_jsonl
-    from pivotrl.pivots.gym import state_to_gym_row
-    from pivotrl.pivots.select import RULES, breakdown, load_candidates, select
-    from pivotrl.pivots.split import carry_heldout
-    from pivotrl.pivots.state import write_states
+    from pivotrl.pivots.select import RULES, breakdown, load_candidates, save_pivots, select
 
     lo, hi = band if band else (0.0, 1.0)
     cands = load_candidates(profile_file)
     kept = select(cands, rule, lambda_diff=lambda_diff, top_k=top_k, lo=lo, hi=hi)
-    if format == "gym":
-        write_jsonl(output, (state_to_gym_row(c.state) for c in kept))
-    elif format == "states":
-        write_states(output, (c.state for c in kept))
-    else:
-        raise DataError(f"--format must be states or gym, not {format!r}")
-    _carry_profile_cost(profile_file, output, rule, len(kept))
-    carry_heldout(profile_file, output)
+    save_pivots(kept, output, source=profile_file, rule=rule, fmt=format)
     counts = []
     for r in RULES:
         if r == "variance_top_k" and top_k is None:
@@ -371,17 +338,6 @@ def select_cmd(
                    else 3 + int(p.split()[-1]))
     console.print(_table(f"kept by {rule}, by turn position", [(p, b["position"][p], b["position_kept"][p]) for p in order],
                          ("position", "candidates", "kept")))
-
-
-def _carry_profile_cost(profile_file: Path, output: Path, rule: str, kept: int) -> None:
-    """The pivots inherit their profile's bill, so `train` can charge it to PivotRL's ledger."""
-    from pivotrl.pivots.profile import meta_path
-
-    src = meta_path(profile_file)
-    if src.exists():
-        meta = json.loads(src.read_text())
-        meta.update(selected_by=rule, selected=kept, profile=str(profile_file))
-        meta_path(output).write_text(json.dumps(meta, indent=2))
 
 
 @app.command()
@@ -467,11 +423,16 @@ def e2e(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YA
 
 
 def _add_keys_help():
+    import dataclasses
+
+    from pivotrl.pivots.profile import ProfileConfig
     from pivotrl.train.options import E2EOptions, PivotRLOptions, SFTOptions
 
     for fn, cls, trl_config in ((train, PivotRLOptions, "GRPOConfig"), (sft, SFTOptions, "SFTConfig"),
                                 (e2e, E2EOptions, "GRPOConfig")):
         fn.__doc__ = f"{fn.__doc__}\n\n{_keys_help(cls, trl_config)}"
+    profile.__doc__ = (f"{profile.__doc__}\n\nKeys (YAML, or flags --key value): "
+                       + ", ".join(f.name for f in dataclasses.fields(ProfileConfig)) + ".")
 
 
 @app.command()
@@ -501,142 +462,14 @@ def compare(
 
 
 # ---- the lab -------------------------------------------------------------------------------------
-lab_app = typer.Typer(no_args_is_help=True, help="The bundled lab: four domains, a tiny base model, the paper's comparison.")
-app.add_typer(lab_app, name="lab")
-
-
-@lab_app.command("generate")
-def lab_generate(
-    domain: str = typer.Option("all", help="A domain (tooluse, terminal, search, code) or all."),
-    output: Path = typer.Option(Path("lab_data"), "-o", "--output"),
-    train: int = typer.Option(400, help="Train tasks (and SFT trajectories) per domain."),
-    dev: int = typer.Option(50),
-    test: int = typer.Option(200),
-    seed: int = typer.Option(0),
-):
-    """Write train/dev/test tasks and the experts' SFT trajectories."""
-    from pivotrl.lab.domains import IN_DOMAIN
-    from pivotrl.lab.generate import generate
-
-    domains = list(IN_DOMAIN) if domain == "all" else [domain]
-    counts = generate(output, domains, {"train": train, "dev": dev, "test": test}, seed)
-    console.print(_table(f"lab data in {output}", [(d, c.get("train_tasks"), c.get("dev_tasks"), c.get("test_tasks"),
-                                                    c.get("train_trajectories")) for d, c in counts.items()],
-                         ("domain", "train", "dev", "test", "SFT trajectories")))
-
-
-@lab_app.command("eval")
-def lab_eval(
-    model: str = typer.Option(..., help="Model directory (e.g. the bundled base: pivotrl lab base-path)."),
-    tasks: int = typer.Option(200, help="Test episodes per domain."),
-    ood: int = typer.Option(50, help="Items per OOD reasoning task."),
-    variant: int = typer.Option(100, help="Episodes of the held-out agentic variant."),
-    next_action: int = typer.Option(100, "--next-action", help="Held-out states per domain for next-action accuracy."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the results as JSON."),
-):
-    """Real episodes in all four environments (test split), the OOD suite, next-action accuracy."""
-    from pivotrl.lab.evaluate import EvalConfig, evaluate_model
-
-    res = evaluate_model(model, EvalConfig(tasks, ood, variant, next_action), log=console.print)
-    rows = [(f"in-domain: {d}", f"{v:.3f}") for d, v in res["in_domain"].items()]
-    rows.append(("in-domain mean", f"{res['in_domain_mean']:.3f}"))
-    rows += [(f"OOD: {t}", f"{v:.3f}") for t, v in res["ood"].items()]
-    if "ood_mean" in res:
-        rows.append(("OOD mean", f"{res['ood_mean']:.3f}"))
-    rows += [(f"next action: {d}", f"{v:.3f}") for d, v in res["next_action"].items()]
-    console.print(_table(f"lab eval of {model} ({res['eval_seconds']:.0f}s)", rows, ("measure", "value")))
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"model": model, **res}, indent=2))
-
-
-@lab_app.command("run")
-def lab_run(
-    preset: str = typer.Option("demo", help="demo (under 10 minutes on 2 cores), full (3 seeds x 5 arms; ~1.5 h with two workers), tiny (tests)."),
-    output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="Results folder; rerun to resume."),
-    model: Optional[str] = typer.Option(None, help="Base model (default: the bundled one)."),
-):
-    """The paper's comparison: SFT, PivotRL, E2E RL and the ablations from one base model.
-
-    Start it twice on one output folder (each with OMP_NUM_THREADS=1) to use two workers: each takes
-    whichever stage is free."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from pivotrl.lab.experiment import PRESETS, markdown_table, run_lab
-
-    if preset not in PRESETS:
-        raise DataError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices, not ours
-    warnings.filterwarnings("ignore", message=".*experimental feature.*")
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    p = PRESETS[preset]
-    total = 3 + 2 * len(p.seeds) * len(p.arms)
-    with Progress(TextColumn("[bold]lab run[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console) as prog:
-        task = prog.add_task("starting", total=total)
-        state = {"n": 0}
-
-        def step(label: str):
-            if state["n"]:
-                prog.advance(task)
-            state["n"] += 1
-            prog.update(task, description=label)
-            console.log(label)
-
-        results = run_lab(p, output, model, progress=step)
-        prog.update(task, completed=total, description="done")
-    console.print(f"\n[bold]Preset {preset}[/]: in-domain success (real episodes, test split), OOD accuracy, cost "
-                  f"(mean ± std over seeds {p.seeds}; percentages)\n")
-    console.print(markdown_table(results))
-    c = results["claims"]
-    for key, value in c.items():
-        console.print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
-    console.print(f"\nresults in {output}/ (results.json, table.md, success_vs_cost.png, in_domain_vs_ood.png); "
-                  f"this invocation {results['seconds_this_invocation'] / 60:.1f} min", soft_wrap=True)
-
-
-@lab_app.command("pretrain")
-def lab_pretrain(
-    output: Path = typer.Option(Path("runs/lab/pretrain"), "-o", "--output"),
-    steps: int = typer.Option(1140, help="Optimizer steps (the bundled base: 1140, ~18 minutes here)."),
-    minutes: Optional[float] = typer.Option(None, help="Optional wall-clock cap."),
-    seed: int = typer.Option(0),
-):
-    """Train the lab's tiny base model from scratch (the bundled one: the defaults, seed 0)."""
-    from pivotrl.lab.pretrain import PretrainConfig, pretrain
-
-    summary = pretrain(PretrainConfig(output_dir=str(output), steps=steps, minutes=minutes, seed=seed),
-                       log=console.print)
-    console.print(json.dumps(summary, indent=2, default=str))
-
-
-@lab_app.command("base-path")
-def lab_base_path():
-    """Print where the bundled base model is."""
-    from pivotrl.lab import BASE_MODEL
-
-    console.print(str(BASE_MODEL))
-
-
 @app.command()
 def verifiers():
     """List the registered verifiers, one line each."""
     from pivotrl.rewards import list_verifiers
-    from pivotrl.rewards.base import _REGISTRY
+    from pivotrl.rewards.base import verifier_summary
 
-    modules = [c.__module__ for c in _REGISTRY.values()]
     for name in list_verifiers():
-        cls = _REGISTRY[name]  # a module's doc describes its verifier, unless it holds several
-        own = modules.count(cls.__module__) > 1 and cls.__dict__.get("__doc__")
-        doc = own or __import__(cls.__module__, fromlist=["__doc__"]).__doc__ or ""
-        doc = " ".join(doc.strip().split("\n\n")[0].split())
-        doc = doc.split(": ", 1)[-1] if doc.startswith("`") else doc  # module docs open with "`name`: ..."
-        console.print(f"[bold]{name}[/]  {doc.split('. ')[0].rstrip('.')}", soft_wrap=True)
+        console.print(f"[bold]{name}[/]  {verifier_summary(name)}", soft_wrap=True)
 
 
 @app.command()
@@ -649,6 +482,11 @@ def demo(n: int = typer.Option(40, help="Sample trajectories to generate."),
 
 
 _add_keys_help()
+
+# The bundled lab's commands live in their own module (its imports stay inside its commands).
+from pivotrl.lab.cli import app as lab_app  # noqa: E402
+
+app.add_typer(lab_app, name="lab")
 
 if __name__ == "__main__":
     main()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import json
 import os
 import selectors
 import shlex
@@ -211,6 +212,10 @@ def run_shell(command: str, workdir: str | os.PathLike, *, limits: Limits = Limi
 
 
 def _run(argv: list[str], limits: Limits, staged: Sequence[tuple[str, str]] = ()) -> Result:
+    # bwrap reports its sandbox's first process on --info-fd: its PID namespace is what must be
+    # empty before the call returns (the kernel kills the rest when that process dies, not at once).
+    info_r, info_w = os.pipe()
+    argv = [argv[0], "--info-fd", str(info_w), *argv[1:]]
     drop: dict = {}
     if staged:  # mount what nobody cannot reach in a private mount namespace, then become nobody
         # (bwrap mounts them read-only or writable again, as asked)
@@ -221,16 +226,22 @@ def _run(argv: list[str], limits: Limits, staged: Sequence[tuple[str, str]] = ()
         drop = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
     try:
         proc = subprocess.Popen(argv, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **drop)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                pass_fds=(info_w,), **drop)
     except OSError as exc:
+        os.close(info_r)
         return Result(None, error=f"could not start: {exc}")
-    out, err = bytearray(), bytearray()
+    finally:
+        os.close(info_w)
+    out, err, info = bytearray(), bytearray(), bytearray()
+    namespace = None
     timed_out = truncated = False
     deadline = time.monotonic() + limits.timeout_s
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ, out)
         sel.register(proc.stderr, selectors.EVENT_READ, err)
-        while sel.get_map():
+        sel.register(info_r, selectors.EVENT_READ, info)
+        while any(k.data is not info for k in sel.get_map().values()):
             left = deadline - time.monotonic()
             if left <= 0:
                 timed_out = True
@@ -241,6 +252,8 @@ def _run(argv: list[str], limits: Limits, staged: Sequence[tuple[str, str]] = ()
                     sel.unregister(key.fileobj)
                     continue
                 key.data.extend(chunk)
+                if key.data is info and namespace is None:
+                    namespace = _namespace_of(info)
             if len(out) + len(err) > limits.output_bytes:
                 truncated = True
                 break
@@ -254,6 +267,9 @@ def _run(argv: list[str], limits: Limits, staged: Sequence[tuple[str, str]] = ()
         returncode = proc.wait()
     proc.stdout.close()
     proc.stderr.close()
+    os.close(info_r)
+    if namespace is not None:
+        _wait_until_empty(namespace)
     error = "timed out" if timed_out else ("output limit reached" if truncated else "")
     if timed_out or truncated:
         returncode = None
@@ -261,6 +277,38 @@ def _run(argv: list[str], limits: Limits, staged: Sequence[tuple[str, str]] = ()
         error = "killed (CPU, memory or process limit)"
     cut = limits.output_bytes
     return Result(returncode, bytes(out[:cut]), bytes(err[:max(0, cut - len(out))]), timed_out, truncated, error)
+
+
+def _namespace_of(info: bytearray) -> str | None:
+    """The PID namespace of the sandbox's first process, from bwrap's `--info-fd` JSON."""
+    try:
+        pid = json.loads(bytes(info))["child-pid"]
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+
+
+def _wait_until_empty(namespace: str, timeout: float = 10.0) -> None:
+    """Return once no live process is left in the sandbox's PID namespace (the kernel kills them all
+    when its first process dies, but a fork bomb takes a moment to tear down)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        alive = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{entry.name}/ns/pid") != namespace:
+                    continue
+                with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                    alive = fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+            except OSError:
+                continue
+            if alive:
+                break
+        if not alive:
+            return
+        time.sleep(0.01)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

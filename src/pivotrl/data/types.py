@@ -121,6 +121,8 @@ class Trajectory:
 
 def tool_name(tool: dict) -> str | None:
     """Name of a tool schema in OpenAI (`function.name`) or flat Responses (`name`) form."""
+    if not isinstance(tool, dict):
+        return None
     fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
     name = fn.get("name")
     return name if isinstance(name, str) else None
@@ -133,4 +135,4 @@ def tool_parameters(tool: dict) -> dict:
 
 
 def find_tool(tools: list[dict], name: str) -> dict | None:
-    return next((t for t in tools if tool_name(t) == name), None)
+    return next((t for t in tools or [] if tool_name(t) == name), None)

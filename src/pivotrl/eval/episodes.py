@@ -26,17 +26,32 @@ from pivotrl.rewards.parse import parse_action
 SKIP = ("reset", "get_reward")
 
 
+ENVIRONMENTS = "pivotrl.environments"  # entry-point group: name = "pkg.module:Class"
+
+
+def list_environments() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group=ENVIRONMENTS))
+
+
 def load_environment(spec: str | Callable) -> Callable:
-    """An environment factory from `module:Class` (or a callable given directly)."""
+    """An environment factory: a callable given directly, `module:Class`, or a name registered in
+    the `pivotrl.environments` entry-point group (the bundled lab registers `lab_tooluse`, ...)."""
     if callable(spec):
         return spec
     module, _, attr = str(spec).partition(":")
     if not attr:
+        from importlib.metadata import entry_points
+
+        found = [ep for ep in entry_points(group=ENVIRONMENTS) if ep.name == spec]
+        if not found:
+            raise DataError(f"unknown environment {spec!r}; registered: {', '.join(list_environments()) or 'none'}, "
+                            "or give module:Class")
         try:
-            from pivotrl.lab import get_domain  # a bundled lab domain by name
-        except ImportError:
-            raise DataError(f"environment {spec!r}: give it as module:Class") from None
-        return get_domain(spec).environment
+            return found[0].load()
+        except Exception as exc:
+            raise DataError(f"cannot load environment {spec!r} from {found[0].value!r}: {exc}") from None
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:

@@ -7,6 +7,14 @@ suite; `pretrain` the tiny base model; `evaluate` full-episode evaluation.
 
 from pathlib import Path
 
-from pivotrl.lab.domains.base import Domain, get_domain, list_domains  # noqa: F401
-
 BASE_MODEL = Path(__file__).resolve().parent / "base"  # the committed tiny base model and tokenizer
+
+
+def __getattr__(name: str):
+    """`Domain`, `get_domain`, `list_domains` on first use: importing `pivotrl.lab` (for its CLI or
+    its base model's path) must not load the domains and their extra dependencies."""
+    if name in ("Domain", "get_domain", "list_domains"):
+        from pivotrl.lab.domains import base
+
+        return getattr(base, name)
+    raise AttributeError(name)

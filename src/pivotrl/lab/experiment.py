@@ -271,13 +271,15 @@ def train_arm(arm: str, seed: int, preset: Preset, base_model: str, work: Path, 
     else:
         from pivotrl.train.e2e import E2EConfig, load_tasks, train_e2e
 
-        cfg = E2EConfig(model=base_model, environment="lab", output_dir=str(run_dir), learning_rate=preset.grpo_lr,
+        cfg = E2EConfig(model=base_model, output_dir=str(run_dir), learning_rate=preset.grpo_lr,
                         num_generations=preset.num_generations, prompts_per_step=preset.e2e_prompts_per_step,
                         max_completion_length=preset.e2e_max_completion_length,
                         max_tool_calling_iterations=preset.e2e_max_turns, max_steps=10**6,
                         max_seconds=preset.seconds_per_arm, save_steps=10**6, seed=seed, eval_every=0,
                         report_to=["tensorboard"], disable_tqdm=True)
-        train_e2e(cfg, tasks=load_tasks(str(work / "data" / "train_tasks.jsonl")), eval_tasks=[], extra_callbacks=curves)
+        envs = {name: get_domain(name).environment for name in IN_DOMAIN}  # each task names its domain
+        train_e2e(cfg, tasks=load_tasks(str(work / "data" / "train_tasks.jsonl")), eval_tasks=[], extra_callbacks=curves,
+                  environment=envs)
     ledger = read_ledger(run_dir)
     steps = [r for r in ledger if r.get("kind") == "step"]
     last = steps[-1]

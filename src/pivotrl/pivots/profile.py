@@ -31,27 +31,44 @@ from pivotrl.sampling.base import Prompt, Sampler, SamplingParams
 
 @dataclass
 class ProfileConfig:
-    """Everything `pivotrl profile` takes; the CLI and YAML fill this one dataclass."""
+    """Everything `pivotrl profile` takes: YAML keys and `--key value` flags fill this one dataclass
+    (through TRL's parser, as for the trainers). Option dicts take JSON on the command line."""
 
-    model: str = ""
-    k: int = 8
-    verifier: str = "tool_call"
-    verifier_options: dict = field(default_factory=dict)
-    backend: str = "transformers"
-    backend_options: dict = field(default_factory=dict)
+    model: str = field(default="", metadata={"help": "Frozen reference policy: a local directory or a hub id."})
+    k: int = field(default=8, metadata={"help": "Samples per state."})
+    verifier: str = field(default="tool_call", metadata={"help": "Verifier name or module:callable.",
+                                                         "aliases": ["-v"]})
+    verifier_options: dict | str | None = field(default_factory=dict, metadata={"help": "Verifier options (JSON)."})
+    backend: str = field(default="transformers", metadata={"help": "transformers, vllm or openai."})
+    backend_options: dict | str | None = field(default_factory=dict, metadata={
+        "help": "Backend options (JSON), e.g. base_url, batch_size, token_budget."})
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 256
-    batch_size: int = 8          # states per sampling batch
-    keep_samples: bool = False
-    format: str = "records"      # records (our profile) or gym (NeMo Gym rows with profiling columns)
+    batch_size: int = field(default=8, metadata={"help": "States per sampling batch."})
+    keep_samples: bool = field(default=False, metadata={"help": "Store the sampled texts."})
+    format: str = field(default="records", metadata={"help": "records (our profile) or gym (NeMo Gym rows)."})
     seed: int = 0
-    chat_template: str | None = None
-    chat_template_kwargs: dict = field(default_factory=dict)  # e.g. {enable_thinking: false} for Qwen3
-    ray: bool = False
+    chat_template: str | None = field(default=None, metadata={"help": "A Jinja chat template file."})
+    chat_template_kwargs: dict | str | None = field(default_factory=dict, metadata={
+        "help": "Chat template options (JSON), e.g. {\"enable_thinking\": false} for Qwen3."})
+    ray: bool = field(default=False, metadata={"help": "Fan out over Ray actors."})
     num_workers: int = 2
-    gpus_per_worker: float | None = None  # None: whole GPUs as the backend needs (sampling/ray_pool.py)
-    ray_address: str | None = None
+    gpus_per_worker: float | None = field(default=None, metadata={
+        "help": "Default: whole GPUs as the backend needs (sampling/ray_pool.py)."})
+    ray_address: str | None = field(default=None, metadata={"help": "An existing cluster (default: start one)."})
+
+    def __post_init__(self):
+        for name in ("verifier_options", "backend_options", "chat_template_kwargs"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value) if value.strip() else {}
+                except ValueError:
+                    raise DataError(f"{name} must be a JSON object, got {value!r}") from None
+            if not isinstance(value or {}, dict):
+                raise DataError(f"{name} must be a mapping")
+            setattr(self, name, dict(value or {}))
 
 
 def journal_path(output: Path) -> Path:

@@ -128,6 +128,34 @@ def select(cands: list[Candidate], rule: str = "pivot", *, lambda_diff: float = 
     return ok
 
 
+def save_pivots(kept: list[Candidate], output: str | Path, *, source: str | Path | None = None, rule: str = "pivot",
+                fmt: str = "states") -> int:
+    """Write the kept states (our states JSONL, or NeMo Gym rows with `fmt="gym"`) and carry beside
+    them what training needs from the `source` profile: its bill (`OUTPUT.meta.json`, charged to
+    PivotRL's ledger) and its held-out split (`OUTPUT.heldout.json`)."""
+    from pivotrl.artifacts import atomic_open, write_jsonl
+    from pivotrl.pivots.gym import state_to_gym_row
+    from pivotrl.pivots.profile import meta_path
+    from pivotrl.pivots.split import carry_heldout
+    from pivotrl.pivots.state import write_states
+
+    if fmt == "gym":
+        n = write_jsonl(output, (state_to_gym_row(c.state) for c in kept))
+    elif fmt == "states":
+        n = write_states(output, (c.state for c in kept))
+    else:
+        raise DataError(f"format must be states or gym, not {fmt!r}")
+    if source is not None:
+        bill = meta_path(Path(source))
+        if bill.exists():
+            meta = json.loads(bill.read_text())
+            meta.update(selected_by=rule, selected=len(kept), profile=str(source))
+            with atomic_open(meta_path(Path(output))) as fh:
+                fh.write(json.dumps(meta, indent=2))
+        carry_heldout(source, output)
+    return n
+
+
 def position(state: State) -> str:
     """Turn position bucket: first, middle or last assistant turn (or the turn index if unknown)."""
     if state.num_turns <= 0:

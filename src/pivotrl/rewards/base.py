@@ -3,7 +3,9 @@
 A verifier is any object with `score(completion, state) -> Score`. Register a class with
 `@register_verifier("name")`; `get_verifier("name", **options)` builds one, and
 `get_verifier("my_pkg.module:factory")` loads a user's own (a class, a factory, or a plain
-function `(completion, state) -> float | Score`).
+function `(completion, state) -> float | Score`). Another package adds verifiers by name through
+the `pivotrl.verifiers` entry-point group (`name = "pkg.module:Class"` in its pyproject), read only
+when a name is asked for; the bundled lab registers its own that way.
 """
 
 from __future__ import annotations
@@ -46,14 +48,52 @@ def register_verifier(name: str):
     return deco
 
 
+ENTRY_POINTS = "pivotrl.verifiers"
+
+
+def _entry_points(group: str) -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
 def list_verifiers() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_entry_points(ENTRY_POINTS)))
+
+
+def _from_entry_point(name: str):
+    ep = _entry_points(ENTRY_POINTS).get(name)
+    if ep is None:
+        return None
+    try:
+        obj = ep.load()
+    except Exception as exc:  # a broken plugin is a user-fixable set-up error
+        raise DataError(f"cannot load verifier {name!r} from entry point {ep.value!r}: {exc}") from None
+    _REGISTRY.setdefault(name, obj)
+    return _REGISTRY[name]
+
+
+def verifier_summary(name: str) -> str:
+    """The first sentence describing a registered verifier: its module's doc, or its class's doc
+    where one module registers several."""
+    cls = _REGISTRY.get(name) or _from_entry_point(name)
+    if cls is None:
+        raise DataError(f"unknown verifier {name!r}")
+    shared = [c.__module__ for c in _REGISTRY.values()].count(cls.__module__) > 1
+    own = cls.__dict__.get("__doc__") if isinstance(cls, type) else getattr(cls, "__doc__", None)
+    doc = (shared and own) or importlib.import_module(cls.__module__).__doc__ or own or ""
+    doc = " ".join(doc.strip().split("\n\n")[0].split())
+    doc = doc.split(": ", 1)[-1] if doc.startswith("`") else doc  # module docs open with "`name`: ..."
+    return doc.split(". ")[0].rstrip(".")
 
 
 def get_verifier(spec: str | Verifier, **options) -> Verifier:
-    """A verifier by registered name or `module:callable`; an object with `score` passes through."""
+    """A verifier by registered name (ours, or a `pivotrl.verifiers` entry point) or
+    `module:callable`; an object with `score` passes through."""
     if not isinstance(spec, str):
         return spec
+    if spec not in _REGISTRY:
+        _from_entry_point(spec)
     if spec in _REGISTRY:
         try:
             return _REGISTRY[spec](**options)

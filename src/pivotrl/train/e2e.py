@@ -132,8 +132,9 @@ class EpisodeEvalCallback(PeriodicEval):
 def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[dict] | None = None,
               extra_callbacks=(), environment=None) -> dict:
     """Train with `cfg`, which is also the `GRPOConfig` TRL's trainer runs with. `environment`: an
-    environment class or factory given in Python, in place of `cfg.environment` (a name; the config
-    is saved with every checkpoint, so it holds names, not objects)."""
+    environment class or factory given in Python, in place of `cfg.environment` (a registered name
+    or `module:Class`; the config is saved with every checkpoint, so it holds names, not objects),
+    or a dict of them keyed by the tasks' `domain`, for a mix of environments."""
     import datasets
     from trl import GRPOTrainer
 
@@ -155,10 +156,8 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
     if eval_tasks is None and cfg.eval_tasks:
         eval_tasks = load_tasks(cfg.eval_tasks)
     eval_tasks = (eval_tasks or [])[: cfg.eval_max_tasks]
-    if cfg.environment == "lab":  # several environments: each task names its own in `domain`
-        from pivotrl.lab.domains import IN_DOMAIN
-
-        factories = {name: load_environment(name) for name in IN_DOMAIN}
+    if isinstance(environment, dict):  # several environments: each task names its own in `domain`
+        factories = {name: load_environment(env) for name, env in environment.items()}
     else:
         factories = {None: load_environment(environment or cfg.environment)}
     for name, env_cls in factories.items():

@@ -70,7 +70,8 @@ class E2EOptions:
 
     model: str = field(default="", metadata={"help": "Policy to train: a local directory or a hub id."})
     tasks: str = field(default="", metadata={"help": "JSONL of {'prompt': [...], ...reset kwargs}."})
-    environment: str = field(default="", metadata={"help": "module:Class, or a bundled lab domain name, or 'lab'."})
+    environment: str = field(default="", metadata={
+        "help": "A registered environment name (entry-point group pivotrl.environments) or module:Class."})
     eval_tasks: str | None = None
     heldout: str | None = field(default=None, metadata={"help": "Held-out trajectory ids (default: TASKS.heldout.json)."})
     eval_every: int = 50

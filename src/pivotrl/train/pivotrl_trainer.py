@@ -59,6 +59,7 @@ def load_training_states(path: str, rule: str = "pivot", lambda_diff: float = 0.
                          whole_pool: bool = False) -> tuple[list[State], dict | None]:
     """Pivots from a states/NeMo Gym file, or selected here from a profile; plus the profiling cost if known.
     `whole_pool`: every profiled candidate (for --refresh-every, which selects during training)."""
+    from pivotrl.artifacts import file_kind
     from pivotrl.pivots.profile import meta_path
     from pivotrl.pivots.select import load_candidates, select
     from pivotrl.pivots.state import load_states
@@ -66,12 +67,7 @@ def load_training_states(path: str, rule: str = "pivot", lambda_diff: float = 0.
     p = Path(path)
     if not p.exists():
         raise DataError("pivots file not found", file=str(p))
-    first = None
-    if p.suffix == ".jsonl":
-        with open(p, encoding="utf-8") as fh:
-            line = fh.readline()
-        first = json.loads(line) if line.strip() else None
-    if p.suffix == ".parquet" or (isinstance(first, dict) and "state" in first and "rewards" in first):
+    if file_kind(p) == "profile":
         cands = load_candidates(p)
         states = [c.state for c in (select(cands, "all") if whole_pool else select(cands, rule, lambda_diff=lambda_diff))]
     else:

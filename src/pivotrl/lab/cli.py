@@ -1,0 +1,140 @@
+"""`pivotrl lab ...`: the bundled lab's commands, mounted by the main CLI. Everything the lab needs
+(its extra: reasoning-gym, bm25s) is imported inside the commands, so `pivotrl --help` and the
+library's commands never load the lab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pivotrl.errors import DataError
+
+app = typer.Typer(no_args_is_help=True, help="The bundled lab: four domains, a tiny base model, the paper's comparison.")
+
+
+
+
+@app.command("generate")
+def lab_generate(
+    domain: str = typer.Option("all", help="A domain (tooluse, terminal, search, code) or all."),
+    output: Path = typer.Option(Path("lab_data"), "-o", "--output"),
+    train: int = typer.Option(400, help="Train tasks (and SFT trajectories) per domain."),
+    dev: int = typer.Option(50),
+    test: int = typer.Option(200),
+    seed: int = typer.Option(0),
+):
+    """Write train/dev/test tasks and the experts' SFT trajectories."""
+    from pivotrl.cli import _table, console
+    from pivotrl.lab.domains import IN_DOMAIN
+    from pivotrl.lab.generate import generate
+
+    domains = list(IN_DOMAIN) if domain == "all" else [domain]
+    counts = generate(output, domains, {"train": train, "dev": dev, "test": test}, seed)
+    console.print(_table(f"lab data in {output}", [(d, c.get("train_tasks"), c.get("dev_tasks"), c.get("test_tasks"),
+                                                    c.get("train_trajectories")) for d, c in counts.items()],
+                         ("domain", "train", "dev", "test", "SFT trajectories")))
+
+
+@app.command("eval")
+def lab_eval(
+    model: str = typer.Option(..., help="Model directory (e.g. the bundled base: pivotrl lab base-path)."),
+    tasks: int = typer.Option(200, help="Test episodes per domain."),
+    ood: int = typer.Option(50, help="Items per OOD reasoning task."),
+    variant: int = typer.Option(100, help="Episodes of the held-out agentic variant."),
+    next_action: int = typer.Option(100, "--next-action", help="Held-out states per domain for next-action accuracy."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the results as JSON."),
+):
+    """Real episodes in all four environments (test split), the OOD suite, next-action accuracy."""
+    from pivotrl.cli import _table, console
+    from pivotrl.lab.evaluate import EvalConfig, evaluate_model
+
+    res = evaluate_model(model, EvalConfig(tasks, ood, variant, next_action), log=console.print)
+    rows = [(f"in-domain: {d}", f"{v:.3f}") for d, v in res["in_domain"].items()]
+    rows.append(("in-domain mean", f"{res['in_domain_mean']:.3f}"))
+    rows += [(f"OOD: {t}", f"{v:.3f}") for t, v in res["ood"].items()]
+    if "ood_mean" in res:
+        rows.append(("OOD mean", f"{res['ood_mean']:.3f}"))
+    rows += [(f"next action: {d}", f"{v:.3f}") for d, v in res["next_action"].items()]
+    console.print(_table(f"lab eval of {model} ({res['eval_seconds']:.0f}s)", rows, ("measure", "value")))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({"model": model, **res}, indent=2))
+
+
+@app.command("run")
+def lab_run(
+    preset: str = typer.Option("demo", help="demo (under 10 minutes on 2 cores), full (3 seeds x 5 arms; ~1.5 h with two workers), tiny (tests)."),
+    output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="Results folder; rerun to resume."),
+    model: Optional[str] = typer.Option(None, help="Base model (default: the bundled one)."),
+):
+    """The paper's comparison: SFT, PivotRL, E2E RL and the ablations from one base model.
+
+    Start it twice on one output folder (each with OMP_NUM_THREADS=1) to use two workers: each takes
+    whichever stage is free."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pivotrl.cli import console
+    from pivotrl.lab.experiment import PRESETS, markdown_table, run_lab
+
+    if preset not in PRESETS:
+        raise DataError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices, not ours
+    warnings.filterwarnings("ignore", message=".*experimental feature.*")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    p = PRESETS[preset]
+    total = 3 + 2 * len(p.seeds) * len(p.arms)
+    with Progress(TextColumn("[bold]lab run[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as prog:
+        task = prog.add_task("starting", total=total)
+        state = {"n": 0}
+
+        def step(label: str):
+            if state["n"]:
+                prog.advance(task)
+            state["n"] += 1
+            prog.update(task, description=label)
+            console.log(label)
+
+        results = run_lab(p, output, model, progress=step)
+        prog.update(task, completed=total, description="done")
+    console.print(f"\n[bold]Preset {preset}[/]: in-domain success (real episodes, test split), OOD accuracy, cost "
+                  f"(mean ± std over seeds {p.seeds}; percentages)\n")
+    console.print(markdown_table(results))
+    c = results["claims"]
+    for key, value in c.items():
+        console.print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
+    console.print(f"\nresults in {output}/ (results.json, table.md, success_vs_cost.png, in_domain_vs_ood.png); "
+                  f"this invocation {results['seconds_this_invocation'] / 60:.1f} min", soft_wrap=True)
+
+
+@app.command("pretrain")
+def lab_pretrain(
+    output: Path = typer.Option(Path("runs/lab/pretrain"), "-o", "--output"),
+    steps: int = typer.Option(1140, help="Optimizer steps (the bundled base: 1140, ~18 minutes here)."),
+    minutes: Optional[float] = typer.Option(None, help="Optional wall-clock cap."),
+    seed: int = typer.Option(0),
+):
+    """Train the lab's tiny base model from scratch (the bundled one: the defaults, seed 0)."""
+    from pivotrl.cli import console
+    from pivotrl.lab.pretrain import PretrainConfig, pretrain
+
+    summary = pretrain(PretrainConfig(output_dir=str(output), steps=steps, minutes=minutes, seed=seed),
+                       log=console.print)
+    console.print(json.dumps(summary, indent=2, default=str))
+
+
+@app.command("base-path")
+def lab_base_path():
+    """Print where the bundled base model is."""
+    from pivotrl.cli import console
+    from pivotrl.lab import BASE_MODEL
+
+    console.print(str(BASE_MODEL))
