@@ -115,3 +115,6 @@ def test_the_pipeline_runs_without_the_lab_extra(tmp_path, tiny_model, sample_pa
                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(blocked)})
         assert r.returncode == 0, (args[0], r.stdout[-1500:], r.stderr[-1500:])
     assert (tmp_path / "run" / "final" / "config.json").exists()
+    r = subprocess.run([sys.executable, "-m", "pivotrl.cli", "lab", "run", "--preset", "tiny"], capture_output=True,
+                       text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(blocked)})
+    assert r.returncode == 2 and "pip install 'pivotrl[lab]'" in r.stderr  # a clear error, not a traceback

@@ -1,5 +1,5 @@
 """The `tool_call` verifier against the documented behaviour of NeMo Gym's
-single_step_tool_use_with_argument_comparison comparator (method.md, section 5)."""
+single_step_tool_use_with_argument_comparison comparator (the reward of NVIDIA's tool-use and function-calling pivot datasets)."""
 
 import itertools
 import json

@@ -23,7 +23,9 @@ def main() -> None:
     try:
         app()
     except DataError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # [brackets] kept
         raise SystemExit(2) from None
 
 

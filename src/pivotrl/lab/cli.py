@@ -15,6 +15,23 @@ from pivotrl.errors import DataError
 app = typer.Typer(no_args_is_help=True, help="The bundled lab: four domains, a tiny base model, the paper's comparison.")
 
 
+@app.callback()
+def require_lab_extra(ctx: typer.Context) -> None:
+    """The lab's commands need its extra (its OOD suite and its search index)."""
+    import importlib
+
+    if ctx.invoked_subcommand == "base-path":
+        return
+    missing = []
+    for name in ("bm25s", "reasoning_gym"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise DataError(f"the lab needs its extra ({', '.join(missing)} missing): pip install 'pivotrl[lab]'")
+
+
 
 
 @app.command("generate")
