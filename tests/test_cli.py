@@ -113,3 +113,18 @@ def test_a_response_becomes_the_completion_the_servers_read():
     message = response_to_completion(response)
     assert message["content"] == "last\npart" and "hidden" not in json.dumps(message)
     assert message["tool_calls"][0]["function"] == {"name": "f", "arguments": "{\"a\": 1}"}
+
+
+def test_profile_takes_its_keys_before_or_after_the_states_file(tmp_path, tiny_model, sample_states):
+    from pivotrl.pivots import write_states
+    from pivotrl.pivots.profile import read_records
+
+    states = tmp_path / "states.jsonl"
+    write_states(states, sample_states[:3])
+    r = run("profile", "--k", "2", "--max-tokens", "2", "--model", tiny_model, str(states), "-o", tmp_path / "a.jsonl")
+    assert r.exit_code == 0, r.output
+    r = run("profile", states, "-o", tmp_path / "b.jsonl", "--model", tiny_model, "--k", "2", "--max-tokens", "2",
+            "-v", "exact", "--backend_options", '{"batch_size": 2}')
+    assert r.exit_code == 0, r.output
+    a, b = read_records(tmp_path / "a.jsonl"), read_records(tmp_path / "b.jsonl")
+    assert [len(x["rewards"]) for x in a] == [2, 2, 2] and {x["verifier"] for x in b} == {"exact"}

@@ -222,18 +222,23 @@ def convert(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def profile(
     ctx: typer.Context,
-    states: Path = typer.Argument(..., help="States JSONL (from extract) or NeMo Gym rows."),
     output: Path = typer.Option(..., "-o", "--output", help="profile.parquet or .jsonl (records), or rows with --format gym."),
     config: Optional[Path] = typer.Option(None, help="YAML with any ProfileConfig key; flags override it."),
     option: list[str] = typer.Option([], "--option", "-O", help="Verifier option key=value (repeatable)."),
     backend_option: list[str] = typer.Option([], "--backend-option", "-B", help="Backend option key=value "
                                              "(e.g. base_url=http://127.0.0.1:8000/v1, batch_size=16)."),
 ):
-    """Sample K actions per state from the frozen reference policy and score them (resumable)."""
+    """Sample K actions per state from the frozen reference policy and score them (resumable).
+
+    Usage: pivotrl profile STATES -o OUTPUT [--key value ...], STATES being our states JSONL (from
+    extract) or NeMo Gym rows."""
     from pivotrl.pivots import load_states
     from pivotrl.pivots.profile import ProfileConfig, profile_states
 
-    cfg = _config_from_cli(ProfileConfig, config, ctx.args)
+    cfg, states = _config_from_cli(ProfileConfig, config, ctx.args, positional="states")
+    if not states:
+        raise DataError("give the states file: pivotrl profile STATES -o OUTPUT [--key value ...]")
+    states = Path(states)
     cfg.verifier_options.update(_parse_options(option))
     cfg.backend_options.update(_parse_options(backend_option))
     sts = load_states(states)
@@ -361,21 +366,33 @@ def report(
 _TRAIN_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-def _config_from_cli(cls, config: Optional[Path], extra: list[str]):
-    """The trainer's config (TRL's config class with ours on top) from YAML, then flags, through
-    TRL's own parser: every TRL key works, as `--key value` or `--key-with-dashes value`."""
+def _config_from_cli(cls, config: Optional[Path], extra: list[str], positional: str | None = None):
+    """The config (for trainers, TRL's config class with ours on top) from YAML, then flags, through
+    TRL's own parser: every key works, as `--key value` or `--key-with-dashes value`. With
+    `positional`, one positional argument of that name is parsed too, anywhere among the flags,
+    and `(config, value)` returned."""
+    from argparse import Namespace
+
     from trl import TrlParser
 
+    parser = TrlParser([cls])
+    if positional:
+        parser.add_argument(positional)
     argv = (["--config", str(config)] if config else []) + list(extra)
     try:
-        (cfg, rest) = TrlParser([cls]).parse_args_and_config(argv, return_remaining_strings=True,
-                                                              separate_remaining_strings=False)
+        out = parser.parse_args_and_config(argv, return_remaining_strings=True, separate_remaining_strings=False)
     except (ValueError, OSError) as exc:  # an unreadable file, a value TRL refuses
         raise DataError(str(exc), file=str(config) if config else None) from None
+    except SystemExit:  # argparse already printed what is missing or malformed
+        raise DataError("see the command's --help") from None
+    cfg, rest = out[0], out[-1]
     unknown = [a for a in rest if a.startswith("--")] or rest
     if unknown:
         raise DataError(f"unknown option(s) {' '.join(unknown)}: give keys of TRL's config class or pivotrl's own "
                         "(see --help)", file=str(config) if config else None)
+    if positional:
+        extra_ns = next((o for o in out if isinstance(o, Namespace)), None)
+        return cfg, getattr(extra_ns, positional, None)
     return cfg
 
 
