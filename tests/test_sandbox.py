@@ -77,7 +77,7 @@ def terminal_attacks(outside: Path) -> list[str]:
     secret, out = str(outside / "secret.txt"), str(outside / "pwned")
     known = [  # the escapes found by review, through options the first layer did not check
         "sort -S 4K -T. --compress-program=sh s2",
-        f"sort --files0-from=list", f"cp -t{outside} data/a.txt", f"cp --target-directory={outside} data/a.txt",
+        "sort --files0-from=list", f"cp -t{outside} data/a.txt", f"cp --target-directory={outside} data/a.txt",
         f"mv -t{outside} data/a.txt", f"cp -l -t{outside} data/a.txt", f"sort -o{out} data/a.txt",
         f"sort --out={out} data/a.txt", f"sort --output={out} data/a.txt",
     ]
@@ -86,7 +86,7 @@ def terminal_attacks(outside: Path) -> list[str]:
         attached += [f"{prog} -f{secret}", f"{prog} --file={secret}", f"{prog} -o{out}", f"{prog} --output={out}",
                      f"{prog} --reference={secret} data/a.txt"]
     other = [
-        f"cat {secret}", f"cp {secret} leaked.txt", f"cat data/../../outside/secret.txt", "cat ~/.bashrc",
+        f"cat {secret}", f"cp {secret} leaked.txt", "cat data/../../outside/secret.txt", "cat ~/.bashrc",
         "cat /proc/1/environ", "cat /proc/self/environ", "ls /proc", f"echo {SECRET} > /tmp/pwned", "echo $HOME",
         f"echo x > {out}", f"grep -r {SECRET[:4]} /", "cp -s data/a.txt link.txt", "cp -rs data linked",
         "ls -la", "cat link_out", "cat link_dir/outside/secret.txt", "cp link_out leaked.txt",
@@ -146,7 +146,7 @@ def code_attacks(outside: Path) -> list[str]:
     secret, out = str(outside / "secret.txt"), str(outside / "pwned")
     return [
         f"open({out!r}, 'w').write('x')",
-        f"open('/tmp/pwned', 'w').write('x')",
+        "open('/tmp/pwned', 'w').write('x')",
         f"open('leaked.txt', 'w').write(open({secret!r}).read())",
         "import os; open('leaked.txt', 'w').write(os.environ.get(%r, ''))" % ENV_SECRET,
         "open('leaked.txt', 'w').write(open('/proc/1/environ').read())",
@@ -171,16 +171,16 @@ def code_attacks(outside: Path) -> list[str]:
 
 
 def test_lab_code_contains_every_attack(host, monkeypatch):
-    from pivotrl.lab.domains import code
+    from pivotrl.lab.domains import code as code_domain
 
-    monkeypatch.setattr(code, "TEST_LIMITS", sandbox.Limits(timeout_s=4, cpu_s=3, memory_bytes=2 << 30))
+    monkeypatch.setattr(code_domain, "TEST_LIMITS", sandbox.Limits(timeout_s=4, cpu_s=3, memory_bytes=2 << 30))
     task = code_task(random.Random(0))
     before = sandbox.snapshot(host)
-    for code in code_attacks(host):
+    for attack in code_attacks(host):
         env = CodeEnv()
         env.reset(files=task["files"])
         first = task["files"]["calc.py"].split("\n")[0]
-        env.edit("calc.py", first, code + "\n" + first)
+        env.edit("calc.py", first, attack + "\n" + first)
         out = env.run_tests()
         seen = out + "".join(env.view(p.name) for p in env.dir.iterdir() if p.is_file() and not p.is_symlink())
         assert isinstance(out, str)

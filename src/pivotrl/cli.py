@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pivotrl.config import load_config
 from pivotrl.errors import DataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
