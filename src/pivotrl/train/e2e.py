@@ -13,40 +13,24 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from trl import GRPOConfig
-
 from pivotrl.artifacts import iter_jsonl
 from pivotrl.errors import DataError
 from pivotrl.pivots.split import heldout_path, read_heldout
 from pivotrl.train.common import (LedgerCallback, PeriodicEval, WallClockLimit, bind_callbacks, load_policy,
-                                  lora_config, open_ledger, prepare_trl_config, train_and_save, write_run_config)
+                                  lora_config, open_ledger, train_and_save, write_run_config)
 from pivotrl.train.ledger import Ledger
 from pivotrl.train.options import E2EOptions
+from pivotrl.train.pivotrl_trainer import PivotRLRecipe
 
 
 @dataclass
-class E2EConfig(E2EOptions, GRPOConfig):
-    """TRL's `GRPOConfig` with the baseline's fields (`E2EOptions`) and PivotRL's recipe defaults, so
-    the two differ only in what they roll out."""
+class E2EConfig(E2EOptions, PivotRLRecipe):
+    """The baseline's fields (`E2EOptions`) on TRL's `GRPOConfig` with PivotRL's recipe defaults
+    (`PivotRLRecipe`), so the two differ only in what they roll out."""
 
     output_dir: str | None = "runs/e2e"
-    epsilon_high: float | None = 0.2
     max_completion_length: int | None = 512    # tokens over the whole episode (model and tool tokens)
     max_tool_calling_iterations: int | None = 8
-    max_steps: int = 100
-    save_steps: float = 50
-    save_total_limit: int | None = 2
-    seed: int = 0
-    logging_steps: float = 1
-    steps_per_generation: int | None = 1
-    report_to: None | str | list[str] = "tensorboard"
-    vllm_mode: str = "colocate"
-
-    def __post_init__(self):
-        prepare_trl_config(self)
-        if self.prompts_per_step:
-            self.per_device_train_batch_size = self.prompts_per_step * self.num_generations
-        super().__post_init__()
 
 
 def load_tasks(path: str) -> list[dict]:

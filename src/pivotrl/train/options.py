@@ -1,7 +1,8 @@
 """The options pivotrl's trainers add to TRL's configs, in a module that imports nothing heavy (the
 CLI's help reads them). Each trainer's config is TRL's config class with these on top:
-`PivotRLConfig(PivotRLOptions, GRPOConfig)`, `SFTRunConfig(SFTOptions, SFTConfig)`,
-`E2EConfig(E2EOptions, GRPOConfig)`, so every TRL knob works from YAML and flags unchanged."""
+`PivotRLConfig(PivotRLOptions, PivotRLRecipe)`, `SFTRunConfig(SFTOptions, SFTConfig)`,
+`E2EConfig(E2EOptions, PivotRLRecipe)` (`PivotRLRecipe`: `GRPOConfig` with the paper's recipe
+defaults), so every TRL knob works from YAML and flags unchanged."""
 
 from __future__ import annotations
 

@@ -30,15 +30,14 @@ from pivotrl.train.options import PivotRLOptions
 
 
 @dataclass
-class PivotRLConfig(PivotRLOptions, GRPOConfig):
-    """TRL's `GRPOConfig` with PivotRL's fields (`PivotRLOptions`) and these defaults, from the recipe
-    NVIDIA published with NeMo-RL for the paper (arXiv 2603.21383): no KL penalty (beta 0), clipping
-    0.2/0.2, learning rate 1e-6 (far too small for a tiny model trained from scratch), one optimizer
-    step per generation, a ledger line every step."""
+class PivotRLRecipe(GRPOConfig):
+    """TRL's `GRPOConfig` with the defaults of the recipe NVIDIA published with NeMo-RL for the paper
+    (arXiv 2603.21383): no KL penalty (beta 0, TRL's default), clipping 0.2/0.2, one optimizer step
+    per generation, a ledger line every step. PivotRL and the end-to-end baseline both build on it,
+    so the two differ only in what they roll out. `prompts_per_step` (from the options class mixed
+    in first) sets per_device_train_batch_size to prompts_per_step x num_generations."""
 
-    output_dir: str | None = "runs/pivotrl"
     epsilon_high: float | None = 0.2
-    max_completion_length: int | None = 256
     max_steps: int = 100
     save_steps: float = 50
     save_total_limit: int | None = 2
@@ -53,6 +52,16 @@ class PivotRLConfig(PivotRLOptions, GRPOConfig):
         if self.prompts_per_step:
             self.per_device_train_batch_size = self.prompts_per_step * self.num_generations
         super().__post_init__()
+
+
+@dataclass
+class PivotRLConfig(PivotRLOptions, PivotRLRecipe):
+    """PivotRL's fields (`PivotRLOptions`) on TRL's `GRPOConfig` with the recipe's defaults
+    (`PivotRLRecipe`); the learning rate stays TRL's (NVIDIA's 1e-6 is far too small for a tiny
+    model trained from scratch)."""
+
+    output_dir: str | None = "runs/pivotrl"
+    max_completion_length: int | None = 256
 
 
 def load_training_states(path: str, rule: str = "pivot", lambda_diff: float = 0.75,
