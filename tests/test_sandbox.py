@@ -257,7 +257,8 @@ def test_missing_bwrap_is_a_clear_error(monkeypatch):
         v = get_verifier("lab_terminal", execute=False)
         v.execute = True
         state = type("S", (), {"reference": Action.tool_calls([ToolCall("run", {"command": "ls"})]), "tools": [],
-                               "meta": {"task": {"files": {"a": "b"}}}, "context": []})()
+                               "meta": {"task": {"files": {"a": "b"}, "domain": "terminal",
+                                                 "prompt": [{"role": "user", "content": "x"}]}}, "context": []})()
         with pytest.raises(sandbox.SandboxUnavailable):
             safe_score(v, '<tool_call>{"name": "run", "arguments": {"command": "ls -1"}}</tool_call>', state)
     finally:

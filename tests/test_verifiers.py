@@ -299,14 +299,19 @@ def _judge(prompt):
     return "It does.\nVERDICT: YES" if len(prompt) % 2 else "no idea"
 
 
-LAB_TASKS = [{"files": {"data/oslo.txt": "temp=3\nrain=7\n"}, "kind": "value", "answer": "3", "key_name": "temp"},
-             {"files": {"calc.py": "def f(x):\n    return x - 1\n"}},
-             {"docs": {"d1": "Oslo is in Norway.", "d2": "Lima is in Peru."}, "answer": "Norway"}]
+PROMPT = [{"role": "user", "content": "Go."}]
+LAB_TASKS = [{"files": {"data/oslo.txt": "temp=3\nrain=7\n"}, "kind": "value", "answer": "3", "key_name": "temp",
+              "domain": "terminal", "prompt": PROMPT},
+             {"files": {"calc.py": "def f(x):\n    return x - 1\n"}, "domain": "code", "prompt": PROMPT},
+             {"docs": {"d1": "Oslo is in Norway.", "d2": "Lima is in Peru."}, "answer": "Norway", "domain": "search",
+              "prompt": PROMPT},
+             {"users": [["U1", "Ada Kim", "12345"]], "orders": [["O1", "U1", "lamp", "pending"]], "name": "Ada Kim",
+              "zip_code": "12345", "item": "lamp", "goal": "cancel", "domain": "tooluse", "prompt": PROMPT}]
 garbage_meta = st.one_of(
     json_values, st.builds(lambda t: {"task": t}, json_values), st.builds(lambda t: {"trajectory_meta": {"task": t}}, json_values),
     st.builds(lambda t: {"trajectory_meta": t}, json_values), st.sampled_from([{"task": t} for t in LAB_TASKS]),
     st.builds(lambda t, k, v: {"task": {**t, k: v}}, st.sampled_from(LAB_TASKS),
-              st.sampled_from(["files", "docs", "answer", "key_name", "kind"]), json_values),
+              st.sampled_from(["files", "docs", "answer", "key_name", "kind", "domain", "prompt", "users"]), json_values),
     st.builds(lambda g: {"gym": g}, json_values))
 references = st.one_of(
     st.sampled_from([Action.message("The temp is 3."), Action.message("ls\n"),

@@ -12,8 +12,8 @@ under SFT and retention under PivotRL are measurable.
 
 from __future__ import annotations
 
-from pivotrl.lab.domains.base import Domain, register_domain, run_expert, shuffled
-from pivotrl.lab.domains.tooluse import StoreEnv, _sample as _store_sample
+from pivotrl.lab.domains.base import Domain, register_domain, run_expert
+from pivotrl.lab.domains.tooluse import StoreEnv, _sample as _store_sample, store_policy, store_tag
 
 GENERATORS = {
     "basic_arithmetic": dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, operators=("+", "-"),
@@ -87,18 +87,17 @@ class VariantStoreEnv(StoreEnv):
         return StoreEnv.cancel_order(self, order_id)
 
 
+VARIANT_TOOLS = ("ask_customer", "lookup_customer", "get_orders", "void_order")
+
+
+def _variant_policy(task: dict, messages: list, rng) -> tuple:
+    return store_policy(task, messages, rng, tools=VARIANT_TOOLS)
+
+
 def _variant_expert(task: dict, rng) -> dict:
-    uid = next(u[0] for u in task["users"] if u[1] == task["name"])
-    order = next(o for o in task["orders"] if o[1] == uid and o[2] == task["item"])
-    steps = [("call", ("ask_customer", {"question": "What is your zip code?"})),
-             ("call", ("lookup_customer", shuffled({"name": task["name"], "zip": task["zip_code"]}, rng))),
-             ("call", ("get_orders", {"user_id": uid}))]
-    if task["goal"] == "cancel":
-        steps += [("call", ("void_order", {"order_id": order[0]})), ("say", f"Your order {order[0]} is cancelled.")]
-    else:
-        steps.append(("say", f"Your order {order[0]} is {order[3]}."))
-    return run_expert(VARIANT, task, steps)
+    return run_expert(VARIANT, task, _variant_policy, rng=rng)
 
 
 VARIANT = register_domain(Domain("tooluse_variant", VariantStoreEnv, _store_sample, _variant_expert,
-                                 verifier="tool_call", description="held-out: the store with renamed tools (OOD)"))
+                                 verifier="lab_store", policy=_variant_policy, tag=store_tag,
+                                 description="held-out: the store with renamed tools (OOD)"))

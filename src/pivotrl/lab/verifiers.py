@@ -1,25 +1,32 @@
-"""Functional verifiers for the lab's terminal, code and search actions. They need the task (its
-files or documents), which lab states carry in `meta["trajectory_meta"]["task"]`.
+"""Functional verifiers for the lab's four domains. They need the task a state came from (its
+database, files or documents), which lab states carry in `meta["trajectory_meta"]["task"]`, and
+they judge an action by what it does in the domain's real environment, brought to the state by
+replaying the context's tool calls:
 
-- `lab_terminal`: a `run` command is right when it is the reference command up to flag order
-  and combined flags, or when, executed in a fresh copy of the task folder through the same
-  restricted shell, it leaves the same files and prints the same output, or, for a question
-  about a value, both outputs show the asked `key=value` fact (`cat f` and `grep key f` both do).
-- `lab_code`: an `edit` is right when applying it to the task's files gives the same file as the
-  reference edit; other calls compare as in `tool_call`.
-Final messages: for answer tasks the answer must be in the text; otherwise any message.
+- a tool call is right when it has the same effect as the demonstrated call: the same output and
+  the same environment state after it (orders, files). Identifiers (names, zips, order ids,
+  document ids) therefore count exactly, and any surface form that does the same is accepted;
+- `lab_terminal` also accepts the reference command up to flag order and combined flags, and, for
+  a question about a value, an output that shows the asked `key=value` fact as the reference's does
+  (`cat f` and `grep key f` both do);
+- `lab_search` accepts a `search` whose query ranks the same document first;
+- a final message is right when the environment's own success test passes with it (what the task
+  checks: the order and its status named, the answer given, the tests passing).
+
+`pivotrl lab audit` measures how often these verdicts agree with the episode's outcome.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import OrderedDict
 from typing import Any
 
 from pivotrl import sandbox
 from pivotrl.rewards.base import Score, register_verifier, state_meta
 from pivotrl.rewards.parse import parse_action
 from pivotrl.rewards.shell import canonical_command
-from pivotrl.rewards.tool_call import ToolCallVerifier
 
 
 def task_of(state) -> dict:
@@ -32,136 +39,161 @@ def task_of(state) -> dict:
     return {}
 
 
-def _common(action, state, task: dict) -> Score | None:
-    """What every lab verifier decides the same way: no action, a message turn, a message instead
-    of a call. None: compare the calls."""
-    if action.kind == "none":
-        return Score(0.0, "no_action")
-    if state.reference.kind == "message":
-        return _message_score(action, task)
-    if action.kind != "tool_calls":
-        return Score(0.0, "message_instead_of_call")
-    return None
+def lab_domain(task: dict):
+    """The lab domain a task belongs to, or None (a state from elsewhere)."""
+    from pivotrl.errors import DataError
+    from pivotrl.lab.domains.base import get_domain
+
+    try:
+        return get_domain(task["domain"]) if isinstance(task.get("domain"), str) else None
+    except DataError:
+        return None
 
 
-def _message_score(action, task: dict) -> Score:
-    if action.kind != "message":
-        return Score(0.0, "call_instead_of_message")
-    answer = task.get("answer")
-    if answer and task.get("kind", "value") != "create":
-        words = action.text.replace(".", " ").split()
-        return Score(1.0, "answer_found") if str(answer) in words else Score(0.0, "answer_missing")
-    return Score(1.0, "message")
+def close(env) -> None:
+    cleanup = getattr(env, "_cleanup", None)
+    if cleanup:
+        cleanup()
+
+
+def _replayed(domain, task: dict, context):
+    """The environment at the state, or None when the task or context (data, not model output)
+    cannot be replayed: a malformed state scores 0 with a reason, never crashes a run."""
+    from pivotrl import sandbox
+    from pivotrl.lab.domains.base import replay
+
+    try:
+        return replay(domain, task, context)
+    except sandbox.SandboxUnavailable:
+        raise
+    except Exception:
+        return None
 
 
 class _LabVerifier:
-    """The steps every lab verifier shares: parse the completion, decide what `_common` decides,
-    then `compare` the first call with the reference's first call."""
+    """The steps every lab verifier shares: parse the completion; a message is judged by the task's
+    own check; a call by `compare` with the reference's first call (default: the same effect)."""
 
-    answer_in_messages = True  # a final message must name the task's answer, when it has one
+    def __init__(self):
+        self._effects: OrderedDict[str, tuple] = OrderedDict()  # small LRU: a state's K samples share its reference
 
     def score(self, completion: Any, state) -> Score:
         action, task = parse_action(completion, state.tools), task_of(state)
-        decided = _common(action, state, task if self.answer_in_messages else {})
-        if decided is not None:
-            return decided
-        return self.compare(state.reference.calls[0], action.calls[0], task)
+        if action.kind == "none":
+            return Score(0.0, "no_action")
+        if state.reference.kind == "message":
+            if action.kind != "message":
+                return Score(0.0, "call_instead_of_message")
+            return self.judge_message(action.text, state, task)
+        if action.kind != "tool_calls":
+            return Score(0.0, "message_instead_of_call")
+        return self.compare(state.reference.calls[0], action.calls[0], task, state)
 
-    def compare(self, want, got, task: dict) -> Score:
-        raise NotImplementedError
+    def judge_message(self, text: str, state, task: dict) -> Score:
+        domain = lab_domain(task)
+        if domain is None:  # no task to check against: any message ends the episode
+            return Score(1.0, "message")
+        env = _replayed(domain, task, state.context)
+        if env is None:
+            return Score(0.0, "task_does_not_replay")
+        try:
+            env.final_message = text
+            ok = env.get_reward() == 1.0
+        except Exception:  # a broken check is a failed check, never a crash
+            ok = False
+        finally:
+            close(env)
+        return Score(1.0, "task_check_passed") if ok else Score(0.0, "task_check_failed")
+
+    def compare(self, want, got, task: dict, state) -> Score:
+        if got.malformed or got.name != want.name:
+            return Score(0.0, "wrong_call")
+        if lab_domain(task) is None:
+            return Score(0.0, "no_task")
+        want_effect = self.effect(task, state, want.name, want.arguments)
+        if want_effect[0] == "task_does_not_replay":
+            return Score(0.0, "task_does_not_replay")
+        same = want_effect == self.effect(task, state, got.name, got.arguments)
+        return Score(1.0, "same_effect") if same else Score(0.0, "different_effect")
+
+    def effect(self, task: dict, state, name: str, arguments: Any) -> tuple:
+        """(output, environment state) after the call, from the state's context; memoised."""
+        from pivotrl.eval.episodes import call_tool
+
+        key = hashlib.sha1(json.dumps([task.get("id"), state.context, name, arguments], sort_keys=True,
+                                      default=str).encode()).hexdigest()
+        if key in self._effects:
+            self._effects.move_to_end(key)
+            return self._effects[key]
+        env = _replayed(lab_domain(task), task, state.context)
+        if env is None:
+            return "task_does_not_replay", None  # the same for any two calls: compare() refuses it below
+        try:
+            out = call_tool(env, name, arguments)
+            after = env._state() if hasattr(env, "_state") else None
+        finally:
+            close(env)
+        self._effects[key] = (out, after)
+        while len(self._effects) > 256:
+            self._effects.popitem(last=False)
+        return out, after
+
+
+@register_verifier("lab_store")
+class StoreVerifier(_LabVerifier):
+    """The store's calls: the same output and the same orders after the call."""
 
 
 @register_verifier("lab_terminal")
 class TerminalVerifier(_LabVerifier):
-    """The lab terminal's `run`: the same command up to flags, or the same effect in a sandboxed copy of the task folder."""
+    """The lab terminal's `run`: the same command up to flags, or the same effect in a sandboxed
+    copy of the task folder (`execute=False`: the same command only)."""
 
     def __init__(self, execute: bool = True):
+        super().__init__()
         self.execute = execute
-        self._cache: dict[str, Any] = {}
         if execute:
             sandbox.require_sandbox()
 
-    def compare(self, want, got, task: dict) -> Score:
+    def compare(self, want, got, task: dict, state) -> Score:
         if got.name != want.name or not isinstance(got.arguments, dict) or not isinstance(got.arguments.get("command"), str):
             return Score(0.0, "wrong_call")
         ref_cmd, cmd = want.arguments.get("command", ""), got.arguments["command"]
         if canonical_command(cmd) is not None and canonical_command(cmd) == canonical_command(ref_cmd):
             return Score(1.0, "same_command")
-        if not self.execute or not isinstance(task.get("files"), dict) or not task["files"]:
+        if not self.execute or lab_domain(task) is None:
             return Score(0.0, "different_command")
-        (ref_out, ref_tree), (out, tree) = self._effect(task["files"], ref_cmd), self._effect(task["files"], cmd)
+        (ref_out, ref_tree), (out, tree) = (self.effect(task, state, want.name, want.arguments),
+                                            self.effect(task, state, got.name, got.arguments))
+        if ref_out == "task_does_not_replay":
+            return Score(0.0, "task_does_not_replay")
+        from pivotrl.lab.domains.terminal import shows_fact
+
         fact = f"{task['key_name']}={task['answer']}" if task.get("key_name") else None
-        informs = fact is not None and fact in ref_out and fact in out
+        informs = fact is not None and shows_fact(ref_out, fact) and shows_fact(out, fact)
         same = ref_tree == tree and (ref_out == out or informs)
         return Score(1.0, "same_effect") if same else Score(0.0, "different_effect")
-
-    def _effect(self, files: dict, command: str):
-        from pivotrl.lab.domains.terminal import materialize
-        from pivotrl.lab.restricted_shell import RestrictedShell
-
-        key = hashlib.sha1(repr((sorted(files.items()), command)).encode()).hexdigest()
-        if key not in self._cache:
-            with sandbox.task_folder(prefix="pivotrl-verify-") as root:
-                materialize(root, files)
-                out = RestrictedShell(root).run(command)
-                tree = [entry for entry in sandbox.snapshot(root) if entry[1] != "dir"]
-            self._cache[key] = (out, tree)
-        return self._cache[key]
 
 
 @register_verifier("lab_code")
 class CodeVerifier(_LabVerifier):
-    """The lab code domain's calls: an `edit` that gives the same file, other calls as in `tool_call`."""
-
-    answer_in_messages = False  # a code task ends when its tests pass, not with an answer
-
-    def __init__(self):
-        self.calls = ToolCallVerifier(word_count_similarity_threshold=0.1)
-
-    def compare(self, want, got, task: dict) -> Score:
-        if want.name == "edit" and got.name == "edit":
-            files = task.get("files") or {}
-            ref_file, new_file = _apply(files, want.arguments), _apply(files, got.arguments)
-            if new_file is not None and new_file == ref_file:
-                return Score(1.0, "same_edit")
-            return Score(0.0, "different_edit")
-        return self.calls.compare_calls([want], [got])
-
-
-def _apply(files: dict, args: Any) -> tuple | None:
-    """(path, new text) after an edit, or None if the edit does not apply."""
-    if not isinstance(args, dict) or not all(isinstance(args.get(k), str) for k in ("path", "old", "new")):
-        return None
-    text = files.get(args["path"])
-    if text is None or not args["old"] or args["old"] not in text:
-        return None
-    return args["path"], text.replace(args["old"], args["new"], 1)
+    """The code domain's calls: the same output and the same files after the call (an `edit` that
+    gives the same file, a `view` of the same file, `run_tests`)."""
 
 
 @register_verifier("lab_search")
 class SearchVerifier(_LabVerifier):
-    """`search` calls are equivalent when the task's BM25 index ranks the same document first for
-    both queries; `open` calls need the same document id; the final answer must name the answer."""
+    """A `search` is right when its results list the document the reference query ranks first (the
+    one the expert opens next); other calls need the same effect (`open` the same document)."""
 
-    def __init__(self):
-        self.calls = ToolCallVerifier(word_count_similarity_threshold=0.1)
-        self._envs: dict[str, Any] = {}
-
-    def _top(self, task: dict, query: str) -> str:
-        from pivotrl.lab.domains.search import SearchEnv
-
-        key = hashlib.sha1(repr(sorted(task["docs"].items())).encode()).hexdigest()
-        if key not in self._envs:
-            env = SearchEnv()
-            env.reset(docs=task["docs"], answer=task.get("answer", ""))
-            self._envs[key] = env
-        return self._envs[key].search(query).split("\n")[0].split(":")[0]
-
-    def compare(self, want, got, task: dict) -> Score:
-        if want.name == "search" and got.name == "search" and task.get("docs"):
+    def compare(self, want, got, task: dict, state) -> Score:
+        if want.name == "search" and got.name == "search" and lab_domain(task) is not None:
             q = got.arguments.get("query") if isinstance(got.arguments, dict) else None
             if not isinstance(q, str) or not q.strip():
                 return Score(0.0, "bad_query")
-            same = self._top(task, q) == self._top(task, want.arguments["query"])
-            return Score(1.0, "same_top_result") if same else Score(0.0, "different_top_result")
-        return self.calls.compare_calls([want], [got])
+            listed = [line.split(": ", 1)[0] for line in self.effect(task, state, "search", {"query": q})[0].splitlines()
+                      if ": " in line]
+            ref = self.effect(task, state, "search", want.arguments)[0].splitlines()
+            ref_top = ref[0].split(": ", 1)[0] if ref and ": " in ref[0] else None
+            return Score(1.0, "finds_the_document") if ref_top in listed else Score(0.0, "misses_the_document")
+        return super().compare(want, got, task, state)

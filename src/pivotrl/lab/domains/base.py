@@ -9,6 +9,9 @@ A domain is one module with a `Domain` registered by name:
   surface forms (argument order, equivalent commands and queries, paraphrased messages);
 - `verifier`: the functional verifier for its actions (a registered name, with options).
 
+A domain may also give its expert as a `policy` (what `pivotrl lab audit` needs to finish an
+episode from any state) and a `tag` for each state (decision or copy).
+
 Splits never overlap: a task's split is decided by a hash of its key (the facts that define it),
 so train, dev and test are disjoint whatever their sizes.
 """
@@ -35,6 +38,16 @@ class Domain:
     verifier: str = "tool_call"
     verifier_options: dict = field(default_factory=dict)
     description: str = ""
+    # The expert as a policy `(task, messages, rng) -> step` that reads only what the environment
+    # answered: it finishes an episode from any state (what `pivotrl lab audit` needs). rng=None
+    # gives its plainest surface forms.
+    policy: Callable | None = None
+    # `tag(state) -> "decision" | "copy"`: whether the right action picks one of several
+    # alternatives the context shows (an order among the listed ones, a document among the results,
+    # the buggy function among three, a value among several lines) or only repeats a value the
+    # context shows once (or is a fixed move). Reports split accuracy by it, so a gain says what
+    # was learned.
+    tag: Callable | None = None
 
     def tasks(self, split: str, n: int, seed: int = 0) -> list[dict]:
         """`n` distinct tasks of `split`, the same for the same seed."""
@@ -89,44 +102,129 @@ def list_domains() -> list[str]:
     return sorted(_DOMAINS)
 
 
-def run_expert(domain: Domain, task: dict, steps: list[tuple[str, Any]], tools: list[dict] | None = None) -> dict:
-    """Play an expert's plan in a real environment and record the trajectory.
+Step = tuple  # ("call", (name, args)) or ("say", text)
+Policy = Callable[[dict, list, "random.Random | None"], Step]
 
-    `steps`: `("call", (name, args))` for a tool call, `("say", text)` for the final message; a
-    step may also be a callable `(observations) -> step`, for choices that depend on what the
-    environment answered.
-    """
-    from pivotrl.eval.episodes import call_tool, environment_tools
 
+def task_kwargs(task: dict) -> dict:
+    """The keyword arguments of the environment's `reset` that a task carries."""
+    return {k: v for k, v in task.items() if k not in ("prompt", "id", "domain", "split")}
+
+
+def start_episode(domain: Domain, task: dict):
+    """A fresh environment reset to `task`, and the episode's first messages."""
     env = domain.environment()
-    obs = env.reset(**{k: v for k, v in task.items() if k not in ("prompt", "id", "domain", "split")})
+    obs = env.reset(**task_kwargs(task))
     messages = [dict(m) for m in task["prompt"]]
     if isinstance(obs, str):
         messages[-1]["content"] += obs
-    seen: list[str] = []
-    for n, step in enumerate(steps):
-        if callable(step):
-            step = step(seen)
-        kind, payload = step
+    return env, messages
+
+
+def replay(domain: Domain, task: dict, context: list[dict]):
+    """A fresh environment brought to where `context` left it: every tool call of its assistant
+    turns executed again, in order (the lab's environments are deterministic)."""
+    from pivotrl.eval.episodes import call_tool
+
+    env, _ = start_episode(domain, task)
+    for name, args, _ in _calls(context):
+        call_tool(env, name, args)
+    return env
+
+
+def _calls(context) -> list[tuple[Any, Any, Any]]:
+    """(name, arguments, id) of every well-formed tool call of the assistant turns in `context`."""
+    out = []
+    for m in context if isinstance(context, list) else []:
+        if not isinstance(m, dict) or m.get("role") != "assistant" or not isinstance(m.get("tool_calls"), list):
+            continue
+        for call in m["tool_calls"]:
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+                out.append((fn["name"], _json_arguments(fn.get("arguments")), call.get("id")))
+    return out
+
+
+def _json_arguments(args: Any) -> Any:
+    if isinstance(args, str):
+        try:
+            return json.loads(args)
+        except ValueError:
+            return None
+    return args
+
+
+def tool_history(messages: list[dict]) -> list[tuple[str, Any, str]]:
+    """(tool name, arguments, output) of every call in `messages` that got an answer, in order: what
+    an expert policy reads to decide its next step."""
+    calls, out = {}, []
+    for m in messages:
+        if not isinstance(m, dict):
+            continue
+        if m.get("role") == "assistant":
+            calls.update({call_id: (name, args) for name, args, call_id in _calls([m])})
+        elif m.get("role") == "tool" and m.get("tool_call_id") in calls:
+            name, args = calls[m["tool_call_id"]]
+            out.append((name, args if isinstance(args, dict) else {}, str(m.get("content", ""))))
+    return out
+
+
+def play_policy(env, messages: list[dict], policy: Policy, task: dict, rng: random.Random | None,
+                max_turns: int, first_id: int = 0) -> tuple[list[dict], bool]:
+    """Let an expert policy act for at most `max_turns` turns from `messages`. Returns the messages
+    and whether it ended with a final message (which is then `env.final_message`)."""
+    from pivotrl.eval.episodes import call_tool
+
+    messages = list(messages)
+    for n in range(first_id, first_id + max_turns):
+        kind, payload = policy(task, messages, rng)
         if kind == "say":
             messages.append({"role": "assistant", "content": payload})
-            break
+            env.final_message = payload
+            return messages, True
         name, args = payload
         call_id = f"call_{n}"
         messages.append({"role": "assistant", "content": "", "tool_calls": [
             {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]})
-        out = call_tool(env, name, args)
-        seen.append(out)
-        messages.append({"role": "tool", "tool_call_id": call_id, "content": out})
-    env.final_message = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+        messages.append({"role": "tool", "tool_call_id": call_id, "content": call_tool(env, name, args)})
+    env.final_message = ""
+    return messages, False
+
+
+def run_expert(domain: Domain, task: dict, steps: list[tuple[str, Any]] | Policy, tools: list[dict] | None = None,
+               rng: random.Random | None = None, max_turns: int = 12) -> dict:
+    """Play an expert in a real environment and record the trajectory.
+
+    `steps`: an expert policy `(task, messages, rng) -> step`, which decides each step from what the
+    environment answered so far, or a fixed plan: a list of `("call", (name, args))` for a tool
+    call and `("say", text)` for the final message.
+    """
+    from pivotrl.eval.episodes import environment_tools
+
+    policy = steps if callable(steps) else _plan_policy(steps)
+    env, messages = start_episode(domain, task)
+    messages, _ = play_policy(env, messages, policy, task, rng, max_turns)
     if env.get_reward() != 1.0:
         raise RuntimeError(f"{domain.name}: the expert failed task {task.get('id')}: {messages[-1]}")
     return {"id": task["id"], "domain": domain.name, "messages": messages,
             "tools": tools if tools is not None else environment_tools(env), "meta": {"task": task}}
 
 
-def shuffled(args: dict, rng: random.Random) -> dict:
+def _plan_policy(steps: list) -> Policy:
+    def policy(task, messages, rng):
+        done = sum(1 for m in messages if m.get("role") == "assistant")
+        return steps[done]
+    return policy
+
+
+def shuffled(args: dict, rng: random.Random | None) -> dict:
     """The same arguments in a random key order (a surface form exact match cares about)."""
     keys = list(args)
-    rng.shuffle(keys)
+    if rng is not None:
+        rng.shuffle(keys)
     return {k: args[k] for k in keys}
+
+
+def pick(rng: random.Random | None, options: list):
+    """One of an expert's equivalent surface forms: random with an rng, else the first."""
+    return options[0] if rng is None else rng.choice(options)

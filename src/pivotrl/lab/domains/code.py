@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from pivotrl import sandbox
-from pivotrl.lab.domains.base import Domain, register_domain, run_expert
+from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, tool_history
 from pivotrl.lab.domains.terminal import materialize
 
 SYSTEM = "Coding agent. Make the tests in test_calc.py pass by fixing calc.py."
@@ -122,6 +122,10 @@ class CodeEnv:
             raise ValueError("path outside the task folder")
         return p
 
+    def _state(self):
+        """What an action can change: the task folder's files (compared by the lab's verifier)."""
+        return [entry for entry in sandbox.snapshot(self.dir) if entry[1] != "dir"]
+
     def get_reward(self) -> float:
         return 1.0 if run_pytest(self.dir)[0] else 0.0
 
@@ -162,16 +166,36 @@ def _sample(rng: random.Random) -> dict:
                                                                "Fix the bug in calc.py."])}]}
 
 
-def _expert(task: dict, rng: random.Random) -> dict:
+def code_policy(task: dict, messages: list, rng: random.Random | None) -> tuple:
+    """The coding expert, from what the tools returned: read calc.py, fix the buggy line, run the
+    tests, report. It reads before it edits and never flips a coin over its first move (an expert
+    that starts with `run_tests` or `view` at random makes the first turn a coin toss that no
+    verifier comparing with the demonstration can judge)."""
     name, bad, good = task["bug"]
-    old, new = rng.choice([(bad, good), (f"return {bad}", f"return {good}")])
-    first = [("call", ("run_tests", {})), ("call", ("view", {"path": "calc.py"}))]
-    if rng.random() < 0.5:
-        first.reverse()
-    steps = first + [("call", ("edit", {"path": "calc.py", "old": old, "new": new})), ("call", ("run_tests", {})),
-                     ("say", rng.choice(["Fixed: the tests pass.", f"I fixed {name} in calc.py.", "All tests pass now."]))]
-    return run_expert(DOMAIN, task, steps)
+    seen = tool_history(messages)
+    last_edit = max((i for i, (tool, _, out) in enumerate(seen) if tool == "edit" and out == "edited"), default=None)
+    if last_edit is not None:
+        runs = [out for tool, _, out in seen[last_edit + 1:] if tool == "run_tests"]
+        if not runs:
+            return "call", ("run_tests", {})
+        if "passed" in runs[-1] and "failed" not in runs[-1]:
+            return "say", pick(rng, ["Fixed: the tests pass.", f"I fixed {name} in calc.py.", "All tests pass now."])
+    if not any(tool == "view" and f"return {bad}" in out for tool, _, out in seen):
+        return "call", ("view", {"path": "calc.py"})
+    old, new = pick(rng, [(f"return {bad}", f"return {good}"), (bad, good)])
+    return "call", ("edit", {"path": "calc.py", "old": old, "new": new})
+
+
+def _expert(task: dict, rng: random.Random) -> dict:
+    return run_expert(DOMAIN, task, code_policy, rng=rng)
+
+
+def code_tag(state) -> str:
+    """Decision: the edit (which of three functions is wrong, and how); the rest are fixed moves."""
+    ref = state.reference
+    return "decision" if ref.kind == "tool_calls" and ref.calls and ref.calls[0].name == "edit" else "copy"
 
 
 DOMAIN = register_domain(Domain("code", CodeEnv, _sample, _expert, verifier="lab_code",
+                                policy=code_policy, tag=code_tag,
                                 description="fix a planted bug until pytest passes (like SWE-Bench)"))

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
-from pivotrl.lab.domains.base import Domain, register_domain, run_expert
+from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, tool_history
 
 SYL = ["ka", "lo", "mer", "dan", "vi", "tor", "sel", "ra", "bu", "nen", "os", "li", "gar", "ven", "tu", "mi"]
 REGIONS = ["North", "South", "East", "West", "Coast", "Hills", "Lakes", "Plains"]
@@ -78,18 +79,43 @@ def _sample(rng: random.Random) -> dict:
             "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]}
 
 
+def search_policy(task: dict, messages: list, rng: random.Random | None) -> tuple:
+    """The research expert, from what search and open returned: find the person's document, read
+    the town, find the town's document, read the region, answer."""
+    name = task["person"]
+    seen = tool_history(messages)
+    listed = {}  # document id -> first sentence, from search results
+    for tool, _, out in seen:
+        if tool == "search":
+            listed.update(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    opened = [out for tool, _, out in seen if tool == "open"]
+    towns = [m.group(1) for out in opened if (m := re.search(rf"{re.escape(name)} was born in (\w+)\.", out))]
+    if not towns:
+        pid = next((i for i, first in listed.items() if first.startswith(f"{name} is")), None)
+        if pid is None:
+            return "call", ("search", {"query": pick(rng, [name, f"{name} born", f"where was {name} born"])})
+        return "call", ("open", {"doc_id": pid})
+    town = towns[-1]
+    regions = [m.group(1) for out in opened if (m := re.search(rf"{re.escape(town)} lies in the (\w+) region", out))]
+    if regions:
+        return "say", pick(rng, [f"{regions[-1]}.", f"The {regions[-1]} region.", f"{name} was born in the {regions[-1]} region."])
+    tid = next((i for i, first in listed.items() if first == f"{town} is a town"), None)
+    if tid is None:
+        return "call", ("search", {"query": pick(rng, [town, f"{town} town", f"{town} region"])})
+    return "call", ("open", {"doc_id": tid})
+
+
 def _expert(task: dict, rng: random.Random) -> dict:
-    name, town = task["person"], task["town"]
-    pid = next(k for k, v in task["docs"].items() if v.startswith(f"{name} is"))
-    tid = next(k for k, v in task["docs"].items() if v.startswith(f"{town} is a town"))
-    steps = [("call", ("search", {"query": rng.choice([name, f"{name} born", f"where was {name} born"])})),
-             ("call", ("open", {"doc_id": pid})),
-             ("call", ("search", {"query": rng.choice([town, f"{town} town", f"{town} region"])})),
-             ("call", ("open", {"doc_id": tid})),
-             ("say", rng.choice([f"{task['answer']}.", f"The {task['answer']} region.",
-                                 f"{name} was born in the {task['answer']} region."]))]
-    return run_expert(DOMAIN, task, steps)
+    return run_expert(DOMAIN, task, search_policy, rng=rng)
+
+
+def search_tag(state) -> str:
+    """Decision: open one document among the results; the rest copies (a name or town into a
+    query, the region into the answer)."""
+    ref = state.reference
+    return "decision" if ref.kind == "tool_calls" and ref.calls and ref.calls[0].name == "open" else "copy"
 
 
 DOMAIN = register_domain(Domain("search", SearchEnv, _sample, _expert, verifier="lab_search",
+                                policy=search_policy, tag=search_tag,
                                 description="multi-hop questions over a BM25-indexed corpus (like BrowseComp)"))

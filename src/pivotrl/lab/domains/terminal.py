@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from pivotrl import sandbox
-from pivotrl.lab.domains.base import Domain, register_domain, run_expert
+from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, tool_history
 from pivotrl.lab.restricted_shell import RestrictedShell
 
 CITIES = ["oslo", "lima", "pune", "kyiv", "baku", "nice", "bern", "doha", "riga", "suva", "apia", "male", "lome",
@@ -48,6 +48,10 @@ class TerminalEnv:
             command: The command line.
         """
         return self.shell.run(command)
+
+    def _state(self):
+        """What an action can change: the folder's files (compared by the lab's verifier)."""
+        return [entry for entry in sandbox.snapshot(self.dir) if entry[1] != "dir"]
 
     def get_reward(self) -> float:
         if self.kind == "create":
@@ -88,25 +92,56 @@ def _sample(rng: random.Random) -> dict:
     return task
 
 
-def _expert(task: dict, rng: random.Random) -> dict:
-    ls = rng.choice(["ls data", "ls -1 data", "ls data/"])
+def shows_fact(output: str, fact: str) -> bool:
+    """Whether a command's output shows the line `key=value` (alone, or after grep -n's `N:`)."""
+    return any(line == fact or (line.endswith(":" + fact) and line.split(":")[0].isdigit())
+               for line in output.splitlines())
+
+
+def terminal_policy(task: dict, messages: list, rng: random.Random | None) -> tuple:
+    """The shell expert, from what the commands printed: list the data, read the asked file and
+    answer; count the files; write the file, read it back, report."""
+    seen = [(args.get("command", ""), out) for _, args, out in tool_history(messages)]
     if task["kind"] == "value":
+        fact = f"{task['key_name']}={task['answer']}"
+        if any(shows_fact(out, fact) for _, out in seen):  # the value read from a command's output
+            return "say", pick(rng, [f"The {task['key_name']} is {task['answer']}.", f"{task['answer']}",
+                                     f"It is {task['answer']}."])
         f = f"data/{task['city']}.txt"
-        look = rng.choice([f"cat {f}", f"grep {task['key_name']} {f}", f"grep -n {task['key_name']} {f}"])
-        say = rng.choice([f"The {task['key_name']} is {task['answer']}.", f"{task['answer']}",
-                          f"It is {task['answer']}."])
-        steps = [("call", ("run", {"command": ls})), ("call", ("run", {"command": look})), ("say", say)]
-    elif task["kind"] == "count":
-        cmd = rng.choice(["ls data | wc -l", "ls -1 data | wc -l", "ls data/ | wc -l"])
-        steps = [("call", ("run", {"command": cmd})),
-                 ("say", rng.choice([f"There are {task['answer']} files.", f"{task['answer']} files."]))]
-    else:
-        cmd = rng.choice([f"echo {task['content']} > done.txt", f"echo '{task['content']}' > done.txt"])
-        steps = [("call", ("run", {"command": cmd})), ("call", ("run", {"command": "cat done.txt"})),
-                 ("say", rng.choice(["Created done.txt.", "Done."]))]
-    return run_expert(DOMAIN, task, steps)
+        if not any(f"{task['city']}.txt" in out.split() for _, out in seen):
+            return "call", ("run", {"command": pick(rng, ["ls data", "ls -1 data", "ls data/"])})
+        return "call", ("run", {"command": pick(rng, [f"cat {f}", f"grep {task['key_name']} {f}",
+                                                      f"grep -n {task['key_name']} {f}"])})
+    if task["kind"] == "count":
+        counts = [out.strip() for cmd, out in seen if "wc" in cmd and out.strip().isdigit()]
+        if not counts:
+            return "call", ("run", {"command": pick(rng, ["ls data | wc -l", "ls -1 data | wc -l", "ls data/ | wc -l"])})
+        return "say", pick(rng, [f"There are {counts[-1]} files.", f"{counts[-1]} files."])
+    target, content = task["target"], task["content"]
+    if seen and seen[-1][1].strip() == content and target in seen[-1][0] and ">" not in seen[-1][0]:
+        return "say", pick(rng, [f"Created {target}.", "Done."])
+    if seen and ">" in seen[-1][0] and target in seen[-1][0]:
+        return "call", ("run", {"command": f"cat {target}"})
+    return "call", ("run", {"command": pick(rng, [f"echo {content} > {target}", f"echo '{content}' > {target}"])})
+
+
+def _expert(task: dict, rng: random.Random) -> dict:
+    return run_expert(DOMAIN, task, terminal_policy, rng=rng)
+
+
+def terminal_tag(state) -> str:
+    """Decision: answer with one value among several `key=value` lines the last command printed;
+    the rest copies (file names from the question, a count, the content to write)."""
+    from pivotrl.lab.verifiers import task_of
+
+    if state.reference.kind == "message" and task_of(state).get("kind") == "value":
+        outputs = [out for _, _, out in tool_history(state.context)]
+        if outputs and sum("=" in line for line in outputs[-1].splitlines()) > 1:
+            return "decision"
+    return "copy"
 
 
 DOMAIN = register_domain(Domain("terminal", TerminalEnv, _sample, _expert, verifier="lab_terminal",
+                                policy=terminal_policy, tag=terminal_tag,
                                 description="shell commands in a real folder through a restricted shell "
                                             "(like Terminal-Bench)"))

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 
-from pivotrl.lab.domains.base import Domain, register_domain, run_expert, shuffled
+from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, shuffled, tool_history
 
 FIRST = ["Ada", "Ben", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jia", "Kofi", "Lena", "Mia", "Noor",
          "Omar", "Pia", "Raj", "Sara", "Tom", "Uma", "Vic", "Wen", "Yara", "Zoe"]
@@ -92,6 +93,10 @@ class StoreEnv:
         oid = self.db.execute("select id from orders where user_id = ? and item = ?", (uid, self.item)).fetchone()[0]
         return oid, self.initial[oid]
 
+    def _state(self):
+        """What an action can change: the orders' statuses (compared by the lab's verifier)."""
+        return self._orders()
+
     def get_reward(self) -> float:
         oid, status = self._target()
         expected = dict(self.initial)
@@ -127,24 +132,51 @@ def _sample(rng: random.Random) -> dict:
             "users": users, "orders": orders, "name": me[1], "zip_code": me[2], "item": target[2], "goal": goal}
 
 
-def _expert(task: dict, rng: random.Random) -> dict:
-    uid = next(u[0] for u in task["users"] if u[1] == task["name"])
-    order = next(o for o in task["orders"] if o[1] == uid and o[2] == task["item"])
-    ask = rng.choice(["What is your zip code?", "Could you tell me your zip code?", "Please give me your zip code."])
-    steps = [("call", ("ask_user", {"question": ask})),
-             ("call", ("find_user", shuffled({"name": task["name"], "zip": task["zip_code"]}, rng))),
-             ("call", ("list_orders", {"user_id": uid}))]
+def store_policy(task: dict, messages: list, rng: random.Random | None, tools=("ask_user", "find_user",
+                 "list_orders", "cancel_order")) -> tuple:
+    """The store's expert: ask the zip code, find the user, list the orders, cancel the one asked for
+    or report its status; every step from what the store answered so far."""
+    ask, find, listing, cancel = tools
+    seen = tool_history(messages)
+    zips = [out.strip() for name, _, out in seen if name == ask and re.fullmatch(r"\d{5}", out.strip())]
+    if not zips:
+        return "call", (ask, {"question": pick(rng, ["What is your zip code?", "Could you tell me your zip code?",
+                                                      "Please give me your zip code."])})
+    uids = [out for name, _, out in seen if name == find and re.fullmatch(r"U\d+", out)]
+    if not uids:
+        return "call", (find, shuffled({"name": task["name"], "zip": zips[-1]}, rng))
+    orders = [out for name, args, out in seen if name == listing and args.get("user_id") == uids[-1]
+              and out.startswith("[")]
+    if not orders:
+        return "call", (listing, {"user_id": uids[-1]})
+    order = next((o for o in json.loads(orders[-1]) if o.get("item") == task["item"]), None)
+    if order is None:
+        return "say", "I could not find that order."
+    oid = order["order_id"]
     if task["goal"] == "cancel":
-        steps.append(("call", ("cancel_order", {"order_id": order[0]})))
-        say = rng.choice([f"Your order {order[0]} is cancelled.", f"Done: order {order[0]} has been cancelled.",
-                          f"I cancelled order {order[0]} for you."])
-    else:
-        say = rng.choice([f"Your order {order[0]} is {order[3]}.", f"Order {order[0]} ({task['item']}) is {order[3]}.",
-                          f"The status of order {order[0]} is {order[3]}."])
-    steps.append(("say", say))
-    return run_expert(DOMAIN, task, steps)
+        if not any(name == cancel and args.get("order_id") == oid and out == "cancelled" for name, args, out in seen):
+            return "call", (cancel, {"order_id": oid})
+        return "say", pick(rng, [f"Your order {oid} is cancelled.", f"Done: order {oid} has been cancelled.",
+                                 f"I cancelled order {oid} for you."])
+    return "say", pick(rng, [f"Your order {oid} is {order['status']}.", f"Order {oid} ({task['item']}) is {order['status']}.",
+                             f"The status of order {oid} is {order['status']}."])
 
 
-DOMAIN = register_domain(Domain("tooluse", StoreEnv, _sample, _expert, verifier="tool_call",
-                                verifier_options={"word_count_similarity_threshold": 0.1},
+def _expert(task: dict, rng: random.Random) -> dict:
+    return run_expert(DOMAIN, task, store_policy, rng=rng)
+
+
+def store_tag(state) -> str:
+    """Decision: cancel one order among the listed ones, or report its status; the rest copies a
+    value shown once (the name, the zip code, the user id, the order just cancelled)."""
+    from pivotrl.lab.verifiers import task_of
+
+    ref = state.reference
+    if ref.kind == "message":
+        return "decision" if task_of(state).get("goal") == "status" else "copy"
+    return "decision" if ref.calls and ref.calls[0].name in ("cancel_order", "void_order") else "copy"
+
+
+DOMAIN = register_domain(Domain("tooluse", StoreEnv, _sample, _expert, verifier="lab_store",
+                                policy=store_policy, tag=store_tag,
                                 description="customer-service store in SQLite (like tau2-bench)"))

@@ -1,0 +1,212 @@
+"""`pivotrl lab audit`: does a verifier's reward mean what the environment means?
+
+PivotRL pays a sampled action whatever the verifier says (arXiv 2603.21383, section 3), so a
+verifier that accepts actions which fail their episodes trains exactly those errors in. The audit
+measures it. For sampled actions at candidate states:
+
+1. the truth: the action is played in the domain's real environment (the state's context replayed
+   first); then the domain's expert policy finishes the episode within the turns the demonstration
+   had left after this one; the environment's success test decides. An action is *on track* when
+   the episode still succeeds: a final message that passes the task's check, or a call after which
+   the expert needs no more turns than after the demonstrated one (a wasted or harmful call is not);
+2. each verifier's verdict (reward 1) on the same completion.
+
+Precision is the share of rewarded actions that are on track; recall the share of on-track
+actions that are rewarded; both per domain and per turn type (the demonstrated tool, or
+`message`). Any domain with an environment and an expert policy can be audited.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from pivotrl.lab.domains.base import Domain, get_domain, play_policy, replay
+from pivotrl.lab.verifiers import close, task_of
+from pivotrl.rewards.parse import parse_action
+
+
+def on_track(domain: Domain, state, completion: Any) -> bool:
+    """Whether the episode still succeeds when `completion` is played at `state` and the domain's
+    expert finishes within the turns the demonstration had left."""
+    left = max(state.num_turns - state.turn_index - 1, 0)
+    return on_track_within(domain, task_of(state), state.context, completion, left, state.tools)
+
+
+def on_track_within(domain: Domain, task: dict, context: list, completion: Any, left: int, tools=None) -> bool:
+    """`completion` (text or an assistant message) played after `context`, then the expert for at
+    most `left` turns: does the episode succeed?"""
+    from pivotrl.eval.episodes import call_tool
+
+    action = parse_action(completion, tools)
+    if action.kind == "none":
+        return False
+    env = replay(domain, task, context)
+    try:
+        if action.kind == "message":
+            env.final_message = action.text
+            return env.get_reward() == 1.0
+        messages = list(context)
+        calls = [{"id": f"audit_{k}", "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
+                 for k, c in enumerate(action.calls)]
+        messages.append({"role": "assistant", "content": action.text, "tool_calls": calls})
+        for call, c in zip(calls, action.calls):
+            out = "Error: the call is not valid JSON." if c.malformed else call_tool(env, c.name, c.arguments)
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": out})
+        _, finished = play_policy(env, messages, domain.policy, task, None, left, first_id=len(messages))
+        return finished and env.get_reward() == 1.0
+    except Exception:  # an environment that breaks on this action: the episode failed
+        return False
+    finally:
+        close(env)
+
+
+def expert_turns_left(domain: Domain, task: dict, context: list, max_turns: int = 12) -> int | None:
+    """How many turns the expert needs to finish from `context` (None: it cannot)."""
+    env = replay(domain, task, context)
+    try:
+        messages, finished = play_policy(env, list(context), domain.policy, task, None, max_turns,
+                                         first_id=len(context))
+        ok = finished and env.get_reward() == 1.0
+    except Exception:
+        ok = False
+    finally:
+        close(env)
+    return sum(m.get("role") == "assistant" for m in messages[len(context):]) if ok else None
+
+
+def first_off_track(domain: Domain, task: dict, messages: list[dict], tools: list[dict]) -> dict:
+    """Where a failed episode went wrong: its first model turn after which the expert could no
+    longer finish in the turns it needed before that turn, with the turn's type and tag (what the
+    expert would have done there). `turn_limit` when every turn kept the episode on track."""
+    from pivotrl.data.types import Action, ToolCall
+    from pivotrl.pivots.state import State
+
+    start = len(task["prompt"])
+    turn = 0
+    for i in range(start, len(messages)):
+        if messages[i].get("role") != "assistant":
+            continue
+        context = messages[:i]
+        left = expert_turns_left(domain, task, context)
+        if left is not None and not on_track_within(domain, task, context, messages[i], left - 1, tools):
+            kind, payload = domain.policy(task, context, None)
+            ref = Action.message(payload) if kind == "say" else Action.tool_calls([ToolCall(payload[0], payload[1])])
+            state = State("", "", turn, -1, context, tools, ref, domain.name, {"task": task})
+            return {"turn_index": turn, "turn": turn_type(state), "tag": domain.tag(state) if domain.tag else "untagged"}
+        turn += 1
+    return {"turn_index": turn, "turn": "turn_limit", "tag": "turn_limit"}
+
+
+def turn_type(state) -> str:
+    return "message" if state.reference.kind == "message" else state.reference.calls[0].name
+
+
+@dataclass
+class AuditConfig:
+    model: str = ""                 # whose actions are audited (a directory or hub id); the frozen base by default
+    domains: tuple = ("tooluse", "terminal", "search", "code")
+    trajectories: int = 30          # expert trajectories per domain (train split) whose states are audited
+    k: int = 4                      # sampled actions per state
+    temperature: float = 1.0
+    max_tokens: int = 64
+    seed: int = 0
+    verifiers: tuple = ("lab", "nemo_gym_tool_call", "exact")
+
+
+VERIFIERS = {  # name in the table -> (registered verifier, options); "lab" is each domain's own
+    "nemo_gym_tool_call": ("tool_call", {"word_count_similarity_threshold": 0.1}),  # NeMo Gym's tool-use comparator
+    "exact": ("exact", {}),
+}
+
+
+def audit_states(cfg: AuditConfig):
+    """Every turn of `cfg.trajectories` expert trajectories per domain (train-split tasks, as the
+    lab profiles): the candidate states PivotRL would profile."""
+    from pivotrl.data.loaders import normalise_record
+    from pivotrl.pivots import extract_states
+
+    states = []
+    for name in cfg.domains:
+        dom = get_domain(name)
+        if dom.policy is None:
+            from pivotrl.errors import DataError
+
+            raise DataError(f"domain {name!r} has no expert policy, which the audit needs to finish episodes")
+        rng = random.Random(f"audit:{name}:{cfg.seed}")
+        trajs = [normalise_record(dom.expert(t, rng)) for t in dom.tasks("train", cfg.trajectories, seed=cfg.seed + 11)]
+        states += extract_states(trajs)
+    return states
+
+
+def verdicts(states, completions: list[list[Any]], names: tuple) -> list[dict]:
+    """One row per sampled action: domain, turn type, the truth and each verifier's verdict."""
+    from pivotrl.lab.evaluate import lab_verifier
+    from pivotrl.rewards import get_verifier
+    from pivotrl.rewards.base import safe_score
+
+    verifiers = {n: lab_verifier() if n == "lab" else get_verifier(VERIFIERS[n][0], **VERIFIERS[n][1]) for n in names}
+    rows = []
+    for state, samples in zip(states, completions):
+        dom = get_domain(state.domain)
+        for completion in samples:
+            row = {"state": state.id, "domain": state.domain, "turn": turn_type(state),
+                   "truth": on_track(dom, state, completion)}
+            for n, v in verifiers.items():
+                row[n] = safe_score(v, completion, state).reward >= 1.0
+            rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict], names: tuple) -> dict:
+    """Precision and recall of each verifier, per domain x turn type, per domain, and overall."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        for key in ((r["domain"], r["turn"]), (r["domain"], "all"), ("all", "all")):
+            groups.setdefault(key, []).append(r)
+    out = {}
+    for (domain, turn), rs in sorted(groups.items()):
+        entry = {"domain": domain, "turn": turn, "actions": len(rs), "on_track": sum(r["truth"] for r in rs)}
+        for n in names:
+            rewarded = [r for r in rs if r[n]]
+            hits = sum(r["truth"] for r in rewarded)
+            entry[n] = {"rewarded": len(rewarded),
+                        "precision": hits / len(rewarded) if rewarded else None,
+                        "recall": hits / entry["on_track"] if entry["on_track"] else None}
+        out[f"{domain}/{turn}"] = entry
+    return out
+
+
+def run_audit(cfg: AuditConfig, log=None) -> dict:
+    from pivotrl.lab import BASE_MODEL
+    from pivotrl.sampling import Prompt, SamplingParams
+    from pivotrl.sampling.transformers_backend import TransformersSampler
+
+    model = cfg.model or str(BASE_MODEL)
+    states = audit_states(cfg)
+    if log:
+        log(f"sampling {cfg.k} actions at each of {len(states)} states with {model}")
+    sampler = TransformersSampler(model)
+    results = sampler.sample([Prompt(s.context, s.tools) for s in states],
+                             SamplingParams(cfg.k, cfg.temperature, 1.0, cfg.max_tokens), seed=cfg.seed)
+    completions = [[smp.completion for smp in res.samples] for res in results]
+    rows = verdicts(states, completions, cfg.verifiers)
+    return {"config": {**cfg.__dict__, "model": model}, "states": len(states), "actions": len(rows),
+            "summary": summarise(rows, cfg.verifiers), "rows": rows}
+
+
+def audit_table(result: dict) -> str:
+    """Markdown: one line per domain x turn type; precision / recall (rewarded actions) per verifier."""
+    names = result["config"]["verifiers"]
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.0f}%"
+
+    lines = ["| domain | turn | actions | on track | " + " | ".join(f"{n}: precision / recall (rewarded)" for n in names) + " |",
+             "|" + "---|" * (4 + len(names))]
+    for entry in result["summary"].values():
+        cells = [f"{pct(entry[n]['precision'])} / {pct(entry[n]['recall'])} ({entry[n]['rewarded']})" for n in names]
+        lines.append(f"| {entry['domain']} | {entry['turn']} | {entry['actions']} | {entry['on_track']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
