@@ -133,3 +133,45 @@ def test_saving_pivots_in_python_carries_the_bill_and_the_split(profile_path, tm
     bill = json.loads(meta_path(out).read_text())
     assert bill["samples"] == 64 and bill["selected"] == len(kept) and bill["selected_by"] == "pivot"
     assert read_heldout(heldout_path(out)) == {"t-1"}
+
+
+def _domain_states(sizes: dict):
+    from pivotrl.data.types import Action
+    from pivotrl.pivots.state import State
+
+    return [State(f"{d}{i}", f"t{d}{i}", 0, 1, [], [], Action.message("x"), domain=d)
+            for d, n in sizes.items() for i in range(n)]
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from pivotrl.pivots.select import weight_by_domain  # noqa: E402
+
+
+@given(st.dictionaries(st.sampled_from(["code", "search", "terminal", "tooluse"]), st.integers(1, 30), min_size=1),
+       st.data())
+def test_domain_weights_set_each_domains_share_and_use_its_pivots_evenly(sizes, data):
+    states = _domain_states(sizes)
+    weights = {d: data.draw(st.integers(0, 5)) for d in sizes}
+    if not any(weights.values()):
+        with pytest.raises(DataError, match="weight 0"):
+            weight_by_domain(states, weights)
+        return
+    out = weight_by_domain(states, weights, seed=1)
+    assert len(out) == len(states)
+    total = sum(weights.values())
+    for d in sizes:
+        got = [s for s in out if s.domain == d]
+        assert abs(len(got) - len(states) * weights[d] / total) < 1  # largest-remainder rounding
+        if got:  # every pivot of the domain used, evenly
+            uses = [sum(s.id == x.id for s in got) for x in states if x.domain == d]
+            assert max(uses) - min(uses) <= 1
+
+
+def test_domain_weights_default_keeps_the_stream_and_names_missing_domains():
+    states = _domain_states({"code": 2, "search": 6})
+    assert weight_by_domain(states, None) == states
+    with pytest.raises(DataError, match="code"):
+        weight_by_domain(states, {"search": 1})
+    with pytest.raises(DataError, match=">= 0"):
+        weight_by_domain(states, {"search": 1, "code": -1})

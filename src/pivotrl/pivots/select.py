@@ -169,3 +169,39 @@ def breakdown(cands: list[Candidate], kept: list[Candidate]) -> dict[str, Counte
     return {"domain": Counter(c.state.domain for c in cands), "domain_kept": Counter(c.state.domain for c in kept),
             "position": Counter(position(c.state) for c in cands),
             "position_kept": Counter(position(c.state) for c in kept)}
+
+
+def weight_by_domain(states: list[State], weights: dict | None, seed: int = 0) -> list[State]:
+    """The training stream with each domain's share proportional to `weights` (domain -> weight),
+    as a list as long as `states` that repeats each domain's pivots evenly (each one 0 or 1 times
+    more than another of its domain). NVIDIA's four pivot datasets are mixed in training, and one
+    domain can hold most pivots; this sets the mix. `None`: the data's own shares (unchanged)."""
+    import random
+
+    if not weights:
+        return list(states)
+    by_domain: dict[str, list[State]] = {}
+    for s in states:
+        by_domain.setdefault(s.domain, []).append(s)
+    unnamed = sorted(set(by_domain) - set(weights))
+    if unnamed:
+        raise DataError(f"domain_weights names no weight for domain(s) {', '.join(unnamed)} of the pivots "
+                        f"(their domains: {', '.join(sorted(by_domain))})")
+    bad = {d: w for d, w in weights.items() if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0}
+    if bad:
+        raise DataError(f"domain_weights must be numbers >= 0; got {bad}")
+    total = sum(weights[d] for d in by_domain)
+    if total <= 0:
+        raise DataError("domain_weights gives every domain of the pivots weight 0")
+    rng = random.Random(seed)
+    exact = {d: len(states) * weights[d] / total for d in by_domain}
+    counts = {d: math.floor(x) for d, x in exact.items()}
+    for d in sorted(exact, key=lambda d: exact[d] - counts[d], reverse=True)[:len(states) - sum(counts.values())]:
+        counts[d] += 1  # largest remainders: the counts add up to len(states)
+    out: list[State] = []
+    for d in sorted(by_domain):
+        pool = list(by_domain[d])
+        rng.shuffle(pool)
+        out += [pool[i % len(pool)] for i in range(counts[d])]
+    rng.shuffle(out)
+    return out

@@ -21,12 +21,16 @@ def prepare_trl_config(cfg) -> None:
 
     import torch
 
-    for name in ("verifier_options",):
+    for name in ("verifier_options", "domain_weights"):
         value = getattr(cfg, name, None)
         if isinstance(value, str):
             try:
                 setattr(cfg, name, json.loads(value) if value.strip() else {})
             except ValueError:
+                ok = False
+            else:
+                ok = isinstance(getattr(cfg, name), dict)
+            if not ok:
                 raise DataError(f"{name} must be a JSON object, got {value!r}") from None
     if not torch.cuda.is_available():
         cfg.use_cpu = True

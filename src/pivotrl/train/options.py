@@ -33,6 +33,9 @@ class PivotRLOptions:
     lora_target_modules: list[str] | None = field(default=None, metadata={"help": "Default: all linear layers."})
     refresh_every: int = field(default=0, metadata={"help": "Re-profile and re-select the pool every N steps."})
     refresh_k: int = 8
+    domain_weights: dict | str | None = field(default=None, metadata={
+        "help": "Pivot sampling weight per domain (JSON, e.g. '{\"code\": 1, \"search\": 1}'): each domain's share "
+                "of the training stream; default: the data's own shares."})
     chat_template: str | None = field(default=None, metadata={"help": "A Jinja chat template file."})
     max_prompt_length: int | None = field(default=None, metadata={
         "help": "Skip (and count in the ledger) pivots whose prompt is longer (default: the model's context "

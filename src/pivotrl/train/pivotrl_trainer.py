@@ -12,12 +12,14 @@ scratch).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from trl import GRPOConfig
 
 from pivotrl.errors import DataError
+from pivotrl.pivots.select import weight_by_domain
 from pivotrl.pivots.split import resolve_heldout, sample_eval
 from pivotrl.pivots.state import State
 from pivotrl.rewards import as_reward_function, get_verifier
@@ -140,11 +142,19 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     context = getattr(policy.config, "max_position_embeddings", None)
     limit = cfg.max_prompt_length or (context - cfg.max_completion_length if context else None)
     train_states, too_long = drop_long_prompts(train_states, tokenizer, limit, cfg.chat_template, template_kwargs)
-    if not resume_from:
-        ledger.write("data", 0, {"train_states": len(train_states), "skipped_long_prompts": too_long,
-                                 "max_prompt_length": limit})
     if not train_states:
         raise DataError(f"every pivot's prompt is longer than {limit} tokens (max_prompt_length)")
+    pivots_by_domain = dict(Counter(s.domain for s in train_states))
+    if cfg.domain_weights:
+        if cfg.refresh_every:
+            raise DataError("domain_weights and refresh_every cannot be combined yet: the refreshed pool "
+                            "keeps the data's own domain shares")
+        train_states = weight_by_domain(train_states, cfg.domain_weights, cfg.seed)
+    if not resume_from:
+        ledger.write("data", 0, {"train_states": sum(pivots_by_domain.values()), "skipped_long_prompts": too_long,
+                                 "max_prompt_length": limit, "pivots_by_domain": pivots_by_domain,
+                                 "domain_weights": cfg.domain_weights,
+                                 "stream_by_domain": dict(Counter(s.domain for s in train_states))})
     callbacks = [LedgerCallback(ledger, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
     if eval_states:
         callbacks.append(EvalCallback(ledger, eval_states, verifier, tokenizer, cfg.eval_every,
