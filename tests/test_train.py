@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from typer.testing import CliRunner
 
 from pivotrl.cli import app
+from pivotrl.errors import DataError
 from pivotrl.train.e2e import E2EConfig, train_e2e
 from pivotrl.train.ledger import read_ledger
 from pivotrl.train.pivotrl_trainer import PivotRLConfig, train_pivotrl
@@ -514,3 +515,39 @@ def test_pivots_too_long_for_the_context_are_skipped_and_counted(tmp_path, tiny_
     data = next(r for r in read_ledger(run) if r["kind"] == "data")
     assert data["skipped_long_prompts"] == sum(n > limit for n in lengths) > 0
     assert result["train_states"] == data["train_states"] == sum(n <= limit for n in lengths)
+
+
+def test_domain_weights_set_the_mix_the_trainer_samples(tmp_path, tiny_model, sample_states):
+    """A JSON flag value (as from the CLI) becomes the weights; the ledger records the stream's mix."""
+    import dataclasses
+
+    states = [dataclasses.replace(s, domain="a" if i < 12 else "b") for i, s in enumerate(sample_states[:16])]
+    run = tmp_path / "run"
+    train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=1,
+                        domain_weights='{"a": 1, "b": 3}'), train_states=states, eval_states=[])
+    data = next(r for r in read_ledger(run) if r["kind"] == "data")
+    assert data["pivots_by_domain"] == {"a": 12, "b": 4}
+    assert data["stream_by_domain"] == {"a": 4, "b": 12}
+    with pytest.raises(DataError, match="domain_weights must be a JSON object"):
+        small(model=tiny_model, output_dir=str(run), domain_weights="[1, 2]")
+
+
+def test_e2e_tools_fail_as_evaluation_shows_it_and_keep_their_schema():
+    """TRL would hand the policy {"error": ...}; evaluation shows "Error: ...": training sees the latter."""
+    from transformers.utils import get_json_schema
+
+    from pivotrl.eval.episodes import call_tool, environment_tools
+    from pivotrl.lab.domains.tooluse import StoreEnv
+    from pivotrl.train.e2e import wrap_environment
+
+    wrapped = wrap_environment(StoreEnv)()
+    wrapped.reset(task=json.dumps({"users": [["U1", "Ada Kim", "12345"]], "orders": [], "name": "Ada Kim"}))
+    plain = StoreEnv()
+    plain.reset(users=[["U1", "Ada Kim", "12345"]], orders=[], name="Ada Kim")
+    assert wrapped.find_user(name="Ada Kim", zip="99999") == call_tool(plain, "find_user", {"name": "Ada Kim", "zip": "99999"})
+    assert wrapped.find_user(name="Ada Kim", zip="99999").startswith("Error: no such user")
+    assert wrapped.cancel_order(order="x").startswith("Error: bad arguments for cancel_order")
+    assert wrapped.find_user(name="Ada Kim", zip="12345") == "U1"
+    assert [get_json_schema(getattr(wrapped, n)) for n in ("ask_user", "find_user")] == \
+        [t for t in environment_tools(plain) if t["function"]["name"] in ("ask_user", "find_user")]
+    assert E2EConfig(model="m", environment="x").mask_truncated_completions is True

@@ -79,10 +79,19 @@ def call_tool(env, name: str, arguments: Any) -> str:
         return f"Error: arguments of {name} must be a JSON object."
     try:
         result = methods[name](**arguments)
-    except TypeError as exc:
-        return f"Error: bad arguments for {name}: {exc}"
     except Exception as exc:  # the environment refused the action: tell the agent, keep the episode going
-        return f"Error: {exc}"
+        return tool_error(name, exc)
+    return tool_output(result)
+
+
+def tool_error(name: str, exc: Exception) -> str:
+    """How a failed call reads to the agent, in evaluation and in end-to-end training alike."""
+    if isinstance(exc, TypeError):
+        return f"Error: bad arguments for {name}: {exc}"
+    return f"Error: {exc}"
+
+
+def tool_output(result: Any) -> str:
     return result if isinstance(result, str) else json.dumps(result, default=str)
 
 

@@ -30,6 +30,9 @@ class E2EConfig(E2EOptions, PivotRLRecipe):
 
     output_dir: str | None = "runs/e2e"
     max_completion_length: int | None = 512    # tokens over the whole episode (model and tool tokens)
+    # An episode cut by the token limit never reached its end: no loss on it, rather than a reward of
+    # 0 that punishes long but sound episodes (TRL's option; as in DAPO).
+    mask_truncated_completions: bool = True
     max_tool_calling_iterations: int | None = 8
 
 
@@ -47,7 +50,10 @@ def load_tasks(path: str) -> list[dict]:
 def wrap_environment(env_cls):
     """A subclass for TRL: `reset` takes the dataset row (prompt + JSON task), and `get_reward` is
     hidden from TRL, because the episode reward must first see the agent's final message
-    (`episode_reward` below sets `final_message` and calls the real `get_reward`)."""
+    (`episode_reward` below sets `final_message` and calls the real `get_reward`). Each tool
+    returns a failure as the text evaluation shows the agent (`Error: ...`), not as TRL's
+    `{"error": ...}`: the policy trains on what it is tested on."""
+    from pivotrl.eval.episodes import tool_methods
 
     class Episode(env_cls):
         get_reward = None
@@ -59,8 +65,28 @@ def wrap_environment(env_cls):
             self.final_message = final_message
             return float(env_cls.get_reward(self))
 
+    probe = env_cls.__new__(env_cls) if isinstance(env_cls, type) else None
+    for name in (tool_methods(probe) if probe is not None else {}):
+        setattr(Episode, name, _as_agent_sees_it(name, getattr(env_cls, name)))
     Episode.__name__ = env_cls.__name__ if isinstance(env_cls, type) else "Environment"
     return Episode
+
+
+def _as_agent_sees_it(name: str, method):
+    """The tool with its signature and docstring (TRL builds the schema from them); a failure
+    returned as evaluation's error text."""
+    import functools
+
+    from pivotrl.eval.episodes import tool_error, tool_output
+
+    @functools.wraps(method)
+    def tool(self, *args, **kwargs):
+        try:
+            return tool_output(method(self, *args, **kwargs))
+        except Exception as exc:
+            return tool_error(name, exc)
+
+    return tool
 
 
 def episode_reward(ledger: Ledger):
