@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from pivotrl import extract_states, get_verifier
 from pivotrl.data.loaders import normalise_record
@@ -86,14 +87,14 @@ def _wrong(action):
 
 
 def _judged(name, state) -> bool:
-    """Whether a wrong version of this state's action must be refused. Accepted by rule: free-text
-    questions (upstream's word overlap), and any message where the domain only asks for a message
-    (tooluse and code final turns, terminal "create" tasks)."""
+    """Whether a wrong version of this state's action must be refused. Accepted rightly: a question
+    that still asks for the zip code (the store answers it the same), and any message where the
+    task's check does not read the message (code's final turn, terminal "create" tasks)."""
     from pivotrl.lab.verifiers import task_of
 
     ref = state.reference
     if ref.kind == "message":
-        return name == "search" or (name == "terminal" and task_of(state).get("kind") != "create")
+        return name in ("search", "tooluse") or (name == "terminal" and task_of(state).get("kind") != "create")
     return ref.calls[0].name != "ask_user"
 
 
@@ -109,17 +110,21 @@ def test_verifier_rejects_wrong_actions(name):
 
 
 def _wrong_for(state):
-    """A wrong action for this state; a search for another entity (a changed word may still find
-    the same document, which is rightly accepted)."""
+    """A wrong action for this state; for a search, a query about another entity whose results do
+    not list the document the reference finds (one that does list it is rightly accepted)."""
     from pivotrl.data.types import Action, ToolCall
+    from pivotrl.lab.domains.search import SearchEnv
     from pivotrl.lab.verifiers import task_of
 
     ref = state.reference
     if ref.kind == "tool_calls" and ref.calls[0].name == "search":
         docs = task_of(state)["docs"]
-        query = ref.calls[0].arguments["query"]
-        other = next(text for text in docs.values() if query.split()[0] not in text)
-        return render(Action.tool_calls([ToolCall("search", {"query": " ".join(other.split()[:2])})]))
+        env = SearchEnv()
+        env.reset(docs=docs)
+        wanted = env.search(ref.calls[0].arguments["query"]).splitlines()[0].split(":")[0]
+        query = next(q for q in (" ".join(text.split()[:2]) for text in docs.values())
+                     if wanted not in [line.split(":")[0] for line in env.search(q).splitlines()])
+        return render(Action.tool_calls([ToolCall("search", {"query": query})]))
     return _wrong(ref)
 
 
@@ -266,3 +271,25 @@ def test_base_checkpoint_choice_prefers_the_latest_within_noise_of_the_best():
     measured = [{"checkpoint": c, "mixed_share": m} for c, m in shares]
     assert choose_checkpoint(measured, 0.05)["checkpoint"] == "step-1140"
     assert choose_checkpoint(measured, 0.0)["checkpoint"] == "step-300"
+
+
+@given(st.lists(st.lists(st.integers(1, 50), min_size=1, max_size=40), min_size=1, max_size=30),
+       st.integers(10, 60))
+def test_pretraining_blocks_hold_whole_documents(docs, size):
+    import itertools
+
+    from pivotrl.lab.pretrain import packed_blocks
+
+    blocks = packed_blocks(iter(itertools.cycle(docs)).__next__, size, 0)
+    bodies = []
+    for _ in range(len(docs) + 3):
+        block = next(blocks)
+        assert len(block) == size
+        pad = next((i for i, x in enumerate(reversed(block)) if x), len(block))
+        bodies.append(block[:size - pad])
+        assert bodies[-1] and not any(x == 0 for x in bodies[-1])
+    cut = [d[:size] for d in itertools.islice(itertools.cycle(docs), 10 * (len(docs) + 3) * size)]
+    flat = [x for b in bodies for x in b]
+    assert flat == [x for d in cut for x in d][:len(flat)]  # every document, in order: only padding added
+    bounds = set(itertools.accumulate((len(d) for d in cut), initial=0))
+    assert all(pos in bounds for pos in itertools.accumulate((len(b) for b in bodies), initial=0))  # never split

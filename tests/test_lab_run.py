@@ -39,29 +39,47 @@ def test_lab_eval_reports_every_measure(tmp_path):
 
 
 def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
-    from pivotrl.lab.experiment import ARMS, PRESETS, run_lab
+    from pivotrl.lab.experiment import ARMS, PRESETS, Plan, run_lab
 
     stages = []
-    results = run_lab(PRESETS["tiny"], tmp_path, progress=stages.append)
+    preset = PRESETS["tiny"]
+    results = run_lab(preset, tmp_path, progress=stages.append)
     for name in ("results.json", "table.md", "success_vs_cost.png", "in_domain_vs_ood.png"):
         assert (tmp_path / name).exists()
     assert set(results["table"]) == {"base", *ARMS}
+    work = tmp_path / "work"
+    # the protocol: every swept learning rate trained on dev; only the chosen one evaluated on test
+    for arm in ARMS:
+        lrs = preset.learning_rates_of(arm)
+        chosen = results["table"][arm]["learning_rate"]
+        assert chosen in lrs and set(results["sweeps"][arm]) == set(lrs)
+        for lr in lrs:
+            assert (work / f"train_{arm}-lr{lr:g}-s0.json").exists()
+            assert (work / f"eval_{arm}-lr{lr:g}-s0.json").exists() == (lr == chosen)
+        devs = {lr: d for lr, d in results["sweeps"][arm].items() if d is not None}
+        if len(devs) == len(lrs) > 1:  # the best dev success wins (ties: the first listed)
+            assert devs[chosen] == max(devs.values()) and all(devs[lr] < devs[chosen] for lr in lrs[:lrs.index(chosen)])
+    for run in results["runs"]["pivotrl"]:  # dev measured at step 0 and later; the best one kept and evaluated
+        assert run["curve"][0]["step"] == 0 and run["best_dev_success"] == max(c["eval_success"] for c in run["curve"])
+    assert (work / f"pivotrl-lr{results['table']['pivotrl']['learning_rate']:g}-s0" / "best" / "config.json").exists()
+    evals = json.loads((work / "eval_base.json").read_text())
+    assert evals["split"] == "test" and all(len(evals["episodes"][d]) == preset.eval.tasks_per_domain for d in IN_DOMAIN)
     pivot = results["table"]["pivotrl"]["cost"]
     assert pivot["profiling_turns"]["mean"] > 0  # PivotRL is charged its profiling
+    assert results["table"]["pivotrl_no_filter"]["cost"]["profiling_turns"]["mean"] == 0  # it needs none
     assert results["table"]["sft"]["cost"]["rollout_turns"]["mean"] == 0
     assert results["table"]["e2e"]["cost"]["rollout_turns"]["mean"] > 0
     table = (tmp_path / "table.md").read_text()
-    assert "PivotRL, exact-match reward" in table and "E2E RL" in table
-    assert "profiling turns" in table and "basic_arithmetic" in table  # the cost ledger and OOD per task
-    claims = results["claims"]
-    train, prof = pivot["rollout_turns"]["mean"], pivot["profiling_turns"]["mean"]
-    e2e_turns = results["table"]["e2e"]["cost"]["rollout_turns"]["mean"]
-    assert claims["turns_ratio_e2e_over_pivotrl_with_profiling"] == pytest.approx(e2e_turns / (train + prof))
-    assert claims["turns_ratio_e2e_over_pivotrl_training"] == pytest.approx(e2e_turns / train)
+    assert "PivotRL, exact-match reward" in table and "SFT then PivotRL" in table and "verdict" in table
+    assert "OOD reasoning avg" in table and "renamed-tools variant" in table
+    claim = results["claims"]["pivotrl_vs_sft_in_domain"]
+    assert claim["per_seed"] == [results["table"]["pivotrl"]["in_domain_mean"]["mean"]
+                                 - results["table"]["sft"]["in_domain_mean"]["mean"]]
     assert results["machine"]["cpus"] >= 1
+    assert Plan(preset, "", work).complete() and len(stages) == Plan(preset, "", work).total()
     again = []
-    run_lab(PRESETS["tiny"], tmp_path, progress=again.append)
-    assert all("skipped" in s for s in again) and len(again) == len(stages)
+    run_lab(preset, tmp_path, progress=again.append)
+    assert all("skipped" in s for s in again) and len(again) == 1  # only the data stage is even asked
 
 
 def test_a_stage_another_live_worker_holds_is_left_for_later_and_a_dead_ones_lock_is_taken_over(tmp_path):
@@ -97,14 +115,37 @@ def test_a_failing_stage_releases_its_lock(tmp_path):
     assert not (tmp_path / "s.json.lock").exists() and not (tmp_path / "s.json").exists()
 
 
-def test_turns_to_reach_reads_the_first_curve_point_at_or_above_the_e2e_final():
-    from pivotrl.lab.experiment import _turns_to_reach
+def test_cost_to_reach_uses_e2e_best_dev_point_and_only_where_e2e_learned():
+    from pivotrl.lab.report import cost_to_reach
 
-    def curve(*points):
-        return {"curve": [{"rollout_turns": t, "wall_clock_s": 0.0, "eval_success": s} for t, s in points]}
+    def run(*points, profiling=0):
+        return {"curve": [{"rollout_turns": t, "wall_clock_s": t / 10, "eval_success": s} for t, s in points],
+                "profiling": {"rollout_turns": profiling, "wall_clock_s": 1.0}}
 
-    runs = {"pivotrl": [curve((0, 0.1), (100, 0.2), (200, 0.3)), curve((0, 0.1), (100, 0.15))],
-            "e2e": [curve((0, 0.1), (800, 0.25)), curve((0, 0.1), (900, 0.2))]}
-    out = _turns_to_reach(runs)
-    assert out["curve_e2e_final_turns"] == [800, 900]
-    assert out["curve_pivotrl_turns_to_reach_e2e_final"] == [200, None]  # seed 2 never got there
+    runs = {"pivotrl": [run((0, 0.1), (100, 0.2), (200, 0.3), profiling=50), run((0, 0.1), (100, 0.15)),
+                        run((0, 0.1), (100, 0.3))],
+            "e2e": [run((0, 0.1), (800, 0.25), (900, 0.2)), run((0, 0.1), (900, 0.2)), run((0, 0.1), (500, 0.1))]}
+    first, second, third = cost_to_reach(runs)
+    assert first["e2e_best_dev"] == 0.25 and first["e2e_turns"] == 800  # its best point, not its last
+    assert first["pivotrl_turns"] == 200 and first["turns_ratio"] == 4.0
+    assert first["turns_ratio_with_profiling"] == 800 / 250
+    assert second["e2e_learned"] and not second["pivotrl_reached"]  # seed 2 never got there
+    assert not third["e2e_learned"] and not third["pivotrl_reached"]  # no target where E2E never rose
+
+
+def test_paired_intervals_and_verdicts():
+    from pivotrl.lab.report import mean_interval, paired, verdict
+
+    iv = mean_interval([0.1, 0.2, 0.3])  # t with 2 degrees of freedom: 4.303
+    assert iv["mean"] == pytest.approx(0.2) and iv["low"] == pytest.approx(0.2 - 4.303 * 0.1 / 3 ** 0.5) and iv["low"] < 0
+    assert verdict(iv).startswith("not resolved")
+    assert verdict(mean_interval([0.2, 0.25, 0.3])) == "holds (interval above 0)"
+    assert verdict(mean_interval([-0.2, -0.25, -0.3])) == "reversed (interval below 0)"
+
+    def ev(score, eps):
+        return {"in_domain_mean": score, "episodes": {"tooluse": eps}}
+
+    evals = {"a": [ev(0.5, [1, 1, 0, 1]), ev(0.6, [1, 1, 1, 0])], "base": [ev(0.25, [0, 1, 0, 0])]}
+    out = paired(evals, "a", "base")
+    assert out["per_seed"] == pytest.approx([0.25, 0.35])  # every seed against the one base evaluation
+    assert out["tasks"]["n"] == 8 and out["tasks"]["mean"] == pytest.approx(sum([1, 0, 0, 1, 1, 0, 1, 0]) / 8)

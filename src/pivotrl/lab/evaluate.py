@@ -27,12 +27,14 @@ def lab_verifier():
 
 @dataclass
 class EvalConfig:
-    tasks_per_domain: int = 200      # test-split episodes per domain
+    tasks_per_domain: int = 200      # episodes per domain (of `split`)
     ood_per_task: int = 50           # items per reasoning-gym task
     variant_tasks: int = 100         # held-out agentic variant episodes
     next_action_states: int = 100    # held-out states per domain (0 = skip)
     max_tokens: int = 96
     seed: int = 0
+    split: str = "test"              # "dev" while training (choices), "test" once at the end
+    attribute_failures: bool = True  # each failed episode's first off-track turn, by type and tag
 
 
 def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
@@ -43,19 +45,22 @@ def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
     from pivotrl.sampling.transformers_backend import TransformersSampler
 
     sampler = TransformersSampler(model, tokenizer=tokenizer)
-    out: dict = {"in_domain": {}, "ood": {}, "next_action": {}}
+    out: dict = {"split": cfg.split, "in_domain": {}, "ood": {}, "next_action": {}, "episodes": {}}
     t0 = time.time()
     for name in IN_DOMAIN:
         dom = get_domain(name)
-        eps = run_episodes(sampler, dom.environment, dom.tasks("test", cfg.tasks_per_domain, cfg.seed),
+        eps = run_episodes(sampler, dom.environment, dom.tasks(cfg.split, cfg.tasks_per_domain, cfg.seed),
                            MAX_TURNS[name], cfg.max_tokens)
         out["in_domain"][name] = sum(e.reward for e in eps) / len(eps)
+        out["episodes"][name] = [e.reward for e in eps]  # task by task: arms compare paired
+        if cfg.attribute_failures and dom.policy is not None:
+            out.setdefault("failures", {})[name] = failure_points(dom, eps)
         if log:
             log(f"{name}: success {out['in_domain'][name]:.3f} over {len(eps)} episodes")
     out["in_domain_mean"] = sum(out["in_domain"].values()) / len(IN_DOMAIN)
     if cfg.variant_tasks:
         dom = get_domain("tooluse_variant")
-        eps = run_episodes(sampler, dom.environment, dom.tasks("test", cfg.variant_tasks, cfg.seed),
+        eps = run_episodes(sampler, dom.environment, dom.tasks(cfg.split, cfg.variant_tasks, cfg.seed),
                            MAX_TURNS["tooluse_variant"], cfg.max_tokens)
         out["ood"]["tooluse_variant"] = sum(e.reward for e in eps) / len(eps)
     if cfg.ood_per_task:
@@ -68,14 +73,28 @@ def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
             scores.setdefault(it["task"], []).append(score_item(it, text if isinstance(text, str) else ""))
         for task, s in scores.items():
             out["ood"][task] = sum(s) / len(s)
+        out["ood_items"] = [x for s in scores.values() for x in s]  # item by item, paired across arms
         out["ood_reasoning_mean"] = sum(sum(s) / len(s) for s in scores.values()) / len(scores)
-    if out["ood"]:
-        out["ood_mean"] = sum(out["ood"].values()) / len(out["ood"])
     if cfg.next_action_states:
-        out["next_action"] = next_action_accuracy(sampler, test_states(cfg.next_action_states, cfg.seed), cfg.max_tokens)
+        acc = next_action_accuracy(sampler, test_states(cfg.next_action_states, cfg.seed), cfg.max_tokens)
+        out["next_action"] = {d: v for d, v in acc.items() if "/" not in d}
+        out["next_action_by_tag"] = {d: v for d, v in acc.items() if "/" in d}
         out["next_action_mean"] = sum(out["next_action"].values()) / len(out["next_action"])
     out["eval_seconds"] = time.time() - t0
     return out
+
+
+def failure_points(domain, episodes) -> dict:
+    """Failed episodes counted by where they first went off track: "turn/tag" (e.g. "open/decision")."""
+    from pivotrl.lab.audit import first_off_track
+
+    tools, counts = domain.tools(), {}
+    for ep in episodes:
+        if ep.reward < 1.0:
+            where = first_off_track(domain, ep.task, ep.messages, tools)
+            key = f"{where['turn']}/{where['tag']}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def test_states(per_domain: int, seed: int = 0):
@@ -93,10 +112,13 @@ def test_states(per_domain: int, seed: int = 0):
 
 
 def next_action_accuracy(sampler, states, max_tokens: int = 96) -> dict:
-    """Greedy next-action accuracy per domain, under the lab's verifier."""
+    """Greedy next-action accuracy per domain, and per domain and tag ("domain/decision"), under
+    the lab's verifier."""
     from pivotrl.eval.next_action import next_action_scores
 
     acc: dict[str, list[float]] = {}
     for s, score in zip(states, next_action_scores(sampler, states, lab_verifier(), max_tokens)):
-        acc.setdefault(s.domain, []).append(score)
+        tag = get_domain(s.domain).tag
+        for key in (s.domain, f"{s.domain}/{tag(s) if tag else 'untagged'}"):
+            acc.setdefault(key, []).append(score)
     return {d: sum(v) / len(v) for d, v in acc.items()}

@@ -42,8 +42,8 @@ class PretrainConfig:
     layers: int = 4
     heads: int = 4
     max_positions: int = 1024
-    block_size: int = 512
-    batch_size: int = 16
+    block_size: int = 1024            # whole documents per block (never split): every trajectory fits
+    batch_size: int = 8
     learning_rate: float = 3e-3
     warmup_steps: int = 100
     # per-document weights; reasoning documents are ~10x shorter: tokens come out ~44% toolcall,
@@ -118,9 +118,9 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     t0 = time.time()
     pools = build_mixture(cfg)
     log(f"mixture: {', '.join(f'{k} {len(v)} docs' for k, v in pools.items())} ({time.time() - t0:.0f}s)")
-    boot = train_tokenizer([json.dumps(m) for docs in pools.values() for m, _ in docs[:200]], 300)
+    boot = train_tokenizer([json.dumps(m) for docs in pools.values() for m, _ in docs[:200]], 300, compact_tools=True)
     texts = render_all(pools, boot)
-    tok = train_tokenizer([t for docs in texts.values() for t in docs], cfg.vocab_size)
+    tok = train_tokenizer([t for docs in texts.values() for t in docs], cfg.vocab_size, compact_tools=True)
     ids = {k: [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in docs] for k, docs in texts.items()}
     tokens = {k: sum(map(len, v)) for k, v in ids.items()}
     log(f"tokenizer: {len(tok)} tokens; corpus tokens {tokens}")
@@ -136,17 +136,11 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: Qwen3, {n_params / 1e6:.2f}M parameters")
+    PAD = tok.pad_token_id
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01, betas=(0.9, 0.95))
     rng = random.Random(cfg.seed)
     names, weights = list(cfg.mix), [cfg.mix[k] for k in cfg.mix]
-    buffer: list[int] = []
-
-    def block() -> list[int]:
-        nonlocal buffer
-        while len(buffer) < cfg.block_size + 1:
-            buffer += rng.choice(ids[rng.choices(names, weights)[0]])
-        b, buffer = buffer[: cfg.block_size + 1], buffer[cfg.block_size + 1:]
-        return b
+    blocks = packed_blocks(lambda: rng.choice(ids[rng.choices(names, weights)[0]]), cfg.block_size + 1, PAD)
 
     start, step, seen = time.time(), 0, 0
     ckpts, history = [], []
@@ -158,14 +152,14 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
         lr = cfg.learning_rate * min(1.0, (step + 1) / cfg.warmup_steps) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = torch.tensor([block() for _ in range(cfg.batch_size)])
-        loss = _loss(model, batch)
+        batch = torch.tensor([next(blocks) for _ in range(cfg.batch_size)])
+        loss = _loss(model, batch, PAD)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        seen += batch.numel()
+        seen += int((batch != PAD).sum())
         if step % 50 == 0:
             history.append({"step": step, "seconds": round(time.time() - start, 1), "loss": round(loss.item(), 4),
                             "tokens": seen, "lr": lr})
@@ -188,11 +182,30 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     return summary
 
 
-def _loss(model, batch):
+def packed_blocks(draw, size: int, pad: int):
+    """Blocks of `size` tokens holding whole documents from `draw()`, packed until the next one does
+    not fit (it opens the next block); the rest is padding, which the loss ignores. A document is
+    never split (one longer than a block is cut), so the model sees every trajectory from its
+    start: with 512-token blocks and split documents, tooluse episodes of 545-621 tokens never were."""
+    pending = None
+    while True:
+        block: list[int] = []
+        while True:
+            doc = (pending if pending is not None else draw())[:size]
+            if block and len(block) + len(doc) > size:
+                pending = doc
+                break
+            pending = None
+            block += doc
+        yield block + [pad] * (size - len(block))
+
+
+def _loss(model, batch, pad_id: int):
     import torch.nn.functional as F
 
     logits = model(input_ids=batch[:, :-1]).logits
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+    labels = batch[:, 1:].masked_fill(batch[:, 1:] == pad_id, -100)  # padding teaches nothing
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
 
 
 def _save(model, tok, path: Path) -> str:

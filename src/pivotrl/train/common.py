@@ -154,38 +154,56 @@ class WallClockLimit(TrainerCallback):
 
 
 class PeriodicEval(TrainerCallback):
-    """Measure the current policy at step 0, every `every` steps and at the end, and write an `eval`
-    line to the ledger. Evaluation time is excluded from the ledger's wall-clock: it is not a
+    """Measure the current policy at step 0, every `every` steps (or every `every_seconds` of
+    training, which compares methods whose steps cost differently) and at the end, and write an
+    `eval` line to the ledger. Evaluation time is excluded from the ledger's wall-clock: it is not a
     training cost. With several processes the main one alone evaluates (once, charged once) while
-    the others wait at their next collective. Subclasses say what to measure."""
+    the others wait at their next collective. Subclasses say what to measure; `after_eval` may stop
+    the training (its return value) once the main process has measured."""
 
-    def __init__(self, ledger: Ledger, every: int):
+    def __init__(self, ledger: Ledger, every: int, every_seconds: float | None = None):
         self.ledger, self.every, self.last_step = ledger, every, -1
+        self.every_seconds, self.next_at = every_seconds, every_seconds
+        self.metrics: dict = {}
+
+    def after_eval(self, state, model, metrics: dict) -> bool:
+        return False
 
     def measure(self, model) -> dict:
         raise NotImplementedError
 
-    def _run(self, state, model):
+    def _run(self, state, model) -> bool:
+        """Measure once per step; whether to stop (the main process's answer; call on every rank)."""
         if state.global_step == self.last_step:
-            return
+            return False
         import time
 
         self.last_step = state.global_step
         self.ledger.sync()  # every rank, at the same point
-        if not self.ledger.main:
-            return
-        t = time.time()
-        metrics = self.measure(model)
-        self.ledger._base_seconds -= time.time() - t
-        self.ledger.write("eval", state.global_step, metrics, sync=False)
+        stop = False
+        if self.ledger.main:
+            t = time.time()
+            metrics = self.measure(model)
+            self.ledger._base_seconds -= time.time() - t  # measuring (and saving, below) is not training
+            self.ledger.write("eval", state.global_step, metrics, sync=False)
+            self.metrics, t = metrics, time.time()
+            stop = bool(self.after_eval(state, model, metrics))
+            self.ledger._base_seconds -= time.time() - t
+        return from_main(stop)
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         if state.global_step == 0:
             self._run(state, model)
 
     def on_step_end(self, args, state, control, model=None, **kw):
-        if self.every and state.global_step % self.every == 0:
-            self._run(state, model)
+        due = self.every and state.global_step % self.every == 0
+        if self.every_seconds and from_main(self.ledger.elapsed() >= self.next_at):
+            due = True
+            while self.next_at <= self.ledger.elapsed():
+                self.next_at += self.every_seconds
+        if due and self._run(state, model):
+            control.should_training_stop = True
+            control.should_save = True
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self._run(state, model)

@@ -1,0 +1,116 @@
+"""One arm of the lab's comparison, trained once: SFT, PivotRL and its two ablations, end-to-end
+RL, and SFT then PivotRL. Every arm is measured on dev tasks while it trains (at step 0 and every
+`cap / dev_evals` seconds of training) and keeps its best dev checkpoint in `RUN/best`, which the
+test evaluation then reads: the test split is never seen here."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from pivotrl.lab.domains import IN_DOMAIN
+from pivotrl.lab.domains.base import get_domain
+from pivotrl.lab.evaluate import EvalConfig, evaluate_model, lab_verifier_options
+from pivotrl.lab.presets import Preset
+from pivotrl.train.common import PeriodicEval
+
+
+class DevSelection(PeriodicEval):
+    """In-domain episode success on dev tasks, as `eval_success` (the success-against-cost curves);
+    the best checkpoint so far saved to `best_dir` (ties keep the earlier); training stopped after
+    `patience` evaluations without a new best."""
+
+    def __init__(self, ledger, tokenizer, every_seconds: float, tasks_per_domain: int, best_dir: Path,
+                 patience: int = 0):
+        super().__init__(ledger, every=0, every_seconds=every_seconds)
+        self.tokenizer, self.tasks, self.best_dir, self.patience = tokenizer, tasks_per_domain, Path(best_dir), patience
+        self.best, self.stale = -1.0, 0
+
+    def measure(self, model) -> dict:
+        res = evaluate_model(model, EvalConfig(self.tasks, 0, 0, 0, split="dev", attribute_failures=False), tokenizer=self.tokenizer)
+        return {"eval_success": res["in_domain_mean"], **{f"eval_success/{d}": v for d, v in res["in_domain"].items()}}
+
+    def after_eval(self, state, model, metrics: dict) -> bool:
+        if metrics["eval_success"] > self.best:
+            self.best, self.stale = metrics["eval_success"], 0
+            model.save_pretrained(self.best_dir)
+            self.tokenizer.save_pretrained(self.best_dir)
+            self.ledger.write("best", state.global_step, {"dev_success": self.best}, sync=False)
+            return False
+        self.stale += 1
+        return bool(self.patience) and self.stale >= self.patience
+
+
+def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, work: Path, run_dir: Path,
+              pivots: Path | None = None) -> dict:
+    """Train `arm` from `start_model`; `pivots`: the profile its pivots are selected from (the PivotRL
+    arms). Returns the ledger's summary, the dev curve and the best dev checkpoint's step and score."""
+    from pivotrl.train.ledger import read_ledger
+
+    every = preset.seconds_per_arm / max(preset.dev_evals, 1)
+    dev = [lambda ledger, tok: DevSelection(ledger, tok, every, preset.dev_tasks, run_dir / "best", preset.patience)]
+    common = dict(model=start_model, output_dir=str(run_dir), learning_rate=lr, max_seconds=preset.seconds_per_arm,
+                  save_steps=10**6, seed=seed, eval_every=0, report_to=["tensorboard"], disable_tqdm=True)
+    if arm == "sft":
+        from pivotrl.data import load_trajectories
+        from pivotrl.train.sft import SFTRunConfig, train_sft
+
+        train_sft(SFTRunConfig(**common, per_device_train_batch_size=8, num_train_epochs=100, max_length=1024),
+                  trajectories=list(load_trajectories(work / "data" / "train_trajectories.jsonl")), eval_states=[],
+                  extra_callbacks=dev)
+    elif arm == "e2e":
+        from pivotrl.train.e2e import E2EConfig, load_tasks, train_e2e
+
+        cfg = E2EConfig(**common, num_generations=preset.num_generations, prompts_per_step=preset.e2e_prompts_per_step,
+                        max_completion_length=preset.e2e_max_completion_length,
+                        max_tool_calling_iterations=preset.e2e_max_turns, max_steps=10**6)
+        envs = {name: get_domain(name).environment for name in IN_DOMAIN}  # each task names its domain
+        train_e2e(cfg, tasks=load_tasks(str(work / "data" / "train_tasks.jsonl")), eval_tasks=[], extra_callbacks=dev,
+                  environment=envs)
+    else:
+        from pivotrl.train.pivotrl_trainer import PivotRLConfig, train_pivotrl
+
+        states = pivot_states(arm, preset, work, pivots)
+        if not states:  # nothing to train on: the start checkpoint is the arm's result, said so
+            import shutil
+
+            shutil.copytree(start_model, run_dir / "best", dirs_exist_ok=True)
+            return {**summarise_run(arm, lr, []), "no_pivots": True}
+        exact = arm == "pivotrl_exact"
+        cfg = PivotRLConfig(**common, verifier="exact" if exact else "dispatch",
+                            verifier_options={} if exact else lab_verifier_options(),
+                            num_generations=preset.num_generations, prompts_per_step=preset.prompts_per_step,
+                            max_completion_length=preset.max_completion_length, max_steps=10**6,
+                            domain_weights=preset.domain_weights,
+                            profile_cost=None if pivots is None else str(pivots) + ".meta.json")
+        train_pivotrl(cfg, train_states=states, eval_states=[], extra_callbacks=dev)
+    return summarise_run(arm, lr, read_ledger(run_dir))
+
+
+def pivot_states(arm: str, preset: Preset, work: Path, pivots: Path | None):
+    """The states a PivotRL arm trains on: the pivots of its profile (mixed outcomes, mean reward
+    below lambda_diff; none when the start model's outcomes are never mixed), or, without the
+    filter, every candidate state (no profiling needed)."""
+    from pivotrl.pivots.select import load_candidates, select
+
+    if arm == "pivotrl_no_filter":
+        from pivotrl.data import load_trajectories
+        from pivotrl.pivots import extract_states
+
+        return extract_states(load_trajectories(work / "data" / "train_trajectories.jsonl"))
+    return [c.state for c in select(load_candidates(pivots), "pivot", lambda_diff=preset.lambda_diff)]
+
+
+def summarise_run(arm: str, lr: float, ledger: list[dict]) -> dict:
+    steps = [r for r in ledger if r.get("kind") == "step"]
+    last = steps[-1] if steps else {"step": 0, "rollout_turns": 0, "generated_tokens": 0, "env_steps": 0,
+                                    "verifier_calls": 0, "wall_clock_s": 0.0}
+    curve = [{k: r[k] for k in ("step", "rollout_turns", "wall_clock_s", "eval_success")}
+             for r in ledger if r.get("kind") == "eval" and "eval_success" in r]
+    best = max(curve, key=lambda c: c["eval_success"], default=None)  # the first of equals: the one kept
+    return {"learning_rate": lr, "steps": last["step"], "rollout_turns": last["rollout_turns"],
+            "generated_tokens": last["generated_tokens"], "env_steps": last["env_steps"],
+            "verifier_calls": last["verifier_calls"], "wall_clock_s": last["wall_clock_s"],
+            "profiling": next((r for r in ledger if r.get("kind") == "profiling"), None),
+            "curve": curve, "best_step": best and best["step"], "best_dev_success": best and best["eval_success"],
+            "zero_std_share": statistics.fmean([r.get("frac_reward_zero_std", 0.0) for r in steps]) if arm != "sft" and steps else None}

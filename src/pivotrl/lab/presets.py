@@ -1,0 +1,63 @@
+"""The lab's arms and presets: what `pivotrl lab run --preset NAME` trains, for how long, and how
+each choice is made (on the dev split; the test split is evaluated once per arm at the end)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pivotrl.lab.evaluate import EvalConfig
+
+ARMS = ("sft", "pivotrl", "e2e", "pivotrl_no_filter", "pivotrl_exact", "sft_pivotrl")
+LABELS = {"base": "Base", "sft": "SFT", "pivotrl": "PivotRL", "e2e": "E2E RL",
+          "pivotrl_no_filter": "PivotRL, no pivot filter", "pivotrl_exact": "PivotRL, exact-match reward",
+          "sft_pivotrl": "SFT then PivotRL"}
+BALANCED = {"tooluse": 1.0, "terminal": 1.0, "search": 1.0, "code": 1.0}
+
+
+@dataclass
+class Preset:
+    name: str
+    seeds: list = field(default_factory=lambda: [0])
+    arms: tuple = ARMS
+    trajectories: dict = field(default_factory=lambda: {"tooluse": 400, "terminal": 400, "search": 400, "code": 150})
+    profile_k: int = 8
+    lambda_diff: float = 0.75
+    seconds_per_arm: float = 300.0     # each arm's cap; it keeps its best dev checkpoint within it
+    # Learning rates per arm: several = a sweep on dev with the first seed, the best then used for
+    # every seed; one = fixed (taken from a preset that swept it).
+    learning_rates: dict = field(default_factory=lambda: {"sft": [2e-4], "rl": [5e-5]})
+    num_generations: int = 8
+    prompts_per_step: int = 4
+    max_completion_length: int = 64
+    e2e_prompts_per_step: int = 2
+    e2e_max_completion_length: int = 384
+    e2e_max_turns: int = 6
+    domain_weights: dict | None = None  # pivot sampling per domain (None: the data's own shares)
+    dev_tasks: int = 10                # dev episodes per domain at each dev evaluation
+    dev_evals: int = 4                 # dev evaluations spread over the cap (plus one at step 0)
+    patience: int = 0                  # stop an arm after this many dev evaluations without a new best (0: never)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def learning_rates_of(self, arm: str) -> list[float]:
+        """An arm's learning rates: its own entry, else "sft" for SFT and "rl" for the GRPO arms."""
+        return list(self.learning_rates.get(arm) or self.learning_rates["sft" if arm == "sft" else "rl"])
+
+
+PRESETS = {
+    # Every arm swept over three learning rates on dev (seed 0), then three seeds at its best; two
+    # workers (`lab run` started twice on one folder) share the stages (results/lab/README.md).
+    "full": Preset("full", seeds=[0, 1, 2], trajectories={"tooluse": 150, "terminal": 150, "search": 150, "code": 60},
+                   seconds_per_arm=480.0, learning_rates={"sft": [5e-5, 2e-4, 5e-4], "rl": [2e-5, 5e-5, 2e-4]},
+                   domain_weights=BALANCED, dev_tasks=15, dev_evals=6,
+                   eval=EvalConfig(tasks_per_domain=200, ood_per_task=50, variant_tasks=100, next_action_states=50)),
+    "demo": Preset("demo", seeds=[0], arms=("sft", "pivotrl", "e2e"),
+                   trajectories={"tooluse": 40, "terminal": 40, "search": 40, "code": 20}, profile_k=4,
+                   seconds_per_arm=60.0, domain_weights=BALANCED, dev_tasks=6, dev_evals=2,
+                   eval=EvalConfig(tasks_per_domain=12, ood_per_task=12, variant_tasks=8, next_action_states=0)),
+    "tiny": Preset("tiny", seeds=[0], arms=ARMS, trajectories={"tooluse": 3, "terminal": 3, "search": 3, "code": 2},
+                   profile_k=2, seconds_per_arm=4.0, learning_rates={"sft": [2e-4], "rl": [5e-5, 2e-4]},
+                   num_generations=2, prompts_per_step=1, max_completion_length=8, e2e_prompts_per_step=1,
+                   e2e_max_completion_length=48, e2e_max_turns=2, dev_tasks=1, dev_evals=1,
+                   eval=EvalConfig(tasks_per_domain=1, ood_per_task=1, variant_tasks=1, next_action_states=0,
+                                   max_tokens=8)),
+}

@@ -1,0 +1,351 @@
+"""The lab's report: tables, paired differences with 95% intervals, the paper's claims as measured,
+and plots. A claim "holds" only when its interval lies on the claimed side of zero."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+from pivotrl.artifacts import atomic_open
+from pivotrl.lab.domains import IN_DOMAIN
+from pivotrl.lab.presets import ARMS, LABELS
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom (a table rather than a SciPy
+# dependency for one number; beyond 30, the normal 1.96).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def t975(df: int) -> float:
+    if df > 30:
+        return 1.96
+    return T975[max(k for k in T975 if k <= df)]  # the next smaller tabulated df: a slightly wider interval
+
+
+def mean_interval(values: list[float], z: float | None = None) -> dict:
+    """Mean and 95% interval: Student's t over `values` (seeds), or `z` (e.g. 1.96 over many episodes)."""
+    n = len(values)
+    mean = statistics.fmean(values) if values else float("nan")
+    if n < 2:
+        return {"mean": mean, "low": None, "high": None, "n": n}
+    half = (z or t975(n - 1)) * statistics.stdev(values) / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def verdict(iv: dict) -> str:
+    if iv.get("low") is None:
+        return "no interval (one value)"
+    if iv["low"] > 0:
+        return "holds (interval above 0)"
+    if iv["high"] < 0:
+        return "reversed (interval below 0)"
+    return "not resolved (interval includes 0)"
+
+
+def paired(evals: dict, a: str, b: str, key: str = "in_domain") -> dict | None:
+    """`a` minus `b`, paired seed by seed (per-seed differences, t interval over seeds) and task by
+    task (every test episode or item, pooled over seeds: the test sample's noise alone). `key`:
+    "in_domain" (episode success) or "ood" (reasoning items)."""
+    if a not in evals or b not in evals:
+        return None
+    ra, rb = evals[a], evals[b]
+    if len(rb) == 1 and len(ra) > 1:  # against the base (one evaluation): every seed against it
+        rb = rb * len(ra)
+
+    def score(r):
+        return r["in_domain_mean"] if key == "in_domain" else r.get("ood_reasoning_mean")
+
+    def items(r):
+        if key == "in_domain":
+            return [x for d in IN_DOMAIN for x in r.get("episodes", {}).get(d, [])]
+        return r.get("ood_items", [])
+
+    if any(score(r) is None for r in ra + rb):
+        return None
+    per_seed = [score(x) - score(y) for x, y in zip(ra, rb)]
+    diffs = [p - q for x, y in zip(ra, rb) for p, q in zip(items(x), items(y))]
+    seeds = mean_interval(per_seed)
+    out = {"per_seed": per_seed, "seeds": seeds, "tasks": mean_interval(diffs, z=1.96) if diffs else None}
+    # The verdict rests on the seeds when there are several; with one seed only the test sample's noise is known.
+    basis = seeds if len(per_seed) > 1 else out["tasks"]
+    out["verdict"] = verdict(basis) + ("" if len(per_seed) > 1 else "; one seed: training noise not measured")
+    return out
+
+
+CLAIMS = [  # (name, a, b, key, what the paper says; arXiv 2603.21383, section 4)
+    ("pivotrl_vs_base_in_domain", "pivotrl", "base", "in_domain", "PivotRL gains in-domain"),
+    ("sft_vs_base_in_domain", "sft", "base", "in_domain", "SFT gains in-domain"),
+    ("pivotrl_vs_sft_in_domain", "pivotrl", "sft", "in_domain", "PivotRL matches or beats SFT in-domain"),
+    ("pivotrl_vs_base_ood", "pivotrl", "base", "ood", "PivotRL keeps out-of-domain skills (no drop)"),
+    ("sft_vs_base_ood", "sft", "base", "ood", "SFT loses out-of-domain skills"),
+    ("pivotrl_vs_sft_ood", "pivotrl", "sft", "ood", "PivotRL keeps more out of domain than SFT"),
+    ("no_filter_vs_pivotrl_in_domain", "pivotrl_no_filter", "pivotrl", "in_domain", "the pivot filter helps (below 0)"),
+    ("exact_vs_pivotrl_in_domain", "pivotrl_exact", "pivotrl", "in_domain", "functional rewards help (below 0)"),
+    ("sft_pivotrl_vs_sft_in_domain", "sft_pivotrl", "sft", "in_domain", "PivotRL after SFT adds to SFT (beyond the paper)"),
+    ("pivotrl_vs_e2e_in_domain", "pivotrl", "e2e", "in_domain", "PivotRL reaches E2E RL's accuracy"),
+]
+
+
+def cost_to_reach(runs: dict) -> list[dict]:
+    """Seed by seed, on the dev curves (same dev tasks for both): E2E RL's best dev success, whether
+    E2E learned at all (best above its own step-0 point), the rollout turns and seconds E2E needed to
+    get there, and those PivotRL needed to first match it, with and without its profiling."""
+    out = []
+    for p, e in zip(runs.get("pivotrl", []), runs.get("e2e", [])):
+        if not p["curve"] or not e["curve"]:
+            continue
+        best = max(e["curve"], key=lambda c: c["eval_success"])
+        row = {"e2e_best_dev": best["eval_success"], "e2e_start_dev": e["curve"][0]["eval_success"],
+               "e2e_turns": best["rollout_turns"], "e2e_seconds": best["wall_clock_s"]}
+        row["e2e_learned"] = row["e2e_best_dev"] > row["e2e_start_dev"]
+        hit = next((c for c in p["curve"] if c["eval_success"] >= best["eval_success"]), None) if row["e2e_learned"] else None
+        prof = p.get("profiling") or {}
+        row.update(pivotrl_reached=hit is not None,
+                   pivotrl_turns=hit and hit["rollout_turns"], pivotrl_seconds=hit and hit["wall_clock_s"],
+                   profiling_turns=prof.get("rollout_turns", 0), profiling_seconds=prof.get("wall_clock_s", 0.0))
+        if hit:
+            row["turns_ratio"] = row["e2e_turns"] / max(hit["rollout_turns"], 1)
+            row["turns_ratio_with_profiling"] = row["e2e_turns"] / max(hit["rollout_turns"] + row["profiling_turns"], 1)
+        out.append(row)
+    return out
+
+
+def ms(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def aggregate(evals: dict, runs: dict, sweeps: dict, profiles: dict, preset, base_model: str, seconds: float) -> dict:
+    base = evals["base"][0]
+    table = {}
+    for arm, rs in evals.items():
+        row = {"in_domain": {d: ms([r["in_domain"][d] for r in rs]) for d in IN_DOMAIN},
+               "in_domain_mean": ms([r["in_domain_mean"] for r in rs]),
+               "ood_reasoning_mean": ms([r.get("ood_reasoning_mean") for r in rs]),
+               "ood": {t: ms([r["ood"].get(t) for r in rs]) for t in base["ood"]},
+               "next_action_mean": ms([r.get("next_action_mean") for r in rs]),
+               "next_action_by_tag": {t: ms([r.get("next_action_by_tag", {}).get(t) for r in rs])
+                                      for t in base.get("next_action_by_tag", {})}}
+        keys = {(d, k) for r in rs for d, c in (r.get("failures") or {}).items() for k in c}
+        row["failures"] = {f"{d}: {k}": statistics.fmean([(r.get("failures") or {}).get(d, {}).get(k, 0) for r in rs])
+                           for d, k in sorted(keys)}  # failed test episodes by first off-track turn, mean over seeds
+        row["in_domain_delta"] = row["in_domain_mean"]["mean"] - base["in_domain_mean"]
+        row["ood_delta"] = (row["ood_reasoning_mean"]["mean"] - base["ood_reasoning_mean"]
+                            if row["ood_reasoning_mean"] and base.get("ood_reasoning_mean") is not None else None)
+        if arm in runs:
+            led = runs[arm]
+            p = [r["profiling"] or {} for r in led]
+            row["cost"] = {"rollout_turns": ms([r["rollout_turns"] for r in led]),
+                           "profiling_turns": ms([x.get("rollout_turns", 0) for x in p]),
+                           "wall_clock_s": ms([r["wall_clock_s"] for r in led]),
+                           "profiling_s": ms([x.get("wall_clock_s", 0.0) for x in p]),
+                           "generated_tokens": ms([r["generated_tokens"] for r in led]),
+                           "steps": ms([r["steps"] for r in led]), "best_step": ms([r["best_step"] for r in led]),
+                           "best_dev_success": ms([r["best_dev_success"] for r in led]),
+                           "zero_std_share": ms([r["zero_std_share"] for r in led])}
+            row["learning_rate"] = led[0]["learning_rate"]
+        table[arm] = row
+    claims = {}
+    for name, a, b, key, says in CLAIMS:
+        res = paired(evals, a, b, key)
+        if res:
+            claims[name] = {"paper": says, **res}
+    no_filter = runs.get("pivotrl_no_filter")
+    if no_filter and "pivotrl" in runs:  # it needs no profiling; shown both ways
+        prof = ms([(r["profiling"] or {}).get("rollout_turns", 0) for r in runs["pivotrl"]])
+        claims["no_filter_cost"] = {"rollout_turns": ms([r["rollout_turns"] for r in no_filter])["mean"],
+                                    "profiling_turns_if_charged": prof and prof["mean"], "profiling_needed": False}
+    return {"preset": preset.name, "seeds": preset.seeds, "base_model": base_model, "profiles": profiles,
+            "table": table, "claims": claims, "cost_to_reach_e2e": cost_to_reach(runs), "sweeps": sweeps,
+            "runs": runs, "machine": machine_info(), "seconds_this_invocation": seconds}
+
+
+def machine_info() -> dict:
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            **{pkg: version(pkg) for pkg in ("torch", "transformers", "trl")}}
+
+
+def _fmt(x, pct=True):
+    if x is None:
+        return "-"
+    if isinstance(x, dict):
+        m, s = x["mean"], x["std"]
+        return f"{100 * m:.1f} ± {100 * s:.1f}" if pct else f"{m:,.0f}"
+    return f"{100 * x:+.1f}" if pct else f"{x:,.0f}"
+
+
+def _iv(iv):
+    if not iv:
+        return "-"
+    if iv.get("low") is None:
+        return f"{100 * iv['mean']:+.1f}"
+    return f"{100 * iv['mean']:+.1f} [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]"
+
+
+def markdown_table(results: dict) -> str:
+    t = results["table"]
+    variant = "tooluse_variant" in t["base"]["ood"]
+    head = ("| method | lr | " + " | ".join(IN_DOMAIN) + " | in-domain avg | Δ vs base | OOD reasoning avg | Δ OOD |" +
+            (" renamed-tools variant |" if variant else "") + " rollout turns (+ profiling) | wall-clock s |")
+    lines = [head, "|" + "---|" * (len(IN_DOMAIN) + 8 + variant)]
+    for arm in ("base", *ARMS):
+        if arm not in t:
+            continue
+        r = t[arm]
+        cost = r.get("cost")
+        turns = "-" if not cost else (f"{cost['rollout_turns']['mean']:,.0f}" + (
+            f" (+{cost['profiling_turns']['mean']:,.0f})" if cost["profiling_turns"]["mean"] else ""))
+        secs = "-" if not cost else f"{cost['wall_clock_s']['mean'] + cost['profiling_s']['mean']:,.0f}"
+        lr = f"{r['learning_rate']:g}" if r.get("learning_rate") else "-"
+        lines.append(f"| {LABELS[arm]} | {lr} | " + " | ".join(_fmt(r["in_domain"][d]) for d in IN_DOMAIN) +
+                     f" | {_fmt(r['in_domain_mean'])} | {_fmt(r['in_domain_delta']) if arm != 'base' else '-'} | "
+                     f"{_fmt(r['ood_reasoning_mean'])} | {_fmt(r['ood_delta']) if arm != 'base' else '-'} | " +
+                     (f"{_fmt(r['ood']['tooluse_variant'])} | " if variant else "") + f"{turns} | {secs} |")
+    return "\n".join(lines)
+
+
+def claims_table(results: dict) -> str:
+    lines = ["| difference (points) | the paper | per seed | mean [95% CI over seeds] | mean [95% CI over test "
+             "episodes/items] | verdict |", "|---|---|---|---|---|---|"]
+    for name, _, _, _, _ in CLAIMS:
+        c = results["claims"].get(name)
+        if c:
+            seeds = ", ".join(f"{100 * d:+.1f}" for d in c["per_seed"])
+            lines.append(f"| {name} | {c['paper']} | {seeds} | {_iv(c['seeds'])} | {_iv(c['tasks'])} | {c['verdict']} |")
+    rows = results.get("cost_to_reach_e2e") or []
+    if rows:
+        lines += ["", "| seed | E2E learned on dev | E2E best dev | E2E turns (s) to it | PivotRL turns (s) to match | "
+                  "+ profiling turns | ratio (training) | ratio (with profiling) |", "|---|---|---|---|---|---|---|---|"]
+        for seed, r in zip(results["seeds"], rows):
+            ratio = f"{r['turns_ratio']:.2f}" if r.get("turns_ratio") else "-"
+            ratio_p = f"{r['turns_ratio_with_profiling']:.2f}" if r.get("turns_ratio_with_profiling") else "-"
+            got = f"{r['pivotrl_turns']:,} ({r['pivotrl_seconds']:.0f})" if r["pivotrl_reached"] else "never"
+            lines.append(f"| {seed} | {'yes' if r['e2e_learned'] else 'no'} | {100 * r['e2e_best_dev']:.1f} | "
+                         f"{r['e2e_turns']:,} ({r['e2e_seconds']:.0f}) | {got} | {r['profiling_turns']:,} | {ratio} | {ratio_p} |")
+    return "\n".join(lines)
+
+
+def tags_table(results: dict) -> str:
+    """Where the arms differ: next-action accuracy on held-out states by domain and tag (decision:
+    a choice among alternatives the context shows; copy: a value shown once), and failed test
+    episodes by their first off-track turn."""
+    t = results["table"]
+    tags = sorted({k for r in t.values() for k in r.get("next_action_by_tag", {})})
+    lines = []
+    if tags:
+        lines += ["| method | " + " | ".join(tags) + " |", "|" + "---|" * (len(tags) + 1)]
+        for arm in ("base", *ARMS):
+            if arm in t:
+                lines.append(f"| {LABELS[arm]} | " + " | ".join(_fmt(t[arm]["next_action_by_tag"].get(k)) for k in tags) + " |")
+    points = sorted({k for r in t.values() for k in r.get("failures", {})})
+    if points:
+        lines += ["", "Failed test episodes (mean count over seeds) by where they first went off track "
+                  "(the expert could no longer finish in the turns it needed):", "",
+                  "| method | " + " | ".join(points) + " |", "|" + "---|" * (len(points) + 1)]
+        for arm in ("base", *ARMS):
+            if arm in t:
+                lines.append(f"| {LABELS[arm]} | " + " | ".join(f"{t[arm]['failures'].get(k, 0):.1f}" for k in points) + " |")
+    return "\n".join(lines)
+
+
+def detail_tables(results: dict) -> str:
+    """OOD accuracy per task, each arm's cost ledger (means over seeds), and the learning-rate sweeps."""
+    t = results["table"]
+    tasks = list(t["base"]["ood"])
+    lines = ["| method | " + " | ".join(tasks) + " | OOD reasoning avg |", "|" + "---|" * (len(tasks) + 2)]
+    for arm in ("base", *ARMS):
+        if arm in t:
+            r = t[arm]
+            lines.append(f"| {LABELS[arm]} | " + " | ".join(_fmt(r["ood"][k]) for k in tasks) + f" | {_fmt(r['ood_reasoning_mean'])} |")
+    keys = ("steps", "best_step", "rollout_turns", "profiling_turns", "generated_tokens", "wall_clock_s", "profiling_s")
+    head = ("| method | optimizer steps | best dev step | rollout turns | profiling turns | generated tokens | training s | "
+            "profiling s | best dev success | groups with zero reward variance |")
+    lines += ["", head, "|" + "---|" * 10]
+    for arm in ARMS:
+        if arm in t and t[arm].get("cost"):
+            c = t[arm]["cost"]
+            zero = "-" if c["zero_std_share"] is None else _fmt(c["zero_std_share"])
+            lines.append(f"| {LABELS[arm]} | " + " | ".join(_fmt(c[k], pct=False) for k in keys) +
+                         f" | {_fmt(c['best_dev_success'])} | {zero} |")
+    nf = results["claims"].get("no_filter_cost")
+    if nf:
+        lines.append(f"\nPivotRL without the pivot filter needs no profiling: {nf['rollout_turns']:,.0f} rollout turns "
+                     f"(with the profiling charged as for PivotRL: +{nf['profiling_turns_if_charged']:,.0f}).")
+    if results.get("sweeps"):
+        lines += ["", "| method | learning rate | best dev success (first seed) | chosen |", "|---|---|---|---|"]
+        for arm, sweep in results["sweeps"].items():
+            chosen = t.get(arm, {}).get("learning_rate")
+            for lr, dev in sweep.items():
+                lines.append(f"| {LABELS[arm]} | {float(lr):g} | {'-' if dev is None else f'{100 * dev:.1f}'} | "
+                             f"{'yes' if chosen is not None and float(lr) == chosen else ''} |")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out / "results.json") as fh:
+        fh.write(json.dumps(results, indent=2, default=str))
+    (out / "table.md").write_text(markdown_table(results) + "\n\n" + claims_table(results) + "\n\n" +
+                                  tags_table(results) + "\n\n" + detail_tables(results) + "\n")
+    plot_results(results, out)
+
+
+def plot_results(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, runs = results["table"], results["runs"]
+    base = t["base"]["in_domain_mean"]["mean"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for arm, color in (("pivotrl", "#228833"), ("e2e", "#cc3311"), ("sft_pivotrl", "#4477aa")):
+        leds = runs.get(arm, [])
+        if not leds:
+            continue
+        name = LABELS[arm] + (" (profiling included)" if arm != "e2e" else "")
+        for ax, x in zip(axes, ("rollout_turns", "wall_clock_s")):  # the ledger names both costs alike
+            offsets = [(led.get("profiling") or {}).get(x, 0) for led in leds]
+            for i, (led, off) in enumerate(zip(leds, offsets)):  # dev curves, one per seed (faint)
+                if led["curve"]:
+                    ax.plot([c[x] + off for c in led["curve"]], [c["eval_success"] for c in led["curve"]], ".-",
+                            color=color, alpha=0.35, label=f"{name}: dev success while training" if i == 0 else None)
+            end = [led[x] + off for led, off in zip(leds, offsets)]  # the final test evaluation, mean ± std
+            final = t[arm]["in_domain_mean"]
+            ax.errorbar([statistics.fmean(end)], [final["mean"]], yerr=[final["std"]], fmt="*", ms=13, color=color,
+                        capsize=4, label=f"{name}: best dev checkpoint on test")
+    for ax, label in zip(axes, ("rollout turns (model calls)", "wall-clock seconds")):
+        ax.axhline(base, color="grey", ls="--", lw=1, label="base, test split")
+        ax.set(xlabel=label, ylabel="in-domain success (episodes)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "success_vs_cost.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for arm in ARMS:
+        if arm in t and t[arm]["ood_delta"] is not None:
+            ax.scatter(100 * t[arm]["in_domain_delta"], 100 * t[arm]["ood_delta"], s=60)
+            ax.annotate(LABELS[arm], (100 * t[arm]["in_domain_delta"], 100 * t[arm]["ood_delta"]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+    ax.axhline(0, color="grey", lw=1)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set(xlabel="in-domain change vs base (points)", ylabel="OOD reasoning change vs base (points)",
+           title="Gains in-domain vs skills kept out of domain")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "in_domain_vs_ood.png", dpi=120)
+    plt.close(fig)
