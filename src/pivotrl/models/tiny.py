@@ -2,7 +2,8 @@
 
 - Tokenizer: byte-level BPE trained with `tokenizers` (digits split one by one so ids copy
   digit by digit), wrapped as a `PreTrainedTokenizerFast`.
-- Chat template: Qwen/Hermes style, with tools listed in the system turn and calls written as
+- Chat template: Qwen/Hermes style, with tools listed in the system turn (as JSON schemas, or one
+  line each for a model whose context is short) and calls written as
   `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the same blocks real Qwen models
   emit, so `parse_action` reads both. Assistant turns are wrapped in `{% generation %}` so TRL
   can train on assistant tokens only.
@@ -21,6 +22,20 @@ END_OF_TURN = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", END_OF_TURN]
 ADDED = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
 
+JSON_TOOLS = "{%- for t in tools -%}{{- (t.function if t.function is defined else t) | tojson -}}{{- '\\n' -}}{%- endfor -%}"
+# One line per tool, `name(arg: type, ...): description`: a tool schema costs ~15 tokens instead of
+# ~80, so a tiny model's short context holds the whole episode (the lab's base uses it).
+COMPACT_TOOLS = (
+    "{%- for t in tools -%}{%- set f = t.function if t.function is defined else t -%}"
+    "{%- set props = f.parameters.properties if (f.parameters is defined and f.parameters is mapping "
+    "and f.parameters.properties is defined and f.parameters.properties is mapping) else {} -%}"
+    "{{- (f.name | string) + '(' -}}"
+    "{%- for k, v in props.items() -%}{{- (', ' if not loop.first else '') + k + ': ' "
+    "+ ((v.type if (v is mapping and v.type is defined) else 'any') | string) -}}{%- endfor -%}"
+    "{{- ')' + ((': ' + (f.description | string)) if f.description else '') + '\\n' -}}"
+    "{%- endfor -%}"
+)
+
 CHAT_TEMPLATE = (
     "{%- set msgs = messages -%}"
     "{%- if msgs and msgs[0].role == 'system' -%}{%- set sys = msgs[0].content -%}{%- set msgs = msgs[1:] -%}"
@@ -29,7 +44,7 @@ CHAT_TEMPLATE = (
     "{{- '<|im_start|>system\\n' + sys -}}"
     "{%- if tools -%}"
     "{{- ('\\n\\n' if sys else '') + '# Tools\\n<tools>\\n' -}}"
-    "{%- for t in tools -%}{{- (t.function if t.function is defined else t) | tojson -}}{{- '\\n' -}}{%- endfor -%}"
+    "@TOOLS@"
     "{{- '</tools>\\nCall a tool with <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>' -}}"
     "{%- endif -%}"
     "{{- '<|im_end|>\\n' -}}"
@@ -56,6 +71,8 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
+COMPACT_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("@TOOLS@", COMPACT_TOOLS)
+CHAT_TEMPLATE = CHAT_TEMPLATE.replace("@TOOLS@", JSON_TOOLS)
 
 
 # How to read an assistant turn back (transformers' response parsing), which TRL's multi-turn tool
@@ -72,8 +89,9 @@ RESPONSE_TEMPLATE = {
 }
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
-    """A byte-level BPE tokenizer trained on `texts`, with the chat template set."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, compact_tools: bool = False):
+    """A byte-level BPE tokenizer trained on `texts`, with the chat template set (tools as JSON
+    schemas, or one line each with `compact_tools`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -88,7 +106,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
                                    bos_token=None, unk_token=None, padding_side="left",
                                    additional_special_tokens=["<|im_start|>"])
     fast.add_tokens(ADDED)  # ordinary tokens: they survive skip_special_tokens decoding
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = COMPACT_CHAT_TEMPLATE if compact_tools else CHAT_TEMPLATE
     fast.response_template = RESPONSE_TEMPLATE
     return fast
 
