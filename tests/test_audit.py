@@ -138,7 +138,9 @@ def test_audit_command_writes_its_table(tmp_path):
     res = CliRunner().invoke(app, ["lab", "audit", "--trajectories", "1", "--k", "2", "-o", str(tmp_path)])
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "audit.json").read_text())
-    assert data["actions"] == 2 * data["states"] == len(data["rows"])
+    rows = [json.loads(line) for line in (tmp_path / "audit_rows.jsonl").read_text().splitlines()]
+    assert data["actions"] == 2 * data["states"] == len(rows)
+    assert all(("completion" in r) == any(r[n] != r["truth"] for n in ("lab", "nemo_gym_tool_call")) for r in rows)
     assert {"all/all", "tooluse/all", "code/all"} <= set(data["summary"])
     assert "nemo_gym_tool_call" in (tmp_path / "audit.md").read_text()
 

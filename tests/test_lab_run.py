@@ -149,3 +149,23 @@ def test_paired_intervals_and_verdicts():
     out = paired(evals, "a", "base")
     assert out["per_seed"] == pytest.approx([0.25, 0.35])  # every seed against the one base evaluation
     assert out["tasks"]["n"] == 8 and out["tasks"]["mean"] == pytest.approx(sum([1, 0, 0, 1, 1, 0, 1, 0]) / 8)
+
+
+def test_a_run_whose_model_was_lost_is_trained_again_only_where_needed(tmp_path):
+    """Stage files are committed, models are not: a fresh checkout retrains what it still needs."""
+    from dataclasses import replace
+
+    from pivotrl.lab.experiment import PRESETS, Plan
+
+    preset = replace(PRESETS["tiny"], arms=("sft", "pivotrl"), learning_rates={"sft": [1e-4], "rl": [1e-5, 2e-5]})
+    work = tmp_path
+    plan = Plan(preset, "base", work)
+    for name, res in [("train_sft-lr0.0001-s0", {"best_dev_success": 0.1}),
+                      ("train_pivotrl-lr1e-05-s0", {"best_dev_success": 0.3}),
+                      ("train_pivotrl-lr2e-05-s0", {"best_dev_success": 0.2}), ("profile", {}), ("eval_base", {})]:
+        (work / f"{name}.json").write_text(json.dumps(res))
+    (work / "eval_sft-lr0.0001-s0.json").write_text("{}")  # evaluated: its model is no longer needed
+    stages = [s[0] for s in plan.stages()]
+    assert (work / "train_sft-lr0.0001-s0.json").exists()
+    assert not (work / "train_pivotrl-lr1e-05-s0.json").exists() and "train_pivotrl-lr1e-05-s0" in stages  # chosen, unevaluated
+    assert (work / "train_pivotrl-lr2e-05-s0.json").exists()  # not chosen: its dev score is all the sweep needs

@@ -152,9 +152,14 @@ def verdicts(states, completions: list[list[Any]], names: tuple) -> list[dict]:
         dom = get_domain(state.domain)
         for completion in samples:
             row = {"state": state.id, "domain": state.domain, "turn": turn_type(state),
-                   "truth": on_track(dom, state, completion)}
+                   "tag": dom.tag(state) if dom.tag else "untagged", "truth": on_track(dom, state, completion)}
             for n, v in verifiers.items():
-                row[n] = safe_score(v, completion, state).reward >= 1.0
+                score = safe_score(v, completion, state)
+                row[n] = score.reward >= 1.0
+                if n == "lab" or row[n] != row["truth"]:
+                    row[f"{n}_reason"] = score.reason
+            if any(row[n] != row["truth"] for n in verifiers if n != "exact"):  # worth reading: a wrong verdict
+                row["completion"] = completion[:400] if isinstance(completion, str) else str(completion)[:400]
             rows.append(row)
     return rows
 

@@ -83,7 +83,7 @@ def lab_eval(
 
 @app.command("run")
 def lab_run(
-    preset: str = typer.Option("demo", help="demo (under 10 minutes on 2 cores), full (3 seeds x 5 arms; ~1.5 h with two workers), tiny (tests)."),
+    preset: str = typer.Option("demo", help="demo (under 10 minutes on 2 cores), full (6 arms, a learning-rate sweep on dev, 3 seeds; hours: start it twice for two workers), tiny (tests)."),
     output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="Results folder; rerun to resume."),
     model: Optional[str] = typer.Option(None, help="Base model (default: the bundled one)."),
 ):
@@ -128,6 +128,8 @@ def lab_run(
     console.print(markdown_table(results))
     console.print("\n[bold]The paper's claims here[/] (paired differences, points; 95% intervals)\n")
     console.print(claims_table(results))
+    console.print("\nA difference whose interval includes 0 ('not resolved') is noise at this size; with one seed the "
+                  "interval covers only the test sample (which tasks were drawn), not training noise.", soft_wrap=True)
     console.print(f"\nresults in {output}/ (results.json, table.md, success_vs_cost.png, in_domain_vs_ood.png); "
                   f"this invocation {results['seconds_this_invocation'] / 60:.1f} min", soft_wrap=True)
 
@@ -144,7 +146,7 @@ def lab_audit(
 ):
     """Do the verifiers' rewards mean what the environments mean? Precision and recall of each
     verifier against episode outcomes (the action played, the expert finishing)."""
-    from pivotrl.artifacts import atomic_open
+    from pivotrl.artifacts import atomic_open, write_jsonl
     from pivotrl.cli import console
     from pivotrl.lab.audit import AuditConfig, audit_table, run_audit
     from pivotrl.lab.domains import IN_DOMAIN
@@ -153,12 +155,15 @@ def lab_audit(
     result = run_audit(AuditConfig(model=model or "", domains=domains, trajectories=trajectories, k=k,
                                    temperature=temperature, seed=seed), log=console.print)
     output.mkdir(parents=True, exist_ok=True)
+    rows = result.pop("rows")
     with atomic_open(output / "audit.json") as fh:
         fh.write(json.dumps(result, indent=2, default=str))
+    write_jsonl(output / "audit_rows.jsonl", rows)  # every verdict, one action a line
     table = audit_table(result)
     (output / "audit.md").write_text(table + "\n")
     console.print(table)
-    console.print(f"\n{result['actions']} actions at {result['states']} states; written to {output}/audit.json, audit.md")
+    console.print(f"\n{result['actions']} actions at {result['states']} states; written to {output}/audit.json, "
+                  "audit_rows.jsonl, audit.md")
 
 
 @app.command("pretrain")

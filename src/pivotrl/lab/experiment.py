@@ -81,8 +81,30 @@ class Plan:
         self.preset, self.base_model, self.work = preset, base_model, work
 
     def done(self, stage: str) -> dict | None:
+        """The stage's result; None until it has run."""
         path = self.work / f"{stage}.json"
         return json.loads(path.read_text()) if path.exists() else None
+
+    def has(self, stage: str) -> bool:
+        return (self.work / f"{stage}.json").exists()
+
+    def forget_if_model_lost(self, arm: str, lr: float, seed: int, chosen: float | None) -> None:
+        """A run whose stage file survived but whose model did not (stage files are committed, models
+        are not: a run resumed on a fresh checkout) is trained again if its model is still needed:
+        for its test evaluation, or as the start of SFT then PivotRL."""
+        name = run_name(arm, lr, seed)
+        stage = self.work / f"train_{name}.json"
+        if lr != chosen or not stage.exists() or (self.work / name / "best" / "config.json").exists():
+            return
+        needed = not self.has(f"eval_{name}")
+        if arm == "sft" and "sft_pivotrl" in self.preset.arms:
+            follow = self.preset.learning_rates_of("sft_pivotrl")
+            if seed != self.preset.seeds[0] and (c := self.chosen_lr("sft_pivotrl")) is not None:
+                follow = [c]
+            needed |= not self.has(f"profile_sft-s{seed}") or any(
+                not self.has(f"train_{run_name('sft_pivotrl', x, seed)}") for x in follow)
+        if needed:
+            stage.unlink()
 
     def chosen_lr(self, arm: str) -> float | None:
         """The arm's learning rate: the only one, or the sweep's best dev success (first seed;
@@ -94,18 +116,22 @@ class Plan:
         devs = [self.done(f"train_{run_name(arm, lr, seed)}") for lr in lrs]
         if any(d is None for d in devs):
             return None
-        return max(zip(lrs, devs), key=lambda x: (x[1]["best_dev_success"], -lrs.index(x[0])))[0]
+        def score(lr_dev):  # a run with no dev point (no pivots to train on) ranks last
+            dev = lr_dev[1].get("best_dev_success")
+            return (-1.0 if dev is None else dev, -lrs.index(lr_dev[0]))
+
+        return max(zip(lrs, devs), key=score)[0]
 
     def start(self, arm: str, seed: int) -> tuple[str, Path | None] | None:
         """Where an arm starts and the profile its pivots come from; None until those exist."""
         work = self.work
         if arm == "sft_pivotrl":  # from the SFT run of the same seed, profiled with it
             lr = self.chosen_lr("sft")
-            if lr is None or not self.done(f"train_{run_name('sft', lr, seed)}") or not self.done(f"profile_sft-s{seed}"):
+            if lr is None or not self.has(f"train_{run_name('sft', lr, seed)}") or not self.has(f"profile_sft-s{seed}"):
                 return None
             return str(work / run_name("sft", lr, seed) / "best"), work / f"profile_sft-s{seed}.jsonl"
         if arm in PIVOT_ARMS:
-            return (self.base_model, work / "profile.jsonl") if self.done("profile") else None
+            return (self.base_model, work / "profile.jsonl") if self.has("profile") else None
         return self.base_model, None
 
     def stages(self) -> list[tuple[str, str, object]]:
@@ -121,7 +147,7 @@ class Plan:
                         partial(profile, self.base_model, p, work, work / "profile.jsonl")))
         if "sft_pivotrl" in p.arms and (lr := self.chosen_lr("sft")) is not None:
             for seed in p.seeds:
-                if self.done(f"train_{run_name('sft', lr, seed)}"):
+                if self.has(f"train_{run_name('sft', lr, seed)}"):
                     model = str(work / run_name("sft", lr, seed) / "best")
                     out.append((f"profile_sft-s{seed}", f"profiling the candidates with SFT (seed {seed})",
                                 partial(profile, model, p, work, work / f"profile_sft-s{seed}.jsonl")))
@@ -135,19 +161,20 @@ class Plan:
                 if start is None:
                     continue
                 name = run_name(arm, lr, seed)
+                self.forget_if_model_lost(arm, lr, seed, chosen)
                 out.append((f"train_{name}", f"training {LABELS[arm]} (lr {lr:g}, seed {seed}, cap {p.seconds_per_arm:.0f}s)",
                             partial(train_arm, arm, seed, lr, p, start[0], work, work / name, start[1])))
-                if lr == chosen and self.done(f"train_{name}"):
+                if lr == chosen and self.has(f"train_{name}"):
                     out.append((f"eval_{name}", f"evaluating {LABELS[arm]} (seed {seed}, best dev checkpoint, test split)",
                                 partial(evaluate_model, str(work / name / "best"), replace(p.eval, seed=0))))
-        return [s for s in out if not self.done(s[0])]
+        return [s for s in out if not self.has(s[0])]
 
     def complete(self) -> bool:
-        if not self.done("eval_base"):
+        if not self.has("eval_base"):
             return False
         for arm in self.preset.arms:
             lr = self.chosen_lr(arm)
-            if lr is None or any(not self.done(f"eval_{run_name(arm, lr, s)}") for s in self.preset.seeds):
+            if lr is None or any(not self.has(f"eval_{run_name(arm, lr, s)}") for s in self.preset.seeds):
                 return False
         return True
 
@@ -167,7 +194,7 @@ class Plan:
             sweeps[arm] = {lr: (self.done(f"train_{run_name(arm, lr, self.preset.seeds[0])}") or {}).get("best_dev_success")
                            for lr in self.preset.learning_rates_of(arm)}
         profiles = {name: self.done(name) for name in ["profile"] + [f"profile_sft-s{s}" for s in self.preset.seeds]
-                    if self.done(name)}
+                    if self.has(name)}
         return evals, runs, sweeps, profiles
 
 
