@@ -140,7 +140,12 @@ def test_paired_intervals_and_verdicts():
     assert iv["mean"] == pytest.approx(0.2) and iv["low"] == pytest.approx(0.2 - 4.303 * 0.1 / 3 ** 0.5) and iv["low"] < 0
     assert verdict(iv).startswith("not resolved")
     assert verdict(mean_interval([0.2, 0.25, 0.3])) == "holds (interval above 0)"
-    assert verdict(mean_interval([-0.2, -0.25, -0.3])) == "reversed (interval below 0)"
+    assert verdict(mean_interval([-0.2, -0.25, -0.3])) == "does not hold (interval below 0)"
+    assert verdict(mean_interval([-0.2, -0.25, -0.3]), "-") == "holds (interval below 0)"  # a claimed loss
+    assert verdict(mean_interval([0.2, 0.25, 0.3]), "-") == "does not hold (interval above 0)"
+    assert verdict(mean_interval([0.0, 0.005, 0.01]), "keeps").startswith("holds")  # no drop beyond 2 points
+    assert verdict(mean_interval([-0.1, 0.0, 0.1]), "keeps").startswith("not resolved")
+    assert verdict(mean_interval([-0.2, -0.25, -0.3]), "keeps").startswith("does not hold")
 
     def ev(score, eps):
         return {"in_domain_mean": score, "episodes": {"tooluse": eps}}

@@ -35,17 +35,28 @@ def mean_interval(values: list[float], z: float | None = None) -> dict:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
-def verdict(iv: dict) -> str:
+NO_DROP = 0.02  # a "keeps" claim holds when its interval rules out a drop of more than 2 points
+
+
+def verdict(iv: dict, direction: str = "+") -> str:
+    """Whether the interval supports the claim: "+" a gain (above 0), "-" a loss (below 0),
+    "keeps" no drop of more than NO_DROP (and not significantly below 0)."""
     if iv.get("low") is None:
         return "no interval (one value)"
-    if iv["low"] > 0:
-        return "holds (interval above 0)"
-    if iv["high"] < 0:
-        return "reversed (interval below 0)"
+    low, high = iv["low"], iv["high"]
+    if direction == "keeps":
+        if low > -NO_DROP:
+            return f"holds (interval above -{100 * NO_DROP:.0f} points)"
+        return "does not hold (interval below 0)" if high < 0 else "not resolved (interval too wide)"
+    sign = 1 if direction == "+" else -1
+    if sign * (low if sign > 0 else high) > 0:
+        return f"holds (interval {'above' if sign > 0 else 'below'} 0)"
+    if sign * (high if sign > 0 else low) < 0:
+        return f"does not hold (interval {'below' if sign > 0 else 'above'} 0)"
     return "not resolved (interval includes 0)"
 
 
-def paired(evals: dict, a: str, b: str, key: str = "in_domain") -> dict | None:
+def paired(evals: dict, a: str, b: str, key: str = "in_domain", direction: str = "+") -> dict | None:
     """`a` minus `b`, paired seed by seed (per-seed differences, t interval over seeds) and task by
     task (every test episode or item, pooled over seeds: the test sample's noise alone). `key`:
     "in_domain" (episode success) or "ood" (reasoning items)."""
@@ -71,21 +82,21 @@ def paired(evals: dict, a: str, b: str, key: str = "in_domain") -> dict | None:
     out = {"per_seed": per_seed, "seeds": seeds, "tasks": mean_interval(diffs, z=1.96) if diffs else None}
     # The verdict rests on the seeds when there are several; with one seed only the test sample's noise is known.
     basis = seeds if len(per_seed) > 1 else out["tasks"]
-    out["verdict"] = verdict(basis) + ("" if len(per_seed) > 1 else "; one seed: training noise not measured")
+    out["verdict"] = verdict(basis, direction) + ("" if len(per_seed) > 1 else "; one seed: training noise not measured")
     return out
 
 
-CLAIMS = [  # (name, a, b, key, what the paper says; arXiv 2603.21383, section 4)
-    ("pivotrl_vs_base_in_domain", "pivotrl", "base", "in_domain", "PivotRL gains in-domain"),
-    ("sft_vs_base_in_domain", "sft", "base", "in_domain", "SFT gains in-domain"),
-    ("pivotrl_vs_sft_in_domain", "pivotrl", "sft", "in_domain", "PivotRL matches or beats SFT in-domain"),
-    ("pivotrl_vs_base_ood", "pivotrl", "base", "ood", "PivotRL keeps out-of-domain skills (no drop)"),
-    ("sft_vs_base_ood", "sft", "base", "ood", "SFT loses out-of-domain skills"),
-    ("pivotrl_vs_sft_ood", "pivotrl", "sft", "ood", "PivotRL keeps more out of domain than SFT"),
-    ("no_filter_vs_pivotrl_in_domain", "pivotrl_no_filter", "pivotrl", "in_domain", "the pivot filter helps (below 0)"),
-    ("exact_vs_pivotrl_in_domain", "pivotrl_exact", "pivotrl", "in_domain", "functional rewards help (below 0)"),
-    ("sft_pivotrl_vs_sft_in_domain", "sft_pivotrl", "sft", "in_domain", "PivotRL after SFT adds to SFT (beyond the paper)"),
-    ("pivotrl_vs_e2e_in_domain", "pivotrl", "e2e", "in_domain", "PivotRL reaches E2E RL's accuracy"),
+CLAIMS = [  # (name, a, b, key, direction, what the paper says; arXiv 2603.21383, section 4)
+    ("pivotrl_vs_base_in_domain", "pivotrl", "base", "in_domain", "+", "PivotRL gains in-domain"),
+    ("sft_vs_base_in_domain", "sft", "base", "in_domain", "+", "SFT gains in-domain"),
+    ("pivotrl_vs_sft_in_domain", "pivotrl", "sft", "in_domain", "+", "PivotRL beats SFT in-domain"),
+    ("pivotrl_vs_base_ood", "pivotrl", "base", "ood", "keeps", "PivotRL keeps out-of-domain skills"),
+    ("sft_vs_base_ood", "sft", "base", "ood", "-", "SFT loses out-of-domain skills"),
+    ("pivotrl_vs_sft_ood", "pivotrl", "sft", "ood", "+", "PivotRL keeps more out of domain than SFT"),
+    ("no_filter_vs_pivotrl_in_domain", "pivotrl_no_filter", "pivotrl", "in_domain", "-", "without the pivot filter, less"),
+    ("exact_vs_pivotrl_in_domain", "pivotrl_exact", "pivotrl", "in_domain", "-", "with exact-match rewards, less"),
+    ("sft_pivotrl_vs_sft_in_domain", "sft_pivotrl", "sft", "in_domain", "+", "PivotRL after SFT adds to SFT (beyond the paper)"),
+    ("pivotrl_vs_e2e_in_domain", "pivotrl", "e2e", "in_domain", "keeps", "PivotRL reaches E2E RL's accuracy"),
 ]
 
 
@@ -152,8 +163,8 @@ def aggregate(evals: dict, runs: dict, sweeps: dict, profiles: dict, preset, bas
             row["learning_rate"] = led[0]["learning_rate"]
         table[arm] = row
     claims = {}
-    for name, a, b, key, says in CLAIMS:
-        res = paired(evals, a, b, key)
+    for name, a, b, key, direction, says in CLAIMS:
+        res = paired(evals, a, b, key, direction)
         if res:
             claims[name] = {"paper": says, **res}
     no_filter = runs.get("pivotrl_no_filter")
@@ -219,11 +230,15 @@ def markdown_table(results: dict) -> str:
 def claims_table(results: dict) -> str:
     lines = ["| difference (points) | the paper | per seed | mean [95% CI over seeds] | mean [95% CI over test "
              "episodes/items] | verdict |", "|---|---|---|---|---|---|"]
-    for name, _, _, _, _ in CLAIMS:
+    for name, *_ in CLAIMS:
         c = results["claims"].get(name)
         if c:
             seeds = ", ".join(f"{100 * d:+.1f}" for d in c["per_seed"])
             lines.append(f"| {name} | {c['paper']} | {seeds} | {_iv(c['seeds'])} | {_iv(c['tasks'])} | {c['verdict']} |")
+    stayed = [LABELS[arm] for arm, led in results.get("runs", {}).items() if led and all(r.get("best_step") == 0 for r in led)]
+    if stayed:
+        lines.append(f"\nKept their starting checkpoint (no dev success above step 0's within the cap, every seed): "
+                     f"{', '.join(stayed)}; their rows compare the starting model, not a trained one.")
     rows = results.get("cost_to_reach_e2e") or []
     if rows:
         lines += ["", "| seed | E2E learned on dev | E2E best dev | E2E turns (s) to it | PivotRL turns (s) to match | "
@@ -231,9 +246,11 @@ def claims_table(results: dict) -> str:
         for seed, r in zip(results["seeds"], rows):
             ratio = f"{r['turns_ratio']:.2f}" if r.get("turns_ratio") else "-"
             ratio_p = f"{r['turns_ratio_with_profiling']:.2f}" if r.get("turns_ratio_with_profiling") else "-"
-            got = f"{r['pivotrl_turns']:,} ({r['pivotrl_seconds']:.0f})" if r["pivotrl_reached"] else "never"
+            got = f"{r['pivotrl_turns']:,} ({r['pivotrl_seconds']:.0f})" if r["pivotrl_reached"] else (
+                "never" if r["e2e_learned"] else "- (no target)")
+            e2e = f"{r['e2e_turns']:,} ({r['e2e_seconds']:.0f})" if r["e2e_learned"] else "-"
             lines.append(f"| {seed} | {'yes' if r['e2e_learned'] else 'no'} | {100 * r['e2e_best_dev']:.1f} | "
-                         f"{r['e2e_turns']:,} ({r['e2e_seconds']:.0f}) | {got} | {r['profiling_turns']:,} | {ratio} | {ratio_p} |")
+                         f"{e2e} | {got} | {r['profiling_turns']:,} | {ratio} | {ratio_p} |")
     return "\n".join(lines)
 
 
