@@ -215,7 +215,9 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
         if not stages and not any(work.glob("*.lock")):
             raise RuntimeError(f"the lab plan in {work} cannot go on: no stage is ready and no worker holds one")
         for stage, label, fn in stages:
-            ran |= run_stage(work / f"{stage}.json", fn, progress, label, wait=False) is not None
+            if run_stage(work / f"{stage}.json", fn, progress, label, wait=False) is not None:
+                ran = True
+                break  # the plan may have grown (a profile or a sweep just finished): recompute it
         if not ran:
             time.sleep(5)
     results = aggregate(*plan.results(), preset, base_model, time.time() - t_start)
