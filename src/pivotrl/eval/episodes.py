@@ -84,6 +84,18 @@ def call_tool(env, name: str, arguments: Any) -> str:
     return tool_output(result)
 
 
+def act(env, action, id_prefix: str) -> list[dict]:
+    """Perform a tool-call action: its assistant message (calls numbered `id_prefix_K`) and the tool
+    message each call gets back."""
+    calls = [{"id": f"{id_prefix}_{k}", "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
+             for k, c in enumerate(action.calls)]
+    out = [{"role": "assistant", "content": action.text, "tool_calls": calls}]
+    for call, c in zip(calls, action.calls):
+        result = "Error: the call is not valid JSON." if c.malformed else call_tool(env, c.name, c.arguments)
+        out.append({"role": "tool", "tool_call_id": call["id"], "content": result})
+    return out
+
+
 def tool_error(name: str, exc: Exception) -> str:
     """How a failed call reads to the agent, in evaluation and in end-to-end training alike."""
     if isinstance(exc, TypeError):
@@ -140,13 +152,8 @@ def run_episodes(sampler, env_factory: Callable, tasks: list[dict], max_turns: i
                 ep.messages.append({"role": "assistant", "content": action.text})
                 ep.done = True
                 continue
-            calls = [{"id": f"call_{ep.turns}_{k}", "type": "function",
-                      "function": {"name": c.name, "arguments": c.arguments_json}} for k, c in enumerate(action.calls)]
-            ep.messages.append({"role": "assistant", "content": action.text, "tool_calls": calls})
-            for call, c in zip(calls, action.calls):
-                ep.tool_calls += 1
-                out = "Error: the call is not valid JSON." if c.malformed else call_tool(envs[i], c.name, c.arguments)
-                ep.messages.append({"role": "tool", "tool_call_id": call["id"], "content": out})
+            ep.messages += act(envs[i], action, f"call_{ep.turns}")
+            ep.tool_calls += len(action.calls)
             still.append(i)
         live = still
     for env, ep in zip(envs, episodes):

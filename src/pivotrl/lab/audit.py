@@ -37,7 +37,7 @@ def on_track(domain: Domain, state, completion: Any) -> bool:
 def on_track_within(domain: Domain, task: dict, context: list, completion: Any, left: int, tools=None) -> bool:
     """`completion` (text or an assistant message) played after `context`, then the expert for at
     most `left` turns: does the episode succeed?"""
-    from pivotrl.eval.episodes import call_tool
+    from pivotrl.eval.episodes import act
 
     action = parse_action(completion, tools)
     if action.kind == "none":
@@ -47,13 +47,7 @@ def on_track_within(domain: Domain, task: dict, context: list, completion: Any, 
         if action.kind == "message":
             env.final_message = action.text
             return env.get_reward() == 1.0
-        messages = list(context)
-        calls = [{"id": f"audit_{k}", "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
-                 for k, c in enumerate(action.calls)]
-        messages.append({"role": "assistant", "content": action.text, "tool_calls": calls})
-        for call, c in zip(calls, action.calls):
-            out = "Error: the call is not valid JSON." if c.malformed else call_tool(env, c.name, c.arguments)
-            messages.append({"role": "tool", "tool_call_id": call["id"], "content": out})
+        messages = list(context) + act(env, action, "audit")
         _, finished = play_policy(env, messages, domain.policy, task, None, left, first_id=len(messages))
         return finished and env.get_reward() == 1.0
     except Exception:  # an environment that breaks on this action: the episode failed

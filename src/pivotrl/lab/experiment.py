@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -56,6 +57,7 @@ def profile(model: str, preset: Preset, work: Path, output: Path) -> dict:
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import extract_states
     from pivotrl.pivots.profile import profile_states
+    from pivotrl.pivots.select import candidates_from_records, select
     from pivotrl.sampling import SamplingParams, get_sampler
 
     states = extract_states(load_trajectories(work / "data" / "train_trajectories.jsonl"))
@@ -64,11 +66,8 @@ def profile(model: str, preset: Preset, work: Path, output: Path) -> dict:
                           output=output, model_name=model, verifier_name="lab")
     ok = [r for r in recs if not r["skipped"]]
     mixed = sum(r["reward_var"] > 0 for r in ok)
-    by_domain: dict[str, int] = {}
-    for r in ok:
-        if r["reward_var"] > 0 and r["reward_mean"] < preset.lambda_diff:
-            d = json.loads(r["state"])["domain"] if isinstance(r["state"], str) else r["state"]["domain"]
-            by_domain[d] = by_domain.get(d, 0) + 1
+    pivots = select(candidates_from_records(recs), "pivot", lambda_diff=preset.lambda_diff)
+    by_domain = dict(Counter(c.state.domain for c in pivots))
     return {"model": model, "states": len(recs), "mixed": mixed, "mixed_share": mixed / max(len(ok), 1),
             "mean_reward": sum(r["reward_mean"] for r in ok) / max(len(ok), 1), "pivots_by_domain": by_domain}
 

@@ -56,9 +56,13 @@ def close(env) -> None:
         cleanup()
 
 
+class _NotReplayable(Exception):
+    """The task or context (data, not model output) cannot be replayed."""
+
+
 def _replayed(domain, task: dict, context):
-    """The environment at the state, or None when the task or context (data, not model output)
-    cannot be replayed: a malformed state scores 0 with a reason, never crashes a run."""
+    """The environment at the state; `_NotReplayable` when the state's task or context cannot be
+    replayed, which `score` turns into 0 with a reason: a malformed state never crashes a run."""
     from pivotrl import sandbox
     from pivotrl.lab.domains.base import replay
 
@@ -66,8 +70,8 @@ def _replayed(domain, task: dict, context):
         return replay(domain, task, context)
     except sandbox.SandboxUnavailable:
         raise
-    except Exception:
-        return None
+    except Exception as exc:
+        raise _NotReplayable from exc
 
 
 class _LabVerifier:
@@ -87,14 +91,18 @@ class _LabVerifier:
             return self.judge_message(action.text, state, task)
         if action.kind != "tool_calls":
             return Score(0.0, "message_instead_of_call")
-        return self.compare(state.reference.calls[0], action.calls[0], task, state)
+        try:
+            return self.compare(state.reference.calls[0], action.calls[0], task, state)
+        except _NotReplayable:
+            return Score(0.0, "task_does_not_replay")
 
     def judge_message(self, text: str, state, task: dict) -> Score:
         domain = lab_domain(task)
         if domain is None:  # no task to check against: any message ends the episode
             return Score(1.0, "message")
-        env = _replayed(domain, task, state.context)
-        if env is None:
+        try:
+            env = _replayed(domain, task, state.context)
+        except _NotReplayable:
             return Score(0.0, "task_does_not_replay")
         try:
             env.final_message = text
@@ -110,14 +118,12 @@ class _LabVerifier:
             return Score(0.0, "wrong_call")
         if lab_domain(task) is None:
             return Score(0.0, "no_task")
-        want_effect = self.effect(task, state, want.name, want.arguments)
-        if want_effect[0] == "task_does_not_replay":
-            return Score(0.0, "task_does_not_replay")
-        same = want_effect == self.effect(task, state, got.name, got.arguments)
+        same = self.effect(task, state, want.name, want.arguments) == self.effect(task, state, got.name, got.arguments)
         return Score(1.0, "same_effect") if same else Score(0.0, "different_effect")
 
     def effect(self, task: dict, state, name: str, arguments: Any) -> tuple:
-        """(output, environment state) after the call, from the state's context; memoised."""
+        """(output, environment state) after the call, from the state's context; memoised.
+        Raises `_NotReplayable` (scored by `score`) when the state cannot be replayed."""
         from pivotrl.eval.episodes import call_tool
 
         key = hashlib.sha1(json.dumps([task.get("id"), state.context, name, arguments], sort_keys=True,
@@ -126,8 +132,6 @@ class _LabVerifier:
             self._effects.move_to_end(key)
             return self._effects[key]
         env = _replayed(lab_domain(task), task, state.context)
-        if env is None:
-            return "task_does_not_replay", None  # the same for any two calls: compare() refuses it below
         try:
             out = call_tool(env, name, arguments)
             after = env._state() if hasattr(env, "_state") else None
@@ -165,8 +169,6 @@ class TerminalVerifier(_LabVerifier):
             return Score(0.0, "different_command")
         (ref_out, ref_tree), (out, tree) = (self.effect(task, state, want.name, want.arguments),
                                             self.effect(task, state, got.name, got.arguments))
-        if ref_out == "task_does_not_replay":
-            return Score(0.0, "task_does_not_replay")
         from pivotrl.lab.domains.terminal import shows_fact
 
         fact = f"{task['key_name']}={task['answer']}" if task.get("key_name") else None

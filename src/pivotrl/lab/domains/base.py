@@ -146,12 +146,10 @@ def _calls(context) -> list[tuple[Any, Any, Any]]:
 
 
 def _json_arguments(args: Any) -> Any:
-    if isinstance(args, str):
-        try:
-            return json.loads(args)
-        except ValueError:
-            return None
-    return args
+    """A call's arguments decoded as `ToolCall` decodes them (None for malformed JSON)."""
+    from pivotrl.data.types import ToolCall
+
+    return ToolCall.from_arguments("", args).arguments if isinstance(args, str) else args
 
 
 def tool_history(messages: list[dict]) -> list[tuple[str, Any, str]]:
@@ -191,30 +189,18 @@ def play_policy(env, messages: list[dict], policy: Policy, task: dict, rng: rand
     return messages, False
 
 
-def run_expert(domain: Domain, task: dict, steps: list[tuple[str, Any]] | Policy, tools: list[dict] | None = None,
+def run_expert(domain: Domain, task: dict, policy: Policy, tools: list[dict] | None = None,
                rng: random.Random | None = None, max_turns: int = 12) -> dict:
-    """Play an expert in a real environment and record the trajectory.
-
-    `steps`: an expert policy `(task, messages, rng) -> step`, which decides each step from what the
-    environment answered so far, or a fixed plan: a list of `("call", (name, args))` for a tool
-    call and `("say", text)` for the final message.
-    """
+    """Play an expert policy `(task, messages, rng) -> step`, which decides each step from what the
+    environment answered so far, in a real environment and record the trajectory."""
     from pivotrl.eval.episodes import environment_tools
 
-    policy = steps if callable(steps) else _plan_policy(steps)
     env, messages = start_episode(domain, task)
     messages, _ = play_policy(env, messages, policy, task, rng, max_turns)
     if env.get_reward() != 1.0:
         raise RuntimeError(f"{domain.name}: the expert failed task {task.get('id')}: {messages[-1]}")
     return {"id": task["id"], "domain": domain.name, "messages": messages,
             "tools": tools if tools is not None else environment_tools(env), "meta": {"task": task}}
-
-
-def _plan_policy(steps: list) -> Policy:
-    def policy(task, messages, rng):
-        done = sum(1 for m in messages if m.get("role") == "assistant")
-        return steps[done]
-    return policy
 
 
 def shuffled(args: dict, rng: random.Random | None) -> dict:
