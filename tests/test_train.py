@@ -396,6 +396,46 @@ def test_a_bf16_checkpoint_trains_with_float32_master_weights(tmp_path, tiny_mod
         assert changed > 0.5, (name, changed)
 
 
+class RecordPrecision(TrainerCallback):
+    """Records, for every forward of the policy's input embeddings (inside the model's forward, where
+    mixed precision wraps it), whether it ran with gradients and in which autocast dtype."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        def hook(module, inputs):
+            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32
+            self.seen.add((torch.is_grad_enabled(), dtype))
+
+        model.get_input_embeddings().register_forward_pre_hook(hook)
+
+
+def test_cpu_bf16_runs_generation_and_update_in_bf16_autocast_with_float32_weights(tmp_path, tiny_model,
+                                                                                    sample_states):
+    from pivotrl.train.common import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16")
+    rec, run = RecordPrecision(), tmp_path / "run"
+    before = weights(tiny_model)
+    cfg = small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=2, cpu_bf16=True)
+    assert cfg.bf16 and cfg.use_cpu
+    train_pivotrl(cfg, train_states=sample_states[:4], eval_states=[], extra_callbacks=[rec])
+    assert rec.seen == {(False, torch.bfloat16), (True, torch.bfloat16)}  # sampling and the loss's forward
+    after = weights(run / "final")
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert after[name].dtype == torch.float32 and not torch.equal(before[name], after[name])
+
+
+def test_cpu_bf16_falls_back_to_float32_where_the_cpu_lacks_it(monkeypatch, tiny_model):
+    import pivotrl.train.common as common
+
+    monkeypatch.setattr(common, "cpu_has_bf16", lambda: False)
+    assert not small(model=tiny_model, cpu_bf16=True).bf16
+    assert not small(model=tiny_model).bf16  # float32 unless asked, whatever TRL's default
+
+
 def test_sft_and_pivotrl_hold_out_the_same_trajectories(tmp_path, tiny_model):
     """One split, written by `extract`, read by both: no held-out episode is trained on by either."""
     from pivotrl.data.sample import write_sample

@@ -16,7 +16,9 @@ from pivotrl.train.ledger import Ledger
 
 def prepare_trl_config(cfg) -> None:
     """What every pivotrl trainer config does before TRL's own checks: JSON options from a flag
-    become a dict, and a machine without a GPU trains in float32 on the CPU (TRL defaults to bf16)."""
+    become a dict, and a machine without a GPU trains on the CPU in float32 (TRL defaults to bf16), or
+    in bf16 autocast with `cpu_bf16` where the CPU computes bf16 natively (emulated bf16 is slower
+    than float32, so elsewhere the option falls back to float32 and says so)."""
     import json
 
     import torch
@@ -33,8 +35,18 @@ def prepare_trl_config(cfg) -> None:
             if not ok:
                 raise DataError(f"{name} must be a JSON object, got {value!r}") from None
     if not torch.cuda.is_available():
-        cfg.use_cpu = True
-        cfg.bf16 = cfg.fp16 = False
+        cfg.use_cpu, cfg.fp16 = True, False
+        cfg.bf16 = bool(getattr(cfg, "cpu_bf16", False))
+        if cfg.bf16 and not cpu_has_bf16():
+            print("cpu_bf16: this CPU has no native bf16 instructions; training in float32")
+            cfg.bf16 = False
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    import torch
+
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def load_policy(model: str, lora: bool = False):

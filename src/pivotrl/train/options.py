@@ -41,6 +41,9 @@ class PivotRLOptions:
         "help": "Skip (and count in the ledger) pivots whose prompt is longer (default: the model's context "
                 "minus max_completion_length)."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    cpu_bf16: bool = field(default=False, metadata={
+        "help": "Without a GPU: train in bf16 autocast (float32 master weights) where the CPU has native bf16 "
+                "instructions (AVX512-BF16, AMX); float32 elsewhere."})
     profile_cost: str | None = field(default=None, metadata={"help": "Profile meta JSON charged to the ledger."})
     collapse_patience: int = 20
 
@@ -65,6 +68,9 @@ class SFTOptions:
     lora_alpha: int = 32
     lora_target_modules: list[str] | None = field(default=None, metadata={"help": "Default: all linear layers."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    cpu_bf16: bool = field(default=False, metadata={
+        "help": "Without a GPU: train in bf16 autocast (float32 master weights) where the CPU has native bf16 "
+                "instructions (AVX512-BF16, AMX); float32 elsewhere."})
 
 
 @dataclass
@@ -88,4 +94,7 @@ class E2EOptions:
     lora_alpha: int = 32
     lora_target_modules: list[str] | None = None
     resume: bool = False
+    cpu_bf16: bool = field(default=False, metadata={
+        "help": "Without a GPU: train in bf16 autocast (float32 master weights) where the CPU has native bf16 "
+                "instructions (AVX512-BF16, AMX); float32 elsewhere."})
     collapse_patience: int = 20
