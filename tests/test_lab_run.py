@@ -80,6 +80,17 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     again = []
     run_lab(preset, tmp_path, progress=again.append)
     assert all("skipped" in s for s in again) and len(again) == 1  # only the data stage is even asked
+    # where GRPO can learn: every profiled state counted once by domain/tag, pivots as select() keeps them
+    prof = results["profiles"]["profile"]
+    outcomes = prof["outcomes_by_tag"]
+    assert sum(sum(c.values()) for c in outcomes.values()) == prof["states"]
+    for domain, n in prof["pivots_by_domain"].items():
+        assert sum(c["pivot"] for k, c in outcomes.items() if k.startswith(domain + "/")) == n
+    assert "all fail" in table and all(k.split("/")[1] in ("decision", "copy") for k in outcomes)
+    stage = json.loads((work / "profile.json").read_text())  # a profile written before the count existed
+    del stage["outcomes_by_tag"]
+    (work / "profile.json").write_text(json.dumps(stage))
+    assert Plan(preset, "", work).results()[3]["profile"]["outcomes_by_tag"] == outcomes
 
 
 def test_a_stage_another_live_worker_holds_is_left_for_later_and_a_dead_ones_lock_is_taken_over(tmp_path):

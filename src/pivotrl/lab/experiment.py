@@ -66,10 +66,30 @@ def profile(model: str, preset: Preset, work: Path, output: Path) -> dict:
                           output=output, model_name=model, verifier_name="lab")
     ok = [r for r in recs if not r["skipped"]]
     mixed = sum(r["reward_var"] > 0 for r in ok)
-    pivots = select(candidates_from_records(recs), "pivot", lambda_diff=preset.lambda_diff)
+    cands = candidates_from_records(recs)
+    pivots = select(cands, "pivot", lambda_diff=preset.lambda_diff)
     by_domain = dict(Counter(c.state.domain for c in pivots))
     return {"model": model, "states": len(recs), "mixed": mixed, "mixed_share": mixed / max(len(ok), 1),
-            "mean_reward": sum(r["reward_mean"] for r in ok) / max(len(ok), 1), "pivots_by_domain": by_domain}
+            "mean_reward": sum(r["reward_mean"] for r in ok) / max(len(ok), 1), "pivots_by_domain": by_domain,
+            "outcomes_by_tag": outcomes_by_tag(cands, preset.lambda_diff)}
+
+
+def outcomes_by_tag(cands, lambda_diff: float) -> dict:
+    """How the K samples at each profiled state came out, counted by domain/tag: all failed (no
+    reward variance: nothing for GRPO to learn from at that state), a pivot, mixed with a mean of at
+    least lambda_diff, or all passed (the lab's rewards are 0 or 1)."""
+    from pivotrl.pivots.select import select
+
+    pivots = {id(c) for c in select(cands, "pivot", lambda_diff=lambda_diff)}
+    out: dict = {}
+    for c in cands:
+        if not c.profiled:
+            continue
+        kind = ("pivot" if id(c) in pivots else "mixed_above" if c.var > 0 else
+                "all_fail" if c.mean <= 0 else "all_pass")
+        key = f"{c.state.domain}/{get_domain(c.state.domain).tag(c.state)}"
+        out.setdefault(key, dict.fromkeys(("all_fail", "pivot", "mixed_above", "all_pass"), 0))[kind] += 1
+    return dict(sorted(out.items()))
 
 
 class Plan:
@@ -194,6 +214,12 @@ class Plan:
                            for lr in self.preset.learning_rates_of(arm)}
         profiles = {name: self.done(name) for name in ["profile"] + [f"profile_sft-s{s}" for s in self.preset.seeds]
                     if self.has(name)}
+        for name, prof in profiles.items():  # profiles written before the count existed, from their records
+            samples = self.work / f"{name}.jsonl"
+            if "outcomes_by_tag" not in prof and samples.exists():
+                from pivotrl.pivots.select import load_candidates
+
+                prof["outcomes_by_tag"] = outcomes_by_tag(load_candidates(samples), self.preset.lambda_diff)
         return evals, runs, sweeps, profiles
 
 

@@ -277,6 +277,24 @@ def tags_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def outcomes_table(results: dict) -> str:
+    """Where GRPO has something to learn: each profile's states by domain/tag and how their K samples
+    came out. A state whose samples all fail gives every rollout the same reward, so no gradient."""
+    profiles = {name: p for name, p in (results.get("profiles") or {}).items() if p and p.get("outcomes_by_tag")}
+    if not profiles:
+        return ""
+    lines = ["Profiled states by how their K samples came out (share of the domain/tag's states; "
+             "all fail: nothing for GRPO to learn from there):", "",
+             "| profile | domain/tag | states | all fail | pivots | mixed, mean >= lambda | all pass |", "|---|---|---|---|---|---|---|"]
+    for name, prof in profiles.items():
+        who = "base" if name == "profile" else f"SFT, seed {name.rsplit('-s', 1)[-1]}"
+        for key, counts in prof["outcomes_by_tag"].items():
+            n = sum(counts.values())
+            lines.append(f"| {who} | {key} | {n} | " + " | ".join(
+                f"{100 * counts[k] / n:.0f}%" for k in ("all_fail", "pivot", "mixed_above", "all_pass")) + " |")
+    return "\n".join(lines)
+
+
 def detail_tables(results: dict) -> str:
     """OOD accuracy per task, each arm's cost ledger (means over seeds), and the learning-rate sweeps."""
     t = results["table"]
@@ -315,7 +333,8 @@ def write_results(results: dict, out: Path) -> None:
     with atomic_open(out / "results.json") as fh:
         fh.write(json.dumps(results, indent=2, default=str))
     (out / "table.md").write_text(markdown_table(results) + "\n\n" + claims_table(results) + "\n\n" +
-                                  tags_table(results) + "\n\n" + detail_tables(results) + "\n")
+                                  tags_table(results) + "\n\n" + outcomes_table(results) + "\n\n" +
+                                  detail_tables(results) + "\n")
     plot_results(results, out)
 
 
