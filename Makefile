@@ -24,7 +24,7 @@ sandbox:
 	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }; }; } || \
 	  echo "warning: bubblewrap (bwrap) is missing and could not be installed: run 'sudo apt-get install bubblewrap'; the lab's terminal and code domains and executing verifiers need it"
 
-# The lab's comparison at demo size (SFT, PivotRL, E2E RL from the bundled base; under 10 minutes on 2 cores).
+# The lab's comparison at demo size (SFT and PivotRL from the bundled base; under 10 minutes on 2 cores).
 demo: $(STAMP) sandbox
 	$(BIN)/pivotrl lab run --preset demo -o runs/lab-demo
 

@@ -83,7 +83,7 @@ def lab_eval(
 
 @app.command("run")
 def lab_run(
-    preset: str = typer.Option("demo", help="demo (under 10 minutes on 2 cores), full (6 arms, a learning-rate sweep on dev, 3 seeds; hours: start it twice for two workers), tiny (tests)."),
+    preset: str = typer.Option("demo", help="demo (SFT and PivotRL, under 10 minutes on 2 cores), full (6 arms, a learning-rate sweep on dev, 3 seeds; hours: start it twice for two workers), tiny (tests)."),
     output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="Results folder; rerun to resume."),
     model: Optional[str] = typer.Option(None, help="Base model (default: the bundled one)."),
 ):
