@@ -3,7 +3,9 @@
 import json
 
 import pytest
+from typer.testing import CliRunner
 
+from pivotrl.cli import app
 from pivotrl.lab import BASE_MODEL, get_domain
 from pivotrl.lab.domains import IN_DOMAIN
 
@@ -91,6 +93,15 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     del stage["outcomes_by_tag"]
     (work / "profile.json").write_text(json.dumps(stage))
     assert Plan(preset, "", work).results()[3]["profile"]["outcomes_by_tag"] == outcomes
+    # a run not finished yet: `lab report` tells what the finished arms show and names the others
+    exact_lr = results["table"]["pivotrl_exact"]["learning_rate"]
+    (work / f"eval_pivotrl_exact-lr{exact_lr:g}-s0.json").unlink()
+    r = CliRunner().invoke(app, ["lab", "report", "--preset", "tiny", "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    partial = json.loads((tmp_path / "results.json").read_text())
+    assert partial["pending"] == ["pivotrl_exact"] and set(partial["table"]) == {"base", *ARMS} - {"pivotrl_exact"}
+    assert partial["table"]["sft"] == json.loads(json.dumps(results["table"]["sft"]))
+    assert "not finished yet" in r.output and "pivotrl_exact" in r.output
 
 
 def test_a_stage_another_live_worker_holds_is_left_for_later_and_a_dead_ones_lock_is_taken_over(tmp_path):

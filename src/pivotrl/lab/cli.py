@@ -95,7 +95,6 @@ def lab_run(
 
     from pivotrl.cli import console
     from pivotrl.lab.experiment import PRESETS, Plan, run_lab
-    from pivotrl.lab.report import claims_table, markdown_table
 
     if preset not in PRESETS:
         raise DataError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -123,15 +122,40 @@ def lab_run(
 
         results = run_lab(p, output, model, progress=step)
         prog.update(task, completed=total, description="done")
+    print_report(results, preset, output)
+    console.print(f"this invocation {results['seconds_this_invocation'] / 60:.1f} min", soft_wrap=True)
+
+
+def print_report(results: dict, preset: str, output: Path) -> None:
+    from pivotrl.cli import console
+    from pivotrl.lab.report import claims_table, markdown_table
+
     console.print(f"\n[bold]Preset {preset}[/]: in-domain success (real episodes, test split, each arm's best dev "
-                  f"checkpoint), OOD accuracy, cost (mean ± std over seeds {p.seeds}; percentages)\n")
+                  f"checkpoint), OOD accuracy, cost (mean ± std over seeds {results['seeds']}; percentages)\n")
     console.print(markdown_table(results))
     console.print("\n[bold]The paper's claims here[/] (paired differences, points; 95% intervals)\n")
     console.print(claims_table(results))
     console.print("\nA difference whose interval includes 0 ('not resolved') is noise at this size; with one seed the "
                   "interval covers only the test sample (which tasks were drawn), not training noise.", soft_wrap=True)
-    console.print(f"\nresults in {output}/ (results.json, table.md, success_vs_cost.png, in_domain_vs_ood.png); "
-                  f"this invocation {results['seconds_this_invocation'] / 60:.1f} min", soft_wrap=True)
+    console.print(f"\nresults in {output}/ (results.json, table.md, success_vs_cost.png, in_domain_vs_ood.png)",
+                  soft_wrap=True)
+
+
+@app.command("report")
+def lab_report(
+    preset: str = typer.Option("full", help="The preset the run uses."),
+    output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="The run's results folder."),
+):
+    """The report of a run still going or stopped: the arms whose every seed is evaluated (the others named)."""
+    from pivotrl.cli import console
+    from pivotrl.lab.experiment import PRESETS, report_lab
+
+    if preset not in PRESETS:
+        raise DataError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    results = report_lab(PRESETS[preset], output)
+    print_report(results, preset, output)
+    if results["pending"]:
+        console.print(f"not finished yet (left out): {', '.join(results['pending'])}", soft_wrap=True)
 
 
 @app.command("audit")

@@ -203,15 +203,21 @@ class Plan:
         n = 2 + bool(any(a in PIVOT_ARMS[:2] for a in p.arms)) + len(p.seeds) * ("sft_pivotrl" in p.arms)
         return n + sum(len(p.learning_rates_of(a)) + 2 * len(p.seeds) - 1 for a in p.arms)
 
-    def results(self) -> tuple[dict, dict, dict, dict]:
+    def results(self, finished_arms_only: bool = False) -> tuple[dict, dict, dict, dict]:
+        """(test evaluations, training ledgers, sweeps, profiles) of every arm; with
+        `finished_arms_only` (a run still going) of the arms whose every seed has its test evaluation."""
         evals, runs, sweeps = {"base": [self.done("eval_base")]}, {}, {}
         for arm in self.preset.arms:
             lr = self.chosen_lr(arm)
-            for seed in self.preset.seeds:
-                runs.setdefault(arm, []).append(self.done(f"train_{run_name(arm, lr, seed)}"))
-                evals.setdefault(arm, []).append(self.done(f"eval_{run_name(arm, lr, seed)}"))
-            sweeps[arm] = {lr: (self.done(f"train_{run_name(arm, lr, self.preset.seeds[0])}") or {}).get("best_dev_success")
-                           for lr in self.preset.learning_rates_of(arm)}
+            sweeps[arm] = {rate: (self.done(f"train_{run_name(arm, rate, self.preset.seeds[0])}") or {}).get("best_dev_success")
+                           for rate in self.preset.learning_rates_of(arm)}
+            if lr is None and finished_arms_only:
+                continue
+            ran = [self.done(f"train_{run_name(arm, lr, seed)}") for seed in self.preset.seeds]
+            tested = [self.done(f"eval_{run_name(arm, lr, seed)}") for seed in self.preset.seeds]
+            if finished_arms_only and not (all(ran) and all(tested)):
+                continue
+            runs[arm], evals[arm] = ran, tested
         profiles = {name: self.done(name) for name in ["profile"] + [f"profile_sft-s{s}" for s in self.preset.seeds]
                     if self.has(name)}
         for name, prof in profiles.items():  # profiles written before the count existed, from their records
@@ -246,5 +252,21 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
         if not ran:
             time.sleep(5)
     results = aggregate(*plan.results(), preset, base_model, time.time() - t_start)
+    write_results(results, out)
+    return results
+
+
+def report_lab(preset: Preset, out_dir: str | Path = "results/lab") -> dict:
+    """The report of a run still going (or stopped): results.json, table.md and the plots from the
+    arms whose every seed has its test evaluation; `pending` names the others."""
+    from pivotrl.errors import DataError
+
+    out = Path(out_dir)
+    plan = Plan(preset, "", out / "work")
+    if not plan.has("eval_base"):
+        raise DataError("nothing to report yet: the base model's test evaluation has not run", file=str(out / "work"))
+    evals, runs, sweeps, profiles = plan.results(finished_arms_only=True)
+    results = aggregate(evals, runs, sweeps, profiles, preset, (plan.done("profile") or {}).get("model", ""), 0.0)
+    results["pending"] = [arm for arm in preset.arms if arm not in evals]
     write_results(results, out)
     return results
