@@ -432,7 +432,8 @@ def test_cpu_bf16_falls_back_to_float32_where_the_cpu_lacks_it(monkeypatch, tiny
     import pivotrl.train.common as common
 
     monkeypatch.setattr(common, "cpu_has_bf16", lambda: False)
-    assert not small(model=tiny_model, cpu_bf16=True).bf16
+    with pytest.warns(UserWarning, match="no native bf16"):
+        assert not small(model=tiny_model, cpu_bf16=True).bf16
     assert not small(model=tiny_model).bf16  # float32 unless asked, whatever TRL's default
 
 

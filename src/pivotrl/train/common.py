@@ -38,7 +38,9 @@ def prepare_trl_config(cfg) -> None:
         cfg.use_cpu, cfg.fp16 = True, False
         cfg.bf16 = bool(getattr(cfg, "cpu_bf16", False))
         if cfg.bf16 and not cpu_has_bf16():
-            print("cpu_bf16: this CPU has no native bf16 instructions; training in float32")
+            import warnings
+
+            warnings.warn("cpu_bf16: this CPU has no native bf16 instructions; training in float32", stacklevel=2)
             cfg.bf16 = False
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+CPU_BF16_HELP = ("Without a GPU: train in bf16 autocast (float32 master weights) where the CPU has native bf16 "
+                 "instructions (AVX512-BF16, AMX); float32 elsewhere.")
+
 
 @dataclass
 class PivotRLOptions:
@@ -41,9 +44,7 @@ class PivotRLOptions:
         "help": "Skip (and count in the ledger) pivots whose prompt is longer (default: the model's context "
                 "minus max_completion_length)."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
-    cpu_bf16: bool = field(default=False, metadata={
-        "help": "Without a GPU: train in bf16 autocast (float32 master weights) where the CPU has native bf16 "
-                "instructions (AVX512-BF16, AMX); float32 elsewhere."})
+    cpu_bf16: bool = field(default=False, metadata={"help": CPU_BF16_HELP})
     profile_cost: str | None = field(default=None, metadata={"help": "Profile meta JSON charged to the ledger."})
     collapse_patience: int = 20
 
@@ -68,9 +69,7 @@ class SFTOptions:
     lora_alpha: int = 32
     lora_target_modules: list[str] | None = field(default=None, metadata={"help": "Default: all linear layers."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
-    cpu_bf16: bool = field(default=False, metadata={
-        "help": "Without a GPU: train in bf16 autocast (float32 master weights) where the CPU has native bf16 "
-                "instructions (AVX512-BF16, AMX); float32 elsewhere."})
+    cpu_bf16: bool = field(default=False, metadata={"help": CPU_BF16_HELP})
 
 
 @dataclass
@@ -94,7 +93,5 @@ class E2EOptions:
     lora_alpha: int = 32
     lora_target_modules: list[str] | None = None
     resume: bool = False
-    cpu_bf16: bool = field(default=False, metadata={
-        "help": "Without a GPU: train in bf16 autocast (float32 master weights) where the CPU has native bf16 "
-                "instructions (AVX512-BF16, AMX); float32 elsewhere."})
+    cpu_bf16: bool = field(default=False, metadata={"help": CPU_BF16_HELP})
     collapse_patience: int = 20
