@@ -1,10 +1,11 @@
 """PivotRL (GRPO) training speed on the lab's full-preset data: optimizer steps per second and prompt
-length, for one or more runs, each a base model and a precision (e.g. the base before and after the
-compact chat template; float32 against bf16 autocast, `cpu_bf16`).
+length, for one or more runs, each a base model and a variant (e.g. the base before and after the
+compact chat template; float32 against bf16 autocast, `cpu_bf16`; the loss on the whole batch against
+one micro-batch per group, `group_micro_batches`).
 
     OMP_NUM_THREADS=1 python bench/grpo_throughput.py --model OLD_BASE --model src/pivotrl/lab/base \
-        --model src/pivotrl/lab/base --precision fp32 --precision fp32 --precision bf16 \
-        --label json-tools --label compact-tools --label compact-tools-bf16 --steps 20 \
+        --model src/pivotrl/lab/base --variant fp32 --variant fp32 --variant grouped \
+        --label json-tools --label compact-tools --label compact-tools-grouped --steps 20 \
         -o bench/results/grpo_throughput.json
 
 Each model trains on the same states (every turn of the full preset's expert trajectories, a
@@ -26,7 +27,21 @@ import time
 from pathlib import Path
 
 
-def measure(model: str, states, steps: int, precision: str = "fp32") -> dict:
+VARIANTS = {"fp32": {}, "bf16": {"cpu_bf16": True}, "grouped": {"group_micro_batches": True},
+            "no-checkpointing": {"gradient_checkpointing": False}}
+
+
+def variant_options(variant: str) -> dict:
+    """Config options of a variant: names from VARIANTS joined by '+', e.g. 'grouped+no-checkpointing'."""
+    options = {}
+    for name in variant.split("+"):
+        if name not in VARIANTS:
+            raise SystemExit(f"unknown variant {name!r} in {variant!r}; known: {', '.join(VARIANTS)}")
+        options.update(VARIANTS[name])
+    return options
+
+
+def measure(model: str, states, steps: int, variant: str = "fp32") -> dict:
     from transformers import AutoTokenizer
 
     from pivotrl.lab.evaluate import lab_verifier_options
@@ -43,14 +58,15 @@ def measure(model: str, states, steps: int, precision: str = "fp32") -> dict:
                             verifier_options=lab_verifier_options(), num_generations=p.num_generations,
                             prompts_per_step=p.prompts_per_step, max_completion_length=p.max_completion_length,
                             max_steps=steps, save_steps=10**6, seed=0, eval_every=0, report_to=[], disable_tqdm=True,
-                            domain_weights=p.domain_weights, cpu_bf16=precision == "bf16")
+                            domain_weights=p.domain_weights, **variant_options(variant))
         t0 = time.time()
         train_pivotrl(cfg, train_states=states, eval_states=[])
         total = time.time() - t0
         ledger = [r for r in read_ledger(out) if r.get("kind") == "step"]
     first, last = ledger[0], ledger[-1]
     rate = (last["step"] - first["step"]) / max(last["wall_clock_s"] - first["wall_clock_s"], 1e-9)
-    return {"model": model, "precision": precision, "bf16_used": cfg.bf16, "steps": last["step"], "steps_per_s": round(rate, 4), "seconds_total": round(total, 1),
+    return {"model": model, "variant": variant, "bf16_used": cfg.bf16, "steps": last["step"],
+            "steps_per_s": round(rate, 4), "seconds_total": round(total, 1),
             "prompt_tokens_mean": round(statistics.fmean(lengths), 1), "prompt_tokens_max": max(lengths),
             "generated_tokens": last["generated_tokens"]}
 
@@ -59,8 +75,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--label", action="append")
-    ap.add_argument("--precision", action="append", choices=["fp32", "bf16"],
-                    help="per --model, in order (default fp32); bf16 = bf16 autocast where the CPU has it")
+    ap.add_argument("--variant", "--precision", dest="variant", action="append",
+                    help="per --model, in order (default fp32): names joined by '+' from fp32, bf16 (bf16 autocast "
+                         "where the CPU has it, cpu_bf16), grouped (group_micro_batches), no-checkpointing "
+                         "(gradient_checkpointing off; TRL's GRPOConfig turns it on)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--states", type=int, default=200)
     ap.add_argument("-o", "--output", default="bench/results/grpo_throughput.json")
@@ -82,10 +100,10 @@ def main() -> None:
         states += extract_states([normalise_record(dom.expert(t, rng)) for t in dom.tasks("train", p.trajectories[name], 0)])
     states = random.Random(0).sample(states, min(args.states, len(states)))
     labels = args.label or args.model
-    precisions = args.precision or ["fp32"] * len(args.model)
-    if not len(labels) == len(precisions) == len(args.model):
-        ap.error("give one --label and one --precision per --model (or none)")
-    runs = {label: measure(m, states, args.steps, prec) for label, m, prec in zip(labels, args.model, precisions)}
+    variants = args.variant or ["fp32"] * len(args.model)
+    if not len(labels) == len(variants) == len(args.model):
+        ap.error("give one --label and one --variant per --model (or none)")
+    runs = {label: measure(m, states, args.steps, v) for label, m, v in zip(labels, args.model, variants)}
     out = {"runs": runs, "states": len(states), "settings": {"num_generations": p.num_generations,
            "prompts_per_step": p.prompts_per_step, "max_completion_length": p.max_completion_length, "threads": 1},
            "reference_steps_per_s": 0.17, "machine": machine_info()}

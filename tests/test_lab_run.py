@@ -196,3 +196,37 @@ def test_a_run_whose_model_was_lost_is_trained_again_only_where_needed(tmp_path)
     assert (work / "train_sft-lr0.0001-s0.json").exists()
     assert not (work / "train_pivotrl-lr1e-05-s0.json").exists() and "train_pivotrl-lr1e-05-s0" in stages  # chosen, unevaluated
     assert (work / "train_pivotrl-lr2e-05-s0.json").exists()  # not chosen: its dev score is all the sweep needs
+
+
+@pytest.mark.parametrize("ties_within, kept", [(0, [0, 2]), (1, [0, 1, 2, 3, 5])])
+def test_dev_selection_keeps_the_best_or_the_latest_within_its_tolerance(tmp_path, ties_within, kept):
+    """Dev success 6/24, 5/24, 7/24, 6/24, 4/24, 7/24 episodes: the best (7, first at eval 2), or with
+    a tolerance of one episode the latest within one of the best so far (the last, eval 5)."""
+    from types import SimpleNamespace
+
+    from pivotrl.lab.arms import DevSelection, summarise_run
+
+    class Ledger:
+        def __init__(self):
+            self.lines = []
+
+        def write(self, kind, step, metrics, sync=True):
+            self.lines.append({"kind": kind, "step": step, **metrics})
+
+    class Saves:
+        def __init__(self):
+            self.count = 0
+
+        def save_pretrained(self, path):
+            self.count += 1
+
+    ledger, model = Ledger(), Saves()
+    dev = DevSelection(ledger, Saves(), 1.0, tasks_per_domain=6, best_dir=tmp_path, ties_within=ties_within)
+    for i, won in enumerate([6, 5, 7, 6, 4, 7]):
+        score = won / 24
+        ledger.write("eval", i * 10, {"eval_success": score, "rollout_turns": 0, "wall_clock_s": i})
+        dev.after_eval(SimpleNamespace(global_step=i * 10), model, {"eval_success": score})
+    assert [r["step"] for r in ledger.lines if r["kind"] == "best"] == [10 * i for i in kept]
+    assert model.count == len(kept)
+    run = summarise_run("sft", 1e-4, ledger.lines)
+    assert run["best_step"] == 10 * kept[-1] and run["best_dev_success"] == 7 / 24

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from typer.testing import CliRunner
 
@@ -592,3 +593,70 @@ def test_e2e_tools_fail_as_evaluation_shows_it_and_keep_their_schema():
     assert [get_json_schema(getattr(wrapped, n)) for n in ("ask_user", "find_user")] == \
         [t for t in environment_tools(plain) if t["function"]["name"] in ("ask_user", "find_user")]
     assert E2EConfig(model="m", environment="x").mask_truncated_completions is True
+
+
+def test_group_micro_batches_give_the_update_of_the_whole_batch(tmp_path, tiny_model, sample_states, monkeypatch):
+    """Same samples, same gradient (SGD, no clipping, so the update is lr x gradient), one micro-batch
+    per group: trimming padding, splitting the loss and running a group's shared prompt once
+    (without gradient checkpointing) change nothing but the cost."""
+    import pivotrl.train.group_batches as group_batches
+    from pivotrl.train.common import render_prompts
+
+    shared_calls = []
+    real = group_batches.shared_prompt_logps
+    monkeypatch.setattr(group_batches, "shared_prompt_logps", lambda *a, **k: shared_calls.append(1) or real(*a, **k))
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    lengths = [len(ids) for ids in tok(render_prompts(sample_states, tok))["input_ids"]]
+    states = [sample_states[lengths.index(min(lengths))], sample_states[lengths.index(max(lengths))]]
+    assert max(lengths) > min(lengths) + 20  # padding to remove
+    runs = {}
+    for name, grouped, checkpointing in (("plain", False, True), ("grouped", True, True), ("shared", True, False)):
+        run = tmp_path / name
+        cfg = small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=1,
+                    num_generations=4, max_completion_length=6, optim="sgd", learning_rate=1.0,
+                    max_grad_norm=1e9, group_micro_batches=grouped, gradient_checkpointing=checkpointing)
+        assert (cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.generation_batch_size) == \
+            ((4, 2, 8) if grouped else (8, 1, 8))
+        shared_calls.clear()
+        train_pivotrl(cfg, train_states=states, eval_states=[])
+        assert len(shared_calls) == (2 if name == "shared" else 0)  # one per group
+        step = [r for r in read_ledger(run) if r["kind"] == "step"]
+        assert [r["rollout_turns"] for r in step] == [8]
+        runs[name] = weights(run / "final"), step[0]
+    base, (plain, plain_step) = weights(tiny_model), runs["plain"]
+    assert plain_step["frac_reward_zero_std"] < 1 and plain_step["grad_norm"] > 0  # a real update
+    for name in ("grouped", "shared"):
+        other, other_step = runs[name]
+        assert other_step["grad_norm"] == pytest.approx(plain_step["grad_norm"], rel=1e-4), name
+        for key in plain:
+            delta = plain[key] - base[key]
+            assert torch.allclose(other[key] - base[key], delta, atol=1e-5 + 1e-3 * delta.abs().max().item()), (name, key)
+
+
+@given(st.data())
+def test_trim_padding_keeps_every_real_token(data):
+    from pivotrl.train.group_batches import trim_padding
+
+    rows, plen, clen = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 6)), data.draw(st.integers(1, 6))
+    prompt_real = [data.draw(st.integers(0, plen)) for _ in range(rows)]  # left-padded
+    completion_real = [data.draw(st.integers(0, clen)) for _ in range(rows)]  # right-padded
+    prompt_mask = torch.tensor([[0] * (plen - n) + [1] * n for n in prompt_real])
+    completion_mask = torch.tensor([[1] * n + [0] * (clen - n) for n in completion_real])
+    batch = {"prompt_ids": torch.arange(rows * plen).view(rows, plen), "prompt_mask": prompt_mask,
+             "completion_ids": torch.arange(rows * clen).view(rows, clen), "completion_mask": completion_mask,
+             "old_per_token_logps": torch.rand(rows, clen), "advantages": torch.rand(rows),
+             "num_items_in_batch": torch.tensor(7)}
+    out = trim_padding(batch)
+    assert out["prompt_ids"].shape[1] == max(prompt_real) and out["completion_ids"].shape[1] == max(completion_real)
+    assert out["old_per_token_logps"].shape == out["completion_ids"].shape
+    # the kept columns are the real tokens' own, in place
+    assert torch.equal(out["prompt_ids"], batch["prompt_ids"][:, plen - max(prompt_real):])
+    assert torch.equal(out["completion_mask"], completion_mask[:, :max(completion_real)])
+    assert out["prompt_mask"].sum() == prompt_mask.sum() and out["completion_mask"].sum() == completion_mask.sum()
+    assert torch.equal(out["advantages"], batch["advantages"]) and out["num_items_in_batch"] == 7
+
+
+def test_group_micro_batches_need_whole_groups(tiny_model):
+    with pytest.raises(DataError, match="multiple of num_generations"):
+        small(model=tiny_model, num_generations=4, prompts_per_step=None, per_device_train_batch_size=6,
+              group_micro_batches=True)

@@ -17,13 +17,16 @@ from pivotrl.train.common import PeriodicEval
 
 class DevSelection(PeriodicEval):
     """In-domain episode success on dev tasks, as `eval_success` (the success-against-cost curves);
-    the best checkpoint so far saved to `best_dir` (ties keep the earlier); training stopped after
-    `patience` evaluations without a new best."""
+    the best checkpoint so far saved to `best_dir` (ties keep the earlier) or, with `ties_within`
+    episodes, the latest within that many dev episodes of the best (one episode is noise on a small
+    dev set: the more trained checkpoint is kept); training stopped after `patience` evaluations
+    without a new best. Each kept checkpoint is a `best` line in the ledger."""
 
     def __init__(self, ledger, tokenizer, every_seconds: float, tasks_per_domain: int, best_dir: Path,
-                 patience: int = 0):
+                 patience: int = 0, ties_within: int = 0):
         super().__init__(ledger, every=0, every_seconds=every_seconds)
         self.tokenizer, self.tasks, self.best_dir, self.patience = tokenizer, tasks_per_domain, Path(best_dir), patience
+        self.episodes, self.ties_within = tasks_per_domain * len(IN_DOMAIN), ties_within
         self.best, self.stale = -1.0, 0
 
     def measure(self, model) -> dict:
@@ -31,13 +34,15 @@ class DevSelection(PeriodicEval):
         return {"eval_success": res["in_domain_mean"], **{f"eval_success/{d}": v for d, v in res["in_domain"].items()}}
 
     def after_eval(self, state, model, metrics: dict) -> bool:
-        if metrics["eval_success"] > self.best:
-            self.best, self.stale = metrics["eval_success"], 0
+        score = metrics["eval_success"]
+        improved = score > self.best
+        self.stale = 0 if improved else self.stale + 1
+        self.best = max(score, self.best)
+        behind = round((self.best - score) * self.episodes)  # dev episodes below the best
+        if improved or (self.ties_within and behind <= self.ties_within):
             model.save_pretrained(self.best_dir)
             self.tokenizer.save_pretrained(self.best_dir)
-            self.ledger.write("best", state.global_step, {"dev_success": self.best}, sync=False)
-            return False
-        self.stale += 1
+            self.ledger.write("best", state.global_step, {"dev_success": score}, sync=False)
         return bool(self.patience) and self.stale >= self.patience
 
 
@@ -48,7 +53,8 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
     from pivotrl.train.ledger import read_ledger
 
     every = preset.seconds_per_arm / max(preset.dev_evals, 1)
-    dev = [lambda ledger, tok: DevSelection(ledger, tok, every, preset.dev_tasks, run_dir / "best", preset.patience)]
+    dev = [lambda ledger, tok: DevSelection(ledger, tok, every, preset.dev_tasks, run_dir / "best", preset.patience,
+                                            preset.dev_ties_within)]
     common = dict(model=start_model, output_dir=str(run_dir), learning_rate=lr, max_seconds=preset.seconds_per_arm,
                   save_steps=10**6, seed=seed, eval_every=0, report_to=["tensorboard"], disable_tqdm=True)
     if arm == "sft":
@@ -81,7 +87,8 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
                             verifier_options={} if exact else lab_verifier_options(),
                             num_generations=preset.num_generations, prompts_per_step=preset.prompts_per_step,
                             max_completion_length=preset.max_completion_length, max_steps=10**6,
-                            domain_weights=preset.domain_weights,
+                            domain_weights=preset.domain_weights, group_micro_batches=preset.fast_grpo,
+                            gradient_checkpointing=not preset.fast_grpo,
                             profile_cost=None if pivots is None else str(pivots) + ".meta.json")
         train_pivotrl(cfg, train_states=states, eval_states=[], extra_callbacks=dev)
     return summarise_run(arm, lr, read_ledger(run_dir))
@@ -102,15 +109,18 @@ def pivot_states(arm: str, preset: Preset, work: Path, pivots: Path | None):
 
 
 def summarise_run(arm: str, lr: float, ledger: list[dict]) -> dict:
+    """A run's ledger totals, dev curve, best dev success (what a sweep compares) and `best_step`,
+    the step of the checkpoint kept for the test evaluation (DevSelection's last `best` line)."""
     steps = [r for r in ledger if r.get("kind") == "step"]
     last = steps[-1] if steps else {"step": 0, "rollout_turns": 0, "generated_tokens": 0, "env_steps": 0,
                                     "verifier_calls": 0, "wall_clock_s": 0.0}
     curve = [{k: r[k] for k in ("step", "rollout_turns", "wall_clock_s", "eval_success")}
              for r in ledger if r.get("kind") == "eval" and "eval_success" in r]
-    best = max(curve, key=lambda c: c["eval_success"], default=None)  # the first of equals: the one kept
+    best = max(curve, key=lambda c: c["eval_success"], default=None)
+    kept = [r["step"] for r in ledger if r.get("kind") == "best"]
     return {"learning_rate": lr, "steps": last["step"], "rollout_turns": last["rollout_turns"],
             "generated_tokens": last["generated_tokens"], "env_steps": last["env_steps"],
             "verifier_calls": last["verifier_calls"], "wall_clock_s": last["wall_clock_s"],
             "profiling": next((r for r in ledger if r.get("kind") == "profiling"), None),
-            "curve": curve, "best_step": best and best["step"], "best_dev_success": best and best["eval_success"],
+            "curve": curve, "best_step": kept[-1] if kept else best and best["step"], "best_dev_success": best and best["eval_success"],
             "zero_std_share": statistics.fmean([r.get("frac_reward_zero_std", 0.0) for r in steps]) if arm != "sft" and steps else None}

@@ -33,9 +33,16 @@ class Preset:
     e2e_max_completion_length: int = 384
     e2e_max_turns: int = 6
     domain_weights: dict | None = None  # pivot sampling per domain (None: the data's own shares)
+    # The GRPO arms' loss one group at a time with its shared prompt run once (`group_micro_batches`,
+    # gradient checkpointing off, which a tiny model does not need): the same update, 1.9-2.3x the
+    # steps/s here. Off in the full preset, whose committed results (results/lab/) came before it.
+    fast_grpo: bool = False
     dev_tasks: int = 10                # dev episodes per domain at each dev evaluation
     dev_evals: int = 4                 # dev evaluations spread over the cap (plus one at step 0)
     patience: int = 0                  # stop an arm after this many dev evaluations without a new best (0: never)
+    # Keep the latest checkpoint within this many dev episodes of the best (0: the best, the earliest
+    # of equals). On a small dev set one episode is noise, and the more trained checkpoint is kept.
+    dev_ties_within: int = 0
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def learning_rates_of(self, arm: str) -> list[float]:
@@ -53,14 +60,16 @@ PRESETS = {
     # SFT and PivotRL at the learning rates the full preset's sweeps chose, for 90 s each: enough for
     # the effect the full results show beyond noise at this size (SFT loses out-of-domain skills that
     # PivotRL keeps), measured on 100 OOD items; in-domain differences are noise at this size (README).
+    # 24 dev episodes cannot tell checkpoints one episode apart: the later one is kept.
     "demo": Preset("demo", seeds=[0], arms=("sft", "pivotrl"),
                    trajectories={"tooluse": 40, "terminal": 40, "search": 40, "code": 20}, profile_k=4,
                    seconds_per_arm=90.0, learning_rates={"sft": [5e-4], "rl": [2e-5]},
-                   domain_weights=BALANCED, dev_tasks=6, dev_evals=3,
+                   domain_weights=BALANCED, fast_grpo=True, dev_tasks=6, dev_evals=3, dev_ties_within=1,
                    eval=EvalConfig(tasks_per_domain=15, ood_per_task=25, variant_tasks=8, next_action_states=0)),
     "tiny": Preset("tiny", seeds=[0], arms=ARMS, trajectories={"tooluse": 3, "terminal": 3, "search": 3, "code": 2},
                    profile_k=2, seconds_per_arm=4.0, learning_rates={"sft": [2e-4], "rl": [5e-5, 2e-4]},
                    num_generations=2, prompts_per_step=1, max_completion_length=8, e2e_prompts_per_step=1,
+                   fast_grpo=True,
                    e2e_max_completion_length=48, e2e_max_turns=2, dev_tasks=1, dev_evals=1,
                    eval=EvalConfig(tasks_per_domain=1, ood_per_task=1, variant_tasks=1, next_action_states=0,
                                    max_tokens=8)),

@@ -45,6 +45,10 @@ class PivotRLOptions:
                 "minus max_completion_length)."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     cpu_bf16: bool = field(default=False, metadata={"help": CPU_BF16_HELP})
+    group_micro_batches: bool = field(default=False, metadata={
+        "help": "Compute the loss one group (one pivot's num_generations samples) at a time, each cut to its own "
+                "length, and, with gradient_checkpointing off, the group's shared prompt run once: the same "
+                "update for less compute (most when prompts are long and completions short)."})
     profile_cost: str | None = field(default=None, metadata={"help": "Profile meta JSON charged to the ledger."})
     collapse_patience: int = 20
 

@@ -27,6 +27,7 @@ from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, 
                                   drop_long_prompts, grpo_dataset, load_policy, lora_config, open_ledger,
                                   prepare_trl_config, split_states, train_and_save, write_run_config)
 from pivotrl.train.distributed import is_main_process
+from pivotrl.train.group_batches import GroupedGRPOTrainer, group_micro_batch_settings
 from pivotrl.train.ledger import Ledger
 from pivotrl.train.options import PivotRLOptions
 
@@ -37,7 +38,8 @@ class PivotRLRecipe(GRPOConfig):
     (arXiv 2603.21383): no KL penalty (beta 0, TRL's default), clipping 0.2/0.2, one optimizer step
     per generation, a ledger line every step. PivotRL and the end-to-end baseline both build on it,
     so the two differ only in what they roll out. `prompts_per_step` (from the options class mixed
-    in first) sets per_device_train_batch_size to prompts_per_step x num_generations."""
+    in first) sets per_device_train_batch_size to prompts_per_step x num_generations; PivotRL's
+    `group_micro_batches` then makes one micro-batch per group (`pivotrl.train.group_batches`)."""
 
     epsilon_high: float | None = 0.2
     max_steps: int = 100
@@ -53,6 +55,8 @@ class PivotRLRecipe(GRPOConfig):
         prepare_trl_config(self)
         if self.prompts_per_step:
             self.per_device_train_batch_size = self.prompts_per_step * self.num_generations
+        if getattr(self, "group_micro_batches", False):  # PivotRL's option; the E2E baseline has none
+            group_micro_batch_settings(self)
         super().__post_init__()
 
 
@@ -174,7 +178,7 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
         callbacks.append(RefreshCallback(train_states, pool, verifier, tokenizer, cfg.refresh_every, cfg.refresh_k,
                                          cfg.lambda_diff, cfg.max_completion_length, ledger, cfg.chat_template,
                                          template_kwargs))
-    trainer = GRPOTrainer(model=policy, args=cfg, processing_class=tokenizer,
+    trainer = (GroupedGRPOTrainer if cfg.group_micro_batches else GRPOTrainer)(model=policy, args=cfg, processing_class=tokenizer,
                           reward_funcs=[counting_reward(verifier, ledger)], train_dataset=dataset,
                           peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                           callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
