@@ -1,5 +1,6 @@
 """The committed base model, lab evaluation, and the lab pipeline end to end at a tiny size."""
 
+import gzip
 import json
 
 import pytest
@@ -64,6 +65,11 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     for run in results["runs"]["pivotrl"]:  # dev measured at step 0 and later; the best one kept and evaluated
         assert run["curve"][0]["step"] == 0 and run["best_dev_success"] == max(c["eval_success"] for c in run["curve"])
     assert (work / f"pivotrl-lr{results['table']['pivotrl']['learning_rate']:g}-s0" / "best" / "config.json").exists()
+    # every run's per-step ledger archived beside the results
+    archived = {p.name.removesuffix(".jsonl.gz"): p for p in (tmp_path / "ledgers").glob("*.jsonl.gz")}
+    assert set(archived) == {p.parent.name for p in work.glob("*/ledger.jsonl")} and len(archived) >= len(ARMS)
+    name = f"pivotrl-lr{results['table']['pivotrl']['learning_rate']:g}-s0"
+    assert gzip.decompress(archived[name].read_bytes()) == (work / name / "ledger.jsonl").read_bytes()
     evals = json.loads((work / "eval_base.json").read_text())
     assert evals["split"] == "test" and all(len(evals["episodes"][d]) == preset.eval.tasks_per_domain for d in IN_DOMAIN)
     pivot = results["table"]["pivotrl"]["cost"]

@@ -336,6 +336,17 @@ def write_results(results: dict, out: Path) -> None:
                                   tags_table(results) + "\n\n" + outcomes_table(results) + "\n\n" +
                                   detail_tables(results) + "\n")
     plot_results(results, out)
+    archive_ledgers(out / "work", out / "ledgers")
+
+
+def archive_ledgers(work: Path, dest: Path) -> None:
+    """Every run's per-step ledger, gzipped, as `dest/RUN.jsonl.gz`: small enough to commit beside
+    the results (the run folders also hold models, which are not)."""
+    import gzip
+
+    for ledger in sorted(work.glob("*/ledger.jsonl")):
+        with atomic_open(dest / f"{ledger.parent.name}.jsonl.gz", "wb") as fh:
+            fh.write(gzip.compress(ledger.read_bytes(), mtime=0))
 
 
 def plot_results(results: dict, out: Path) -> None:
