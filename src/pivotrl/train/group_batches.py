@@ -3,11 +3,12 @@
 
 TRL's `GRPOTrainer` pads a whole generation batch to its longest prompt and longest completion and
 computes the loss on that block, every sample with its own copy of its prompt. Agentic pivots have
-long contexts and short actions (here prompts of 82-395 tokens, actions of about 20), and their
-lengths differ, so most of that work is padding and repeated prompts. Here each micro-batch is one
+long contexts and short actions (the bundled lab's: prompts of 82-395 tokens, actions of about 20),
+and their lengths differ, so most of that work is padding and repeated prompts. Here each micro-batch is one
 group (the `num_generations` samples of one prompt), without the columns that are padding in every
 row, and, when gradient checkpointing is off (it drops the key-value cache this needs), the
-group's prompt runs once and its keys and values serve every sample.
+group's prompt runs once and its keys and values serve every sample. Under DistributedDataParallel
+the loss keeps TRL's path (its reducer expects one forward per backward; not yet tried on GPUs).
 
 The update is the same: padding columns are masked out of the loss, pad tokens to the right of a
 completion cannot reach the tokens before them (causal attention), TRL's losses normalise over the
@@ -97,7 +98,8 @@ class GroupedGRPOTrainer(GRPOTrainer):
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal):
         checkpointing = self.args.gradient_checkpointing and torch.is_grad_enabled()
-        if checkpointing or compute_aux_loss or any(v is not None for v in multimodal.values()) or \
+        distributed = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        if checkpointing or distributed or compute_aux_loss or any(v is not None for v in multimodal.values()) or \
                 not shares_prompt(input_ids, attention_mask, logits_to_keep):
             return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
                                                               batch_size, compute_entropy, compute_aux_loss,

@@ -178,10 +178,11 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
         callbacks.append(RefreshCallback(train_states, pool, verifier, tokenizer, cfg.refresh_every, cfg.refresh_k,
                                          cfg.lambda_diff, cfg.max_completion_length, ledger, cfg.chat_template,
                                          template_kwargs))
-    trainer = (GroupedGRPOTrainer if cfg.group_micro_batches else GRPOTrainer)(model=policy, args=cfg, processing_class=tokenizer,
-                          reward_funcs=[counting_reward(verifier, ledger)], train_dataset=dataset,
-                          peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
-                          callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
+    trainer_class = GroupedGRPOTrainer if cfg.group_micro_batches else GRPOTrainer
+    trainer = trainer_class(model=policy, args=cfg, processing_class=tokenizer,
+                            reward_funcs=[counting_reward(verifier, ledger)], train_dataset=dataset,
+                            peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
+                            callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
     train_and_save(trainer, tokenizer, out, resume_from)
     return {"output_dir": str(out), "steps": trainer.state.global_step, "train_states": len(train_states),
             "eval_states": len(eval_states), "ledger": str(ledger.path)}
