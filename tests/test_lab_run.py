@@ -92,6 +92,12 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     prof = results["profiles"]["profile"]
     outcomes = prof["outcomes_by_tag"]
     assert sum(sum(c.values()) for c in outcomes.values()) == prof["states"]
+    from collections import Counter
+
+    from pivotrl.pivots.select import load_candidates, select
+
+    picked = select(load_candidates(work / "profile.jsonl"), "pivot", lambda_diff=preset.lambda_diff)
+    assert prof["pivots_by_domain"] == dict(Counter(c.state.domain for c in picked))
     for domain, n in prof["pivots_by_domain"].items():
         assert sum(c["pivot"] for k, c in outcomes.items() if k.startswith(domain + "/")) == n
     assert "all fail" in table and all(k.split("/")[1] in ("decision", "copy") for k in outcomes)

@@ -117,10 +117,11 @@ def summarise_run(arm: str, lr: float, ledger: list[dict]) -> dict:
     curve = [{k: r[k] for k in ("step", "rollout_turns", "wall_clock_s", "eval_success")}
              for r in ledger if r.get("kind") == "eval" and "eval_success" in r]
     best = max(curve, key=lambda c: c["eval_success"], default=None)
-    kept = [r["step"] for r in ledger if r.get("kind") == "best"]
+    kept = [r["step"] for r in ledger if r.get("kind") == "best"]  # DevSelection's, from step 0 on
     return {"learning_rate": lr, "steps": last["step"], "rollout_turns": last["rollout_turns"],
             "generated_tokens": last["generated_tokens"], "env_steps": last["env_steps"],
             "verifier_calls": last["verifier_calls"], "wall_clock_s": last["wall_clock_s"],
             "profiling": next((r for r in ledger if r.get("kind") == "profiling"), None),
-            "curve": curve, "best_step": kept[-1] if kept else best and best["step"], "best_dev_success": best and best["eval_success"],
+            "curve": curve, "best_step": kept[-1] if kept else None,
+            "best_dev_success": best and best["eval_success"],
             "zero_std_share": statistics.fmean([r.get("frac_reward_zero_std", 0.0) for r in steps]) if arm != "sft" and steps else None}

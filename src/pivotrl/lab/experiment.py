@@ -57,7 +57,7 @@ def profile(model: str, preset: Preset, work: Path, output: Path) -> dict:
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import extract_states
     from pivotrl.pivots.profile import profile_states
-    from pivotrl.pivots.select import candidates_from_records, select
+    from pivotrl.pivots.select import candidates_from_records
     from pivotrl.sampling import SamplingParams, get_sampler
 
     states = extract_states(load_trajectories(work / "data" / "train_trajectories.jsonl"))
@@ -66,12 +66,13 @@ def profile(model: str, preset: Preset, work: Path, output: Path) -> dict:
                           output=output, model_name=model, verifier_name="lab")
     ok = [r for r in recs if not r["skipped"]]
     mixed = sum(r["reward_var"] > 0 for r in ok)
-    cands = candidates_from_records(recs)
-    pivots = select(cands, "pivot", lambda_diff=preset.lambda_diff)
-    by_domain = dict(Counter(c.state.domain for c in pivots))
+    outcomes = outcomes_by_tag(candidates_from_records(recs), preset.lambda_diff)
+    by_domain = Counter()  # the pivots, from the counts by domain/tag (one selection, not two)
+    for key, counts in outcomes.items():
+        by_domain[key.split("/")[0]] += counts["pivot"]
     return {"model": model, "states": len(recs), "mixed": mixed, "mixed_share": mixed / max(len(ok), 1),
-            "mean_reward": sum(r["reward_mean"] for r in ok) / max(len(ok), 1), "pivots_by_domain": by_domain,
-            "outcomes_by_tag": outcomes_by_tag(cands, preset.lambda_diff)}
+            "mean_reward": sum(r["reward_mean"] for r in ok) / max(len(ok), 1),
+            "pivots_by_domain": {d: n for d, n in by_domain.items() if n}, "outcomes_by_tag": outcomes}
 
 
 def outcomes_by_tag(cands, lambda_diff: float) -> dict:
