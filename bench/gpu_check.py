@@ -126,7 +126,8 @@ def train_steps(model: str, steps: int, lora: bool, out: Path) -> dict:
     states = extract_states(load_trajectories(SAMPLE_PATH))[:8]
     cfg = PivotRLConfig(model=model, output_dir=str(out), verifier=f"{__name__}:first_letter_reward", max_steps=steps,
                         num_generations=4, prompts_per_step=2, max_completion_length=8, learning_rate=1e-6,
-                        lora=lora, report_to="none", save_steps=10**6, eval_every=0, disable_tqdm=True)
+                        lora=lora, report_to="none", save_steps=10**6, eval_every=0, disable_tqdm=True,
+                        score_truncated=True)  # 8 tokens are always cut; the reward judges the first letter
     t = time.perf_counter()
     train_pivotrl(cfg, train_states=states, eval_states=[])
     seconds = time.perf_counter() - t

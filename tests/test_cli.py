@@ -99,20 +99,39 @@ def test_verify_rescores_nemo_gym_rollouts_and_reports_agreement(tmp_path):
     assert "agreement with the recorded rewards: 8 of 8 (100.0%)" in r.output
     scores = [json.loads(x) for x in out.read_text().splitlines()]
     assert [s["reward"] for s in scores] == [s["recorded"] for s in scores]
-    assert {s["reason"] for s in scores} >= {"target_mismatch", "task_complete_check_failed", "json_parsing_failed"}
+    assert {s["reason"] for s in scores} >= {"target_mismatch", "task_complete_check_failed", "model_output_invalid"}
 
 
-def test_a_response_becomes_the_completion_the_servers_read():
-    from pivotrl.pivots.gym import response_to_completion
+def test_a_response_is_read_as_each_nemo_gym_server_reads_it():
+    from pivotrl.pivots.gym import gym_row_to_state
+    from pivotrl.rewards import get_verifier, parse_action
 
-    response = {"output": [{"type": "reasoning", "summary": [{"text": "hidden"}]},
-                           {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "first"}]},
-                           {"type": "function_call", "name": "f", "arguments": "{\"a\": 1}", "call_id": "c1"},
-                           {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "last"},
-                                                                                  {"type": "output_text", "text": "part"}]}]}
-    message = response_to_completion(response)
-    assert message["content"] == "last\npart" and "hidden" not in json.dumps(message)
-    assert message["tool_calls"][0]["function"] == {"name": "f", "arguments": "{\"a\": 1}"}
+    def msg(*texts):
+        return {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": t} for t in texts]}
+
+    output = [{"type": "reasoning", "summary": [{"text": "hidden"}]}, msg("first"),
+              {"type": "function_call", "name": "f", "arguments": "{\"a\": 1}", "call_id": "c1"}, msg("last", "part")]
+    action = parse_action(output)  # calls first; the first output_text of the first assistant message
+    assert action.kind == "tool_calls" and action.calls[0].arguments == {"a": 1} and action.text == "first"
+    assert parse_action({"output": output}) == action  # the whole response reads the same
+    assert parse_action([msg("")]).kind == "message"  # empty text is still a message, as upstream
+    # call blocks written as message text are a message there: the model server parses calls, not the verifier
+    text_call = [msg('<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>')]
+    assert parse_action(text_call).kind == "message"
+    row = {"responses_create_params": {"input": [{"role": "user", "content": "go"}]},
+           "expected_action": {"type": "function_call", "name": "bash", "arguments": "{\"command\": \"ls src\"}"},
+           "agent_ref": {"type": "responses_api_agents", "name": "swe_pivot_tool_simulation_agent"}}
+    assert get_verifier("swe_pivot").score(text_call, gym_row_to_state(row)).reason == "model_output_invalid"
+    # arguments that are JSON but not an object go through the server's comparison as they are: where it
+    # looks a key up in them it breaks (`unknown_error`), where it does not they pass
+    def swe(name, raw, reference=row):
+        return get_verifier("swe_pivot").score([{"type": "function_call", "name": name, "arguments": raw}],
+                                               gym_row_to_state(reference))
+    assert swe("bash", "null").reason == "unknown_error"  # 'command' in None
+    assert swe("bash", "\"src\"").reward == 1.0  # 'command' in "src" is False: no command to compare
+    edit = dict(row, expected_action={"type": "function_call", "name": "str_replace_editor",
+                                      "arguments": "{\"command\": \"view\", \"path\": \"a.py\"}"})
+    assert swe("str_replace_editor", "\"path\"", edit).reason == "unknown_error"  # "path".get(...)
 
 
 def test_profile_takes_its_keys_before_or_after_the_states_file(tmp_path, tiny_model, sample_states):

@@ -30,8 +30,9 @@ def always_one(completion, state):
 
 
 def small(**kw):
+    # a few tokens of a random model: every completion is cut, and these test rewards judge the prefix
     base = dict(num_generations=8, prompts_per_step=2, max_completion_length=4, temperature=1.0, learning_rate=3e-2,
-                eval_every=0, save_steps=100, report_to=[], seed=0)
+                eval_every=0, save_steps=100, report_to=[], seed=0, score_truncated=True)
     base.update(kw)
     return PivotRLConfig(**base)
 
@@ -58,13 +59,14 @@ def test_pivotrl_end_to_end_from_a_trajectory_file_changes_the_weights(tmp_path,
     head = states.read_text().splitlines()[:6]
     states.write_text("\n".join(head) + "\n")
     r = runner.invoke(app, ["profile", str(states), "--model", tiny_model, "--k", "2", "--max-tokens", "4",
-                            "-v", f"{__name__}:prefers_vowel", "-o", str(profile)])
+                            "--score-truncated", "true", "-v", f"{__name__}:prefers_vowel", "-o", str(profile)])
     assert r.exit_code == 0, r.output
     assert runner.invoke(app, ["select", str(profile), "-o", str(pivots), "--rule", "all"]).exit_code == 0
     cfg = tmp_path / "pivotrl.yaml"
     cfg.write_text(f"model: {tiny_model}\npivots: {pivots}\noutput_dir: {tmp_path / 'run'}\n"
                    f"verifier: {__name__}:prefers_vowel\nnum_generations: 4\nprompts_per_step: 2\n"
-                   "max_completion_length: 4\nlearning_rate: 1e-2\neval_fraction: 0\nreport_to: []\n")
+                   "max_completion_length: 4\nlearning_rate: 1e-2\neval_fraction: 0\nreport_to: []\n"
+                   "score_truncated: true\n")  # 4 tokens of a random model are always cut; the reward judges the prefix
     r = runner.invoke(app, ["train", "--config", str(cfg), "--max-steps", "3"])
     assert r.exit_code == 0, r.output
     before, after = weights(tiny_model), weights(tmp_path / "run" / "final")
@@ -311,7 +313,9 @@ def test_train_flags_are_checked(tmp_path):
 
 @pytest.mark.parametrize("cls_path,config", [("pivotrl.train.pivotrl_trainer:PivotRLConfig", "configs/pivotrl.yaml"),
                                              ("pivotrl.train.sft:SFTRunConfig", "configs/sft.yaml"),
-                                             ("pivotrl.train.e2e:E2EConfig", "configs/e2e.yaml")])
+                                             ("pivotrl.train.e2e:E2EConfig", "configs/e2e.yaml"),
+                                             ("pivotrl.train.pivotrl_trainer:PivotRLConfig",
+                                              "configs/qwen3-thinking-train.yaml")])
 def test_shipped_configs_load(cls_path, config):
     import importlib
     from pathlib import Path
@@ -321,6 +325,20 @@ def test_shipped_configs_load(cls_path, config):
     module, _, name = cls_path.partition(":")
     cfg = _config_from_cli(getattr(importlib.import_module(module), name), Path(__file__).parent.parent / config, [])
     assert isinstance(cfg.learning_rate, float) and cfg.model
+
+
+def test_the_thinking_configs_profile_and_train_alike():
+    from pathlib import Path
+
+    from pivotrl.cli import _config_from_cli
+    from pivotrl.pivots.profile import ProfileConfig
+
+    root = Path(__file__).parent.parent / "configs"
+    profile = _config_from_cli(ProfileConfig, root / "qwen3-thinking-profile.yaml", [])
+    train = _config_from_cli(PivotRLConfig, root / "qwen3-thinking-train.yaml", [])
+    assert profile.model == train.model and profile.max_tokens == train.max_completion_length >= 4096
+    assert (profile.chat_template_kwargs, profile.temperature, profile.top_p) == \
+        (train.chat_template_kwargs or {}, train.temperature, train.top_p)
 
 
 @pytest.mark.parametrize("cls_path,yaml_keys,flags,expected", [

@@ -75,8 +75,12 @@ def term1(keys, done=False):
 
 
 def terminal_state(answer: str, harness: str | None = "terminus_2", **row):
-    extra = {"metadata": {"harness": harness}} if harness else {}
-    return S(Action.message(answer), tools=[], meta={"gym": {"extra": {**extra, **row}}})
+    """A Terminal pivot row as `gym_row_to_state` reads it: `expected_answer`, `metadata.harness`."""
+    from pivotrl.pivots.gym import gym_row_to_state
+
+    md = {"harness": harness} if harness else {}
+    return gym_row_to_state({"responses_create_params": {"input": [{"role": "user", "content": "fix it"}]},
+                             "expected_answer": answer, "metadata": md, **row})
 
 
 def test_terminus_string_mode():
@@ -84,47 +88,68 @@ def test_terminus_string_mode():
     r = terminal_state(term(["ls -la\n", "cat notes.txt\n"]))
     assert v.score(term(["ls -la\n", "cat notes.txt\n"]), r) == Score(1.0, "none")
     assert v.score("<think>plan</think>" + term(["ls -la\n", "cat notes.txt\n"]), r).reward == 1.0
-    assert v.score("```json\n" + term(["ls -la\n", "cat notes.txt\n"]) + "\n```", r).reason == "json_parsing_failed"
-    assert v.score(term(["rm -rf /tmp/x\n"]), r).reason == "command_correctness_failed"
+    assert v.score("```json\n" + term(["ls -la\n", "cat notes.txt\n"]) + "\n```", r).reason == "model_output_invalid"
+    assert v.score(term(["rm -rf /tmp/x\n"]), r).reason == "string_similarity_below_threshold"
     assert v.score('{"commands": "ls"}', r).reason == "schema_check_failed"
-    assert v.score('["ls"]', r).reason == "schema_check_failed"  # JSON, not an object
+    assert v.score('["ls"]', r).reason == "model_output_invalid"  # JSON, not an object
+    assert v.score("", r).reason == "model_output_invalid"
     assert v.score(json.dumps({"analysis": "a", "plan": "p", "commands": [], "extra": 1}), r).reason == \
         "schema_check_failed"  # no other keys
-    # keystrokes joined by a space, as the server does: two commands equal one with the space between
+    # keystrokes joined by nothing, as the server does: "ls" + "-la" is "ls-la", not "ls -la"
     split = terminal_state(term(["ls", "-la"]))
-    assert v.score(term(["ls -la"]), split).reward == 1.0
-    strict = {"threshold": 0.99}
-    assert get_verifier("terminus", **strict).score(term(["ls -la"]), split).reward == 1.0
-    assert get_verifier("terminus", separator="", **strict).score(term(["ls -la"]), split).reward == 0.0  # "ls-la"
+    strict = {"string_similarity_threshold": 0.99}
+    assert get_verifier("terminus", **strict).score(term(["ls-la"]), split).reward == 1.0
+    assert get_verifier("terminus", **strict).score(term(["ls -la"]), split).reward == 0.0
+    assert get_verifier("terminus", separator=" ", **strict).score(term(["ls -la"]), split).reward == 1.0
     assert v.score(term([]), terminal_state(term([]))).reward == 1.0  # two empty lists: identical
-    assert v.score(term([]), split).reason == "command_correctness_failed"  # one empty: 0
+    assert v.score(term([]), split).reason == "string_similarity_below_threshold"  # one empty: 0
 
 
-def test_terminus_completion_flags_must_be_equal():
+def test_terminus_only_a_completing_reference_binds_the_flag():
     v = get_verifier("terminus")
     done = terminal_state(term(["exit\n"], done=True))
     assert v.score(term(["exit\n"], done=False), done).reason == "task_complete_check_failed"
     assert v.score(term(["exit\n"], done=True), done).reward == 1.0
     open_ = terminal_state(term(["ls\n"], done=False))
-    assert v.score(term(["ls\n"], done=True), open_).reason == "task_complete_check_failed"  # both ways
+    assert v.score(term(["ls\n"], done=True), open_).reward == 1.0  # completing early is not checked
     one = terminal_state(term1(["exit\n"], done=True), harness="terminus_1")
     assert v.score(term1(["exit\n"], done=True), one).reward == 1.0
     assert v.score(term1(["exit\n"], done=False), one).reason == "task_complete_check_failed"
 
 
-def test_terminus_harnesses_and_thresholds():
+def test_terminus_harnesses_references_and_thresholds():
     v = get_verifier("terminus")
     one = terminal_state(term1(["ls -la\n"]), harness="terminus_1")
     assert v.score(term1(["ls -la\n"]), one).reward == 1.0
     assert v.score(term(["ls -la\n"]), one).reason == "schema_check_failed"  # the row's harness decides
     assert v.score(term(["ls\n"]), terminal_state(term(["ls\n"]), harness="terminus_9")).reason == "unknown_harness"
-    bare = S(Action.message(term(["ls\n"])), tools=[])  # no harness on the row: inferred from the reference
+    assert v.score(term(["ls\n"]), terminal_state(term(["ls\n"]), harness=None)).reason == "unknown_harness"
+    bare = S(Action.message(term(["ls\n"])), tools=[])  # a state from a trajectory: harness inferred
     assert v.score(term(["ls\n"]), bare).reward == 1.0
     assert get_verifier("terminus", infer_harness=False).score(term(["ls\n"]), bare).reason == "unknown_harness"
     loose = terminal_state(term(["cat notes.txt\n"]), threshold=0.5)
     assert v.score(term(["cat note.md\n"]), loose).reward == 1.0  # a row's own threshold wins
     assert v.score(term(["cat note.md\n"]), terminal_state(term(["cat notes.txt\n"]))).reward == 0.0
-    assert v.score(term(["ls\n"]), terminal_state("not json")).reason == "json_parsing_failed"
+    assert v.score(term(["ls\n"]), terminal_state("not json")).reason == "expected_answer_invalid"
+    # a reference that breaks its own harness's schema is the data's fault, not the candidate's
+    assert v.score(term(["ls\n"]), terminal_state(term1(["ls\n"]))).reason == "expected_answer_invalid"
+    # the reference may sit in the row's metadata only
+    from pivotrl.pivots.gym import gym_row_to_state
+    hidden = gym_row_to_state({"responses_create_params": {"input": []},
+                               "metadata": {"harness": "terminus_2", "expected_answer": term(["pwd\n"])}})
+    assert v.score(term(["pwd\n"]), hidden).reward == 1.0
+    # both checks off: the schema and the flag decide
+    assert get_verifier("terminus", enable_string_similarity=False).score(term(["rm x\n"]), loose).reward == 1.0
+
+
+def test_terminus_reads_every_assistant_message_of_a_response():
+    v = get_verifier("terminus")
+    r = terminal_state(term(["ls\n"]))
+    msg = lambda text: {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}
+    assert v.score([{"type": "reasoning", "summary": []}, msg(term(["ls\n"]))], r).reward == 1.0
+    # two messages are joined (the server does so, and the joined text is no longer one JSON object)
+    assert v.score([msg(term(["ls\n"])), msg(term(["ls\n"]))], r).reason == "model_output_invalid"
+    assert v.score([{"type": "function_call", "name": "x", "arguments": "{}"}], r).reason == "model_output_invalid"
 
 
 def test_terminus_judge_mode_asks_twice_with_the_answers_swapped():
@@ -140,12 +165,36 @@ def test_terminus_judge_mode_asks_twice_with_the_answers_swapped():
     assert once.score(cand, r) == Score(1.0, "none") and len(prompts) == 1
     assert prompts[0].index(gold) < prompts[0].index(cand)  # GOLD first
     prompts.clear()
-    twice = get_verifier("terminus", judge=judge, check_twice_swap=True, reward_if_swap_fails=0.25)
-    assert twice.score(cand, r) == Score(0.25, "judge_evaluation_failed") and len(prompts) == 2
+    twice = get_verifier("terminus", judge=judge, check_twice_swap=True, reward_if_swap_fails=-1.0)
+    assert twice.score(cand, r) == Score(-1.0, "judge_not_equivalent") and len(prompts) == 2
     assert prompts[1].index(cand) < prompts[1].index(gold)  # swapped
-    first_wins = get_verifier("terminus", judge=lambda p: "[[A!=B]] ... [[A=B]]")
-    assert first_wins.score(cand, r).reason == "judge_evaluation_failed"
-    assert get_verifier("terminus", judge=lambda p: "no label").score(cand, r).reason == "judge_evaluation_failed"
+    prompts.clear()
+    assert safe_score(twice, cand, r).reward == -1.0  # a configured penalty survives safe_score
+    # the verdict is the last label near the end of the reply, else the first one anywhere
+    assert get_verifier("terminus", judge=lambda p: "[[A!=B]] ... [[A=B]]").score(cand, r).reward == 1.0
+    early = "[[A=B]] at first, but " + "on reflection " * 20 + "[[A!=B]]" + "." * 190
+    assert get_verifier("terminus", judge=lambda p: early).score(cand, r).reward == 0.0
+    first_only = "[[A=B]] then [[A!=B]]" + " filler" * 40
+    assert get_verifier("terminus", judge=lambda p: first_only).score(cand, r).reward == 1.0
+    assert get_verifier("terminus", judge=lambda p: "no label").score(cand, r).reason == "judge_parsing_failed"
+    swap_silent = iter(["[[A=B]]", "no label"])
+    v = get_verifier("terminus", judge=lambda p: next(swap_silent), check_twice_swap=True, reward_if_swap_fails=0.5)
+    assert v.score(cand, r) == Score(0.0, "judge_swap_parsing_failed")
+    # custom labels and a system message (the judge then gets the chat messages)
+    seen = []
+    custom = get_verifier("terminus", judge=lambda m: seen.append(m) or "<<SAME>>", judge_equal_label="<<SAME>>",
+                          judge_not_equal_label="<<DIFF>>", judge_system_message="You grade.")
+    assert custom.score(cand, r).reward == 1.0 and seen[0][0] == {"role": "system", "content": "You grade."}
+
+
+@given(st.text(max_size=400))
+def test_the_judges_last_label_near_the_end_decides(reply):
+    from pivotrl.rewards.terminus import parse_verdict
+
+    assert parse_verdict(reply + "\n[[A=B]] they are equivalent") is True
+    assert parse_verdict(reply + "\n[[A!=B]] they are not") is False
+    if "[[A=B]]" not in reply and "[[A!=B]]" not in reply:
+        assert parse_verdict(reply) is None
 
 
 # --- string_similarity, exact -------------------------------------------------------------------
@@ -239,6 +288,30 @@ def test_dispatch_by_domain_action_and_agent():
     assert v.score(calls({"note": "blue boots"}), swe).reward == 0.0
     swe.meta = {"gym": {"extra": {"agent_ref": {"name": "swe_agent"}}}}
     assert v.score(calls({"note": "blue boots"}), swe).reward == 1.0
+
+
+def test_dispatch_routes_nemo_gym_rows_by_agent_or_layout_and_refuses_to_guess():
+    from pivotrl.pivots.gym import gym_row_to_state
+    from pivotrl.rewards import check_routing
+
+    v = get_verifier("dispatch", options={"terminus": {"string_similarity_threshold": 0.5}})
+    base = {"responses_create_params": {"input": [{"role": "user", "content": "go"}]}}
+    terminal = gym_row_to_state({**base, "expected_answer": term(["ls\n"]), "metadata": {"harness": "terminus_2"}})
+    assert v.choose(terminal).name == "terminus" and v.choose(terminal).threshold == 0.5  # no agent_ref: by layout
+    # a message that is not Terminus JSON: the terminus rule gives 0 where tool_call would pay any message
+    assert v.score("I am done.", terminal) == Score(0.0, "model_output_invalid")
+    tooluse = gym_row_to_state({**base, "expected_action": {"type": "message", "content": "Hi."}})
+    assert v.choose(tooluse).name == "tool_call"  # the row format's default agent
+    stranger = gym_row_to_state({**base, "expected_action": {"type": "message", "content": "Hi."},
+                                 "agent_ref": {"type": "responses_api_agents", "name": "my_custom_agent"}})
+    unknown = gym_row_to_state({**base, "expected_answer": "do X"})  # an answer, but for which server?
+    for state in (stranger, unknown):
+        with pytest.raises(DataError, match="no verifier"):
+            check_routing(v, [tooluse, state], "rows.jsonl")
+        assert v.score("Hi.", state) == Score(0.0, "unroutable")  # mid-run: never a guess, never a crash
+    routed = get_verifier("dispatch", by_agent={"my_custom_agent": "tool_call"})
+    check_routing(routed, [stranger])
+    check_routing(get_verifier("dispatch", nemo_gym_agents=False), [stranger, unknown])  # rules off: by action
 
 
 def prefers_short(completion, state):

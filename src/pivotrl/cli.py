@@ -105,15 +105,16 @@ def verify(
     NeMo Gym rollouts are re-scored and compared with the reward NeMo Gym recorded."""
     from pivotrl.artifacts import iter_jsonl, write_jsonl
     from pivotrl.pivots import State, gym_row_to_state, load_states
-    from pivotrl.pivots.gym import is_gym_row, is_rollout, response_to_completion
-    from pivotrl.rewards import get_verifier, safe_score
+    from pivotrl.pivots.gym import is_gym_row, is_rollout
+    from pivotrl.rewards import check_routing, get_verifier, safe_score
 
     v = get_verifier(verifier, **_parse_options(option))
     by_id = {s.id: s for s in load_states(states)} if states else {}
     scores = []
     for line, rec in iter_jsonl(pairs):
         if isinstance(rec, dict) and "completion" not in rec and is_rollout(rec):
-            rec = {**rec, "completion": response_to_completion(rec["response"])}
+            # the Responses output items, read as NeMo Gym's servers read them (`parse_action`)
+            rec = {**rec, "completion": rec["response"].get("output") or []}
         if not isinstance(rec, dict) or "completion" not in rec:
             raise DataError("each line needs a 'completion' (or a NeMo Gym 'response')", file=str(pairs), line=line)
         try:
@@ -125,6 +126,7 @@ def verify(
                 st = by_id[rec["state_id"]]
             else:
                 raise DataError("no 'state', and 'state_id' not found (pass --states FILE)")
+            check_routing(v, [st])
         except DataError as exc:
             raise DataError(exc.reason, file=str(pairs), line=line) from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -138,9 +140,9 @@ def verify(
     rewards = [s["reward"] for s in scores]
     n = len(rewards)
     mean = sum(rewards) / n if n else 0.0
-    bins = Counter("1" if r == 1.0 else "0" if r == 0.0 else "(0,1)" for r in rewards)
+    bins = Counter("1" if r == 1.0 else "0" if r == 0.0 else "(0,1)" if r > 0 else "< 0" for r in rewards)
     console.print(f"verify {pairs} with {verifier}: {n} completions, mean reward {mean:.3f}", soft_wrap=True)
-    console.print(_table("reward distribution", [(k, bins[k]) for k in ("1", "(0,1)", "0") if bins[k]],
+    console.print(_table("reward distribution", [(k, bins[k]) for k in ("1", "(0,1)", "0", "< 0") if bins[k]],
                          ("reward", "count")))
     console.print(_table("reasons", Counter(s["reason"] for s in scores).most_common(), ("reason", "count")))
     recorded = [s for s in scores if isinstance(s["recorded"], (int, float))]
@@ -241,13 +243,18 @@ def profile(
     cfg.verifier_options.update(_parse_options(option))
     cfg.backend_options.update(_parse_options(backend_option))
     sts = load_states(states)
-    sampler = build_sampler(cfg)
-    from pivotrl.rewards import get_verifier
+    import warnings
+
+    from pivotrl.pivots.profile import TruncationWarning, truncation_message
+    from pivotrl.rewards import check_routing, get_verifier
     from pivotrl.sampling import SamplingParams
 
     v = get_verifier(cfg.verifier, **cfg.verifier_options)
+    check_routing(v, sts, str(states))
+    sampler = build_sampler(cfg)
     try:
-        with _progress() as prog:
+        with _progress() as prog, warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncationWarning)  # printed below, in the summary's colours
             task = prog.add_task("profiling", total=len(sts), rate="")
 
             def update(done, total, samples, elapsed):
@@ -256,13 +263,24 @@ def profile(
             records = profile_states(sts, sampler, v, k=cfg.k, output=output, batch_size=cfg.batch_size,
                                      params=SamplingParams(cfg.k, cfg.temperature, cfg.top_p, cfg.max_tokens),
                                      keep_samples=cfg.keep_samples, seed=cfg.seed, model_name=cfg.model,
-                                     verifier_name=cfg.verifier, fmt=cfg.format, progress=update)
+                                     verifier_name=cfg.verifier, fmt=cfg.format, progress=update,
+                                     template={"chat_template": _absolute(cfg.chat_template),
+                                               "chat_template_kwargs": cfg.chat_template_kwargs},
+                                     score_truncated=cfg.score_truncated)
     finally:
         sampler.close()
     from pivotrl.pivots.split import carry_heldout
 
     carry_heldout(states, output)
     _print_profile_summary(records, output)
+    message = truncation_message(records, cfg.max_tokens)
+    if message:
+        console.print(f"[bold red]warning:[/] {message}", soft_wrap=True)
+
+
+def _absolute(path: str | None) -> str | None:
+    """A file path as an absolute one (a later command may run elsewhere); anything else as it is."""
+    return str(Path(path).resolve()) if path and Path(path).is_file() else path
 
 
 def build_sampler(cfg):
@@ -300,13 +318,14 @@ def _progress():
 def _print_profile_summary(records: list[dict], output: Path) -> None:
     ok = [r for r in records if not r["skipped"]]
     mixed = sum(r["reward_var"] > 0 for r in ok)
+    samples, cut = sum(len(r["rewards"]) for r in ok), sum(r["n_truncated"] for r in ok)
     rows = [("states profiled", len(ok)), ("skipped (see 'skipped' column)", len(records) - len(ok)),
-            ("samples", sum(len(r["rewards"]) for r in ok)),
+            ("samples", samples),
             ("mean reward", f"{sum(r['reward_mean'] for r in ok) / max(len(ok), 1):.3f}"),
             ("mixed outcomes (variance > 0)", f"{mixed} ({mixed / max(len(ok), 1):.1%})"),
             ("all correct", sum(r["reward_var"] == 0 and r["reward_mean"] == 1 for r in ok)),
             ("all wrong", sum(r["reward_var"] == 0 and r["reward_mean"] == 0 for r in ok)),
-            ("truncated samples", sum(r["n_truncated"] for r in ok))]
+            ("truncated samples (scored 0)", f"{cut} ({cut / max(samples, 1):.1%})")]
     console.print(f"profile written to {output}", soft_wrap=True)
     console.print(_table("", rows, ("", "value")))
 

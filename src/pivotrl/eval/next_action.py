@@ -10,5 +10,5 @@ def next_action_scores(sampler, states, verifier, max_tokens: int = 96) -> list[
 
     results = sampler.sample([Prompt(s.context, s.tools) for s in states],
                              SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens))
-    return [safe_score(verifier, r.samples[0].completion, s).reward if r.samples else 0.0
-            for s, r in zip(states, results)]
+    return [safe_score(verifier, r.samples[0].completion, s, truncated=r.samples[0].truncated).reward
+            if r.samples else 0.0 for s, r in zip(states, results)]

@@ -236,8 +236,8 @@ def mixed_share(model_dir: str, states, k: int, max_tokens: int = 48) -> dict:
     sampler = get_sampler("transformers", model=model_dir)
     verifier = lab_verifier()
     res = sampler.sample([Prompt(s.context, s.tools) for s in states], SamplingParams(n=k, max_tokens=max_tokens), seed=0)
-    stats = [summarise([safe_score(verifier, x.completion, s).reward for x in r.samples]) for s, r in zip(states, res)
-             if r.samples]
+    stats = [summarise([safe_score(verifier, x.completion, s, truncated=x.truncated).reward for x in r.samples])
+             for s, r in zip(states, res) if r.samples]
     return {"mixed_share": sum(st["reward_var"] > 0 for st in stats) / max(len(stats), 1),
             "mean_reward": sum(st["reward_mean"] for st in stats) / max(len(stats), 1), "states": len(stats)}
 

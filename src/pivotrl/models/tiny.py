@@ -73,6 +73,11 @@ CHAT_TEMPLATE = (
 )
 COMPACT_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("@TOOLS@", COMPACT_TOOLS)
 CHAT_TEMPLATE = CHAT_TEMPLATE.replace("@TOOLS@", JSON_TOOLS)
+# A thinking model's template (as Qwen3-*-Thinking-2507's): the generation prompt opens the reasoning
+# block, so a completion is `reasoning</think>action`, with no opening tag of its own.
+GENERATION_PROMPT = "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
+THINKING_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
+    GENERATION_PROMPT, "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n<think>\\n' -}}")
 
 
 # How to read an assistant turn back (transformers' response parsing), which TRL's multi-turn tool
@@ -89,9 +94,9 @@ RESPONSE_TEMPLATE = {
 }
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, compact_tools: bool = False):
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, compact_tools: bool = False, thinking: bool = False):
     """A byte-level BPE tokenizer trained on `texts`, with the chat template set (tools as JSON
-    schemas, or one line each with `compact_tools`)."""
+    schemas, or one line each with `compact_tools`; `thinking`: a thinking model's template)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -106,18 +111,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, compact_tools:
                                    bos_token=None, unk_token=None, padding_side="left",
                                    additional_special_tokens=["<|im_start|>"])
     fast.add_tokens(ADDED)  # ordinary tokens: they survive skip_special_tokens decoding
-    fast.chat_template = COMPACT_CHAT_TEMPLATE if compact_tools else CHAT_TEMPLATE
+    fast.chat_template = COMPACT_CHAT_TEMPLATE if compact_tools else THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
     fast.response_template = RESPONSE_TEMPLATE
     return fast
 
 
 def build_tiny_model(out_dir: str | Path, texts: Iterable[str], *, seed: int = 0, vocab_size: int = 1024,
-                     hidden_size: int = 64, layers: int = 2, heads: int = 4, max_positions: int = 2048) -> Path:
+                     hidden_size: int = 64, layers: int = 2, heads: int = 4, max_positions: int = 2048,
+                     thinking: bool = False) -> Path:
     """Train a tokenizer on `texts`, make a random-init Qwen3 for it, save both to `out_dir`."""
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-    tok = train_tokenizer(texts, vocab_size)
+    tok = train_tokenizer(texts, vocab_size, thinking=thinking)
     torch.manual_seed(seed)
     config = Qwen3Config(
         vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 4, num_hidden_layers=layers,
@@ -131,3 +137,33 @@ def build_tiny_model(out_dir: str | Path, texts: Iterable[str], *, seed: int = 0
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def fit_tiny_model(model_dir: str | Path, texts: list[str], *, steps: int = 100, lr: float = 3e-3,
+                   batch_size: int = 8, seed: int = 0) -> dict:
+    """Next-token training of a saved tiny model on whole `texts` (saved back in place): enough to
+    teach it a format, e.g. a thinking model's `reasoning</think>action`, in seconds on a CPU. A plain
+    loop rather than a Trainer: no data collation or checkpoints are needed at this size."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        batch = tok([rng.choice(texts) for _ in range(batch_size)], return_tensors="pt", padding=True,
+                    padding_side="right", add_special_tokens=False)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    model.save_pretrained(model_dir)
+    return {"steps": steps, "first_loss": losses[0], "last_loss": sum(losses[-10:]) / len(losses[-10:])}

@@ -40,19 +40,26 @@ def gym_row_to_state(row: dict, domain: str | None = None) -> State:
     rcp = row.get("responses_create_params")
     if not isinstance(rcp, dict) or not isinstance(rcp.get("input"), list):
         raise DataError("'responses_create_params.input' must be a list of Responses items")
+    metadata = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
     if "expected_action" in row:
         reference = expected_to_action(row["expected_action"])
-    elif isinstance(row.get("expected_answer"), str):
+    elif isinstance(row.get("expected_answer"), str) and row["expected_answer"]:
         reference = expected_answer_to_action(row["expected_answer"])
+    elif isinstance(metadata.get("expected_action"), dict):  # the servers look there too
+        reference = expected_to_action(metadata["expected_action"])
+    elif metadata.get("expected_answer") is not None:
+        # read as text, as terminus_judge reads it (an object there is not JSON text, and fails there too)
+        reference = expected_answer_to_action(str(metadata["expected_answer"]))
+    elif isinstance(row.get("expected_answer"), str):  # empty: terminus_judge scores every action 0 here too
+        reference = Action.message("")
     else:
-        raise DataError("NeMo Gym row without 'expected_action' (or 'expected_answer')")
+        raise DataError("NeMo Gym row without 'expected_action' or 'expected_answer' (top level or in 'metadata')")
     items = rcp["input"]
     context = items_to_messages(items)
     tools = [to_openai_tool(t) for t in rcp.get("tools") or []]
     turn = sum(m["role"] == "assistant" for m in context)
     if isinstance(row.get("pivot_agent_turn_index"), int):
         turn = row["pivot_agent_turn_index"]
-    metadata = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
     tid = row.get("trajectory_id", metadata.get("source_trajectory_uid"))
     if tid is None:
         tid = "row-" + hashlib.sha1(json.dumps(items, sort_keys=True).encode()).hexdigest()[:12]
@@ -87,11 +94,13 @@ def state_to_gym_row(state: State, agent_name: str = DEFAULT_AGENT) -> dict:
         rcp["tools"] = tools
     rcp.update(gym.get("params", {}))
     row: dict[str, Any] = {"responses_create_params": rcp}
-    if gym.get("expected_action") is not None or "expected_answer" not in gym.get("extra", {}):
-        row["expected_action"] = expected  # a Terminal pivot row keeps its own `expected_answer` only
     extra = dict(gym.get("extra", {}))
-    extra.setdefault("agent_ref", {"type": "responses_api_agents", "name": agent_name})
-    if "gym" not in state.meta:  # a row read from a file keeps its own layout (no id column added)
+    md = extra.get("metadata") if isinstance(extra.get("metadata"), dict) else {}
+    own_reference = "expected_answer" in extra or "expected_answer" in md or "expected_action" in md
+    if gym.get("expected_action") is not None or not own_reference:
+        row["expected_action"] = expected  # a row with its reference elsewhere (Terminal pivots) keeps only that
+    if "gym" not in state.meta:  # a row read from a file keeps its own layout (no agent or id column added)
+        extra.setdefault("agent_ref", {"type": "responses_api_agents", "name": agent_name})
         extra.setdefault("trajectory_id", state.trajectory_id)
         extra.setdefault("meta_info", {"turn_index": state.turn_index, "num_turns": state.num_turns,
                                        "domain": state.domain, "state_id": state.id})
@@ -191,26 +200,6 @@ def expected_to_action(expected: Any) -> Action:
 def is_rollout(row: dict) -> bool:
     """A NeMo Gym rollout: a row with the policy's Responses API `response` (and its recorded `reward`)."""
     return is_gym_row(row) and isinstance(row.get("response"), dict)
-
-
-def response_to_completion(response: dict) -> dict:
-    """A Responses API response's `output` as one assistant message, as the servers read it: the
-    text of the last assistant message, every function call; reasoning items dropped."""
-    text, calls = "", []
-    for item in response.get("output") or []:
-        if not isinstance(item, dict):
-            continue
-        if item.get("type") == "message" and item.get("role", "assistant") == "assistant":
-            content = item.get("content")
-            text = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)) \
-                if isinstance(content, list) else str(content or "")
-        elif item.get("type") == "function_call":
-            calls.append({"id": item.get("call_id") or f"call_{len(calls)}", "type": "function",
-                          "function": {"name": item.get("name") or "", "arguments": item.get("arguments") or ""}})
-    message: dict = {"role": "assistant", "content": text.strip()}
-    if calls:
-        message["tool_calls"] = calls
-    return message
 
 
 def expected_answer_to_action(answer: str) -> Action:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,10 @@ from pathlib import Path
 from pivotrl.artifacts import append_jsonl, atomic_open, write_jsonl
 from pivotrl.errors import DataError
 from pivotrl.pivots.state import State
-from pivotrl.rewards import get_verifier, safe_score
+from pivotrl.rewards import check_routing, get_verifier, safe_score
 from pivotrl.rewards.exact import canonical_text
 from pivotrl.rewards.parse import parse_action
-from pivotrl.sampling.base import Prompt, Sampler, SamplingParams
+from pivotrl.sampling.base import GENERATION_BUDGET, Prompt, Sampler, SamplingParams
 
 
 @dataclass
@@ -44,8 +45,12 @@ class ProfileConfig:
         "help": "Backend options (JSON), e.g. base_url, batch_size, token_budget."})
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 256
+    max_tokens: int = field(default=GENERATION_BUDGET, metadata={
+        "help": "Token budget of a sampled action (its reasoning included); training and evaluation of the pivots "
+                "default to the same."})
     batch_size: int = field(default=8, metadata={"help": "States per sampling batch."})
+    score_truncated: bool = field(default=False, metadata={
+        "help": "Score samples cut by max_tokens as they are (default: 0, reason 'truncated'), as train's option."})
     keep_samples: bool = field(default=False, metadata={"help": "Store the sampled texts."})
     format: str = field(default="records", metadata={"help": "records (our profile) or gym (NeMo Gym rows)."})
     seed: int = 0
@@ -132,14 +137,40 @@ def records_path(output: Path, fmt: str) -> Path:
     return output if fmt == "records" else output.with_name(output.name + ".records.jsonl")
 
 
+class TruncationWarning(UserWarning):
+    """Many samples were cut by the token budget: the profile measures the budget, not the states."""
+
+
+TRUNCATION_WARN_SHARE = 0.05  # above this share of cut samples, profiling says so
+
+
+def truncation_message(records: list[dict], max_tokens: int) -> str | None:
+    """A warning when more than 5% of the samples were cut by `max_tokens`: each scores 0 as no
+    action, so with a thinking model the pivots would measure how briefly it thinks, not how hard
+    the state is."""
+    samples = sum(len(r["rewards"]) for r in records if not r["skipped"])
+    cut = sum(r["n_truncated"] for r in records if not r["skipped"])
+    if not samples or cut / samples <= TRUNCATION_WARN_SHARE:
+        return None
+    states = sum(r["n_truncated"] > 0 for r in records if not r["skipped"])
+    return (f"{cut} of {samples} samples ({cut / samples:.1%}, in {states} states) were cut by max_tokens="
+            f"{max_tokens} and scored 0 as no action: raise max_tokens (a thinking model needs room to finish "
+            "its reasoning) and use the same budget for training and evaluation")
+
+
 def profile_states(states: list[State], sampler: Sampler, verifier, *, k: int, params: SamplingParams,
                    output: str | Path, batch_size: int = 8, keep_samples: bool = False, seed: int = 0,
-                   model_name: str = "", verifier_name: str = "", fmt: str = "records", progress=None) -> list[dict]:
-    """Profile every state not yet in `output` (or its journal); return all records, input order."""
+                   model_name: str = "", verifier_name: str = "", fmt: str = "records", progress=None,
+                   template: dict | None = None, score_truncated: bool = False) -> list[dict]:
+    """Profile every state not yet in `output` (or its journal); return all records, input order.
+    `template` (`chat_template`, `chat_template_kwargs`: what the sampler renders prompts with) is
+    written beside the bill with the token budget, so that training and evaluation of these pivots
+    generate alike by default."""
     final = Path(output)
     output = records_path(final, fmt)
     journal = journal_path(output)
     verifier = get_verifier(verifier) if isinstance(verifier, str) else verifier
+    check_routing(verifier, states)
     params = SamplingParams(k, params.temperature, params.top_p, params.max_tokens, params.stop)
     done = {r["state_id"]: r for r in read_records(output) + read_records(journal)}
     ids = [s.id for s in states]
@@ -157,7 +188,7 @@ def profile_states(states: list[State], sampler: Sampler, verifier, *, k: int, p
         now = time.time()
         share = (now - tick) / len(batch)  # each record carries its share of the batch's wall-clock
         tick = now
-        records = [_record(s, res, verifier, keep_samples, model_name, verifier_name, k, share)
+        records = [_record(s, res, verifier, keep_samples, model_name, verifier_name, k, share, score_truncated)
                    for s, res in zip(batch, results)]
         append_jsonl(journal, records)
         for r in records:
@@ -171,13 +202,19 @@ def profile_states(states: list[State], sampler: Sampler, verifier, *, k: int, p
     journal.unlink(missing_ok=True)
     if fmt == "gym":
         write_jsonl(final, profile_to_gym_rows(records + extra))
-    _write_cost(final, records + extra)
+    generation = {"max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
+                  "chat_template": None, "chat_template_kwargs": {}, **(template or {})}
+    _write_cost(final, records + extra, generation)
+    message = truncation_message(records, params.max_tokens)
+    if message:
+        warnings.warn(message, TruncationWarning, stacklevel=2)
     return records
 
 
 def _record(state: State, res, verifier, keep_samples: bool, model: str, verifier_name: str, k: int,
-            seconds: float) -> dict:
-    scores = [safe_score(verifier, s.completion, state) for s in res.samples]
+            seconds: float, score_truncated: bool = False) -> dict:
+    scores = [safe_score(verifier, s.completion, state, truncated=s.truncated and not score_truncated)
+              for s in res.samples]
     rewards = [sc.reward for sc in scores]
     actions = {canonical_text(parse_action(s.completion, state.tools)) for s in res.samples}
     rec = {"state_id": state.id, "trajectory_id": state.trajectory_id, "domain": state.domain,
@@ -193,15 +230,18 @@ def _record(state: State, res, verifier, keep_samples: bool, model: str, verifie
     return rec
 
 
-def _write_cost(output: Path, records: list[dict]) -> None:
+def _write_cost(output: Path, records: list[dict], generation: dict) -> None:
     """The profiling bill, from the records themselves, so runs that were interrupted and resumed
-    are counted exactly once. The training ledger charges it to PivotRL as its own line."""
+    are counted exactly once (the training ledger charges it to PivotRL as its own line), and how the
+    samples were generated (`pivotrl.train.pivotrl_trainer.generation_settings` reads it)."""
     cost = {"states": len(records), "skipped": sum(bool(r["skipped"]) for r in records),
             "samples": sum(len(r["rewards"]) for r in records),
             "generated_tokens": sum(sum(r["completion_tokens"]) for r in records),
             "verifier_calls": sum(len(r["rewards"]) for r in records),
+            "truncated_samples": sum(r["n_truncated"] for r in records),
             "wall_clock_s": sum(r.get("seconds", 0.0) for r in records),
-            "models": sorted({r["model"] for r in records}), "verifiers": sorted({r["verifier"] for r in records})}
+            "models": sorted({r["model"] for r in records}), "verifiers": sorted({r["verifier"] for r in records}),
+            "generation": generation}
     with atomic_open(meta_path(output)) as fh:
         fh.write(json.dumps(cost, indent=2))
 

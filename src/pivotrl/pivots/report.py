@@ -56,21 +56,34 @@ def write_report(cands: list[Candidate], out_dir: str | Path, lambda_diff: float
     n = len(ok)
     zero = sum(c.var == 0 for c in ok)
     solved = sum(c.var == 0 and c.mean == 1 for c in ok)
+    cut = [c.truncated for c in ok]
+    mostly_cut = sum(t >= 0.5 for t in cut)
     summary = {"states": len(cands), "profiled": n, "pivots": len(pivots), "lambda_diff": lambda_diff,
                "zero_variance": zero, "all_correct": solved, "all_wrong": zero - solved,
+               "truncated_share": sum(cut) / n if n else None, "states_mostly_truncated": mostly_cut,
                "mean_reward": sum(c.mean for c in ok) / n if n else None,
                "by_domain": {d: {"states": domains[d], "pivots": kept[d]} for d in names}}
     lines = [f"# Profile report{': ' + title if title else ''}", "",
              f"- states: {len(cands)} ({n} profiled, {len(cands) - n} skipped)",
              f"- pivots (variance > 0 and mean < {lambda_diff}): **{len(pivots)}** ({len(pivots) / max(n, 1):.1%})",
              f"- zero variance: {zero} ({solved} all correct, {zero - solved} all wrong)",
-             f"- mean reward: {summary['mean_reward']:.3f}" if n else "- mean reward: n/a", "",
+             f"- mean reward: {summary['mean_reward']:.3f}" if n else "- mean reward: n/a",
+             f"- samples cut by the token budget (scored 0): {summary['truncated_share']:.1%}; states with half or "
+             f"more of their samples cut: {mostly_cut}" if n else "", "",
              "| domain | states | pivots | share |", "|---|---:|---:|---:|"]
     lines += [f"| {d} | {domains[d]} | {kept[d]} | {kept[d] / domains[d]:.1%} |" for d in names]
-    lines += ["", "| turn | states | pivots | mean variance |", "|---:|---:|---:|---:|"]
+    lines += ["", "| turn | states | pivots | mean variance | samples truncated |", "|---:|---:|---:|---:|---:|"]
     for t in turns:
-        k = sum(1 for c in ok if c.state.turn_index == t and c.state.id in pivot_ids)
-        lines.append(f"| {t} | {len(by_turn[t])} | {k} | {sum(by_turn[t]) / len(by_turn[t]):.3f} |")
+        at = [c for c in ok if c.state.turn_index == t]
+        k = sum(1 for c in at if c.state.id in pivot_ids)
+        lines.append(f"| {t} | {len(at)} | {k} | {sum(by_turn[t]) / len(by_turn[t]):.3f} | "
+                     f"{sum(c.truncated for c in at) / len(at):.1%} |")
+    if n and any(cut):
+        lines += ["", "Share of each state's samples cut by the token budget:", "",
+                  "| truncated | states |", "|---|---:|"]
+        bands = [(0.0, 0.0, "none"), (1e-9, 0.25, "up to 25%"), (0.25 + 1e-9, 0.5, "25-50%"),
+                 (0.5 + 1e-9, 0.999, "50-99%"), (1.0, 1.0, "all")]
+        lines += [f"| {label} | {sum(lo <= t <= hi for t in cut)} |" for lo, hi, label in bands]
     lines += ["", "![mean reward](mean_reward_hist.png)", "![variance by turn](variance_by_turn.png)",
               "![pivots by domain](pivots_by_domain.png)", ""]
     (out / "README.md").write_text("\n".join(lines))

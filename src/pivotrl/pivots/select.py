@@ -33,6 +33,7 @@ class Candidate:
     mean: float
     var: float
     profiled: bool = True
+    truncated: float = 0.0  # share of its samples cut by the token budget (each scored 0)
 
 
 def candidates_from_records(records: list[dict]) -> list[Candidate]:
@@ -41,7 +42,9 @@ def candidates_from_records(records: list[dict]) -> list[Candidate]:
         state = State.from_dict(json.loads(r["state"]))
         state.meta["profile"] = {k: r[k] for k in ("rewards", "reward_mean", "reward_std", "reward_var",
                                                     "num_unique_actions") if k in r}
-        out.append(Candidate(state, r["reward_mean"], r["reward_var"], not r.get("skipped") and bool(r["rewards"])))
+        n = len(r["rewards"])
+        out.append(Candidate(state, r["reward_mean"], r["reward_var"], not r.get("skipped") and bool(n),
+                             r.get("n_truncated", 0) / n if n else 0.0))
     return out
 
 

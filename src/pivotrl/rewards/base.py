@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,7 +22,8 @@ from pivotrl.errors import DataError
 
 @dataclass(frozen=True)
 class Score:
-    """A reward in [0, 1] and a short reason category (`match`, `wrong_tool`, `bad_json`, ...)."""
+    """A reward (in [0, 1], or down to -1 where a configuration asks for a penalty, as NeMo Gym's
+    `reward_if_swap_fails: -1.0`) and a short reason category (`match`, `wrong_tool`, `bad_json`, ...)."""
 
     reward: float
     reason: str
@@ -126,15 +127,19 @@ class FunctionVerifier:
         return out if isinstance(out, Score) else Score(float(out), "user")
 
 
-def safe_score(verifier: Verifier, completion: Any, state) -> Score:
-    """Score with the never-raise, always-in-[0,1] contract enforced around any verifier.
+def safe_score(verifier: Verifier, completion: Any, state, truncated: bool = False) -> Score:
+    """Score with the never-raise, always-in-[-1, 1] contract enforced around any verifier.
 
-    Whatever a completion or a state holds, a long run goes on: an exception inside a verifier
-    (ours or a user's) scores 0 with the reason `verifier_error:<type>`, which reports count.
-    Only a missing sandbox (a set-up error, not a bad completion) is raised.
+    A `truncated` sample (cut by the token budget, e.g. mid-reasoning) is no action: reward 0, reason
+    `truncated`, whatever its text would parse to. Whatever a completion or a state holds, a long run
+    goes on: an exception inside a verifier (ours or a user's) scores 0 with the reason
+    `verifier_error:<type>`, which reports count. Only a missing sandbox (a set-up error, not a bad
+    completion) is raised.
     """
     from pivotrl.sandbox import SandboxUnavailable
 
+    if truncated:
+        return Score(0.0, "truncated")
     try:
         s = verifier.score(completion, state)
         reward, reason = float(s.reward), str(s.reason)
@@ -144,9 +149,17 @@ def safe_score(verifier: Verifier, completion: Any, state) -> Score:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile input must not end the run
         return Score(0.0, f"verifier_error:{type(exc).__name__}")
-    if not reward >= 0.0:  # also catches NaN
+    if reward != reward:  # NaN
         reward = 0.0
-    return Score(min(reward, 1.0), reason)
+    return Score(min(max(reward, -1.0), 1.0), reason)
+
+
+def check_routing(verifier: Verifier, states, source: str | None = None) -> None:
+    """Before a job spends anything: a verifier that picks per state (`dispatch`) must have a pick for
+    every state, else the job stops here naming the records (and never scores a state by guess)."""
+    check = getattr(verifier, "check", None)
+    if callable(check):
+        check(states, source)
 
 
 def state_meta(state) -> dict:
@@ -173,17 +186,29 @@ class ColumnState:
     context: list | None = None
 
 
-def as_reward_function(verifier: Verifier | str, **options) -> Callable[..., list[float]]:
+def as_reward_function(verifier: Verifier | str, end_token_ids: Iterable[int] | None = None,
+                       **options) -> Callable[..., list[float]]:
     """Adapt a verifier to TRL's reward-function signature `(completions, **columns) -> list[float]`.
 
     TRL passes every dataset column as a list aligned with `completions`; the reference action and
-    tools arrive as the JSON strings that `states_to_dataset` wrote.
+    tools arrive as the JSON strings that `states_to_dataset` wrote. A text prompt that opened a
+    reasoning block gets its completion scored as the whole turn (`parse.as_turn`); with
+    `end_token_ids` (end of turn and padding, as TRL's `mask_truncated_completions` uses), a completion
+    whose last token is none of them was cut by `max_completion_length` and scores 0 (`truncated`).
     """
-    v = get_verifier(verifier, **options)
+    from pivotrl.rewards.parse import as_turn
 
-    def reward_fn(completions, reference, tools=None, domain=None, prompts=None, meta=None, context=None, **_):
+    v = get_verifier(verifier, **options)
+    ends = set(end_token_ids) if end_token_ids is not None else None
+
+    def reward_fn(completions, reference, tools=None, domain=None, prompts=None, meta=None, context=None,
+                  completion_ids=None, **_):
         out = []
         for i, completion in enumerate(completions):
+            if prompts is not None:
+                completion = as_turn(prompts[i], completion)
+            ids = completion_ids[i] if completion_ids is not None and ends is not None else None
+            truncated = bool(ids) and ids[-1] not in ends
             ref = reference[i]
             ref = Action.from_dict(json.loads(ref) if isinstance(ref, str) else ref)
             t = tools[i] if tools is not None else []
@@ -194,7 +219,7 @@ def as_reward_function(verifier: Verifier | str, **options) -> Callable[..., lis
             st = ColumnState(ref, t, domain[i] if domain is not None else "default",
                              json.loads(m) if isinstance(m, str) else m,
                              context=json.loads(c) if isinstance(c, str) and context is not None else c)
-            out.append(safe_score(v, completion, st).reward)
+            out.append(safe_score(v, completion, st, truncated=truncated).reward)
         return out
 
     reward_fn.__name__ = f"{getattr(v, 'name', 'verifier')}_reward"

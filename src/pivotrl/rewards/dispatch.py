@@ -2,9 +2,16 @@
 
 Rules, first that applies wins: the NeMo Gym agent of the row (`by_agent`), the state's domain
 (`by_domain`), then, with `nemo_gym_agents` on, the verifier NVIDIA's pivot datasets are scored
-with, by the row's agent name (`NEMO_GYM_AGENTS`), the reference action's kind (`by_action`:
-`tool_calls` or `message`), else `default`. So `select` and `train` on a mix of NVIDIA's pivot
-datasets score each row as NeMo Gym does. Each entry is a verifier name or `{"name": ..., **options}`, e.g.
+with: by the row's agent name (`NEMO_GYM_AGENTS`), or, for a row that names no agent, by its
+layout (an `expected_answer` with `metadata.harness` is a Terminal pivot row: `terminus`); then the
+reference action's kind (`by_action`: `tool_calls` or `message`), else `default`. So `select`,
+`train` and `verify` on a mix of NVIDIA's pivot datasets and rollouts score each row as NeMo Gym
+does. A row that names an agent we do not know, or that has an `expected_answer` but no harness and
+no agent, is refused rather than guessed at: `check(states)` (run by `verify`, `profile` and `train`
+before any work) stops the job naming it, and `score` gives it 0 (`unroutable`); route it with
+`by_agent` or `by_domain`. `options` configures the verifiers picked by agent or layout, e.g.
+`{"terminus": {"judge": "my_pkg:judge"}, "swe_pivot": {"reward_mode": "continuous"}}`. Each entry
+of the other rules is a verifier name or `{"name": ..., **options}`, e.g.
 
     {"default": "tool_call",
      "by_domain": {"terminal": "terminus", "swe": {"name": "tool_call", "word_count_similarity_threshold": 0.0}},
@@ -15,7 +22,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pivotrl.rewards.base import Score, get_verifier, gym_extra, register_verifier
+from pivotrl.errors import DataError
+from pivotrl.rewards.base import Score, get_verifier, gym_extra, register_verifier, state_meta
+
+
+class RoutingError(DataError):
+    """No verifier is known for a state (a row of an unknown NeMo Gym agent, say)."""
 
 
 # NeMo Gym agent names (the `agent_ref.name` of a row) -> our reproduction of its server's reward.
@@ -50,12 +62,21 @@ def agent_name(state) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def terminal_row(state) -> bool:
+    """A Terminal pivot row: its reference is an `expected_answer` for a Terminus harness."""
+    row = gym_extra(state)
+    md = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+    return ("expected_answer" in row or "expected_answer" in md) and "harness" in md
+
+
 @register_verifier("dispatch")
 class DispatchVerifier:
     def __init__(self, default: Any = "tool_call", by_domain: dict | None = None,
-                 by_action: dict | None = None, by_agent: dict | None = None, nemo_gym_agents: bool = True):
+                 by_action: dict | None = None, by_agent: dict | None = None, nemo_gym_agents: bool = True,
+                 options: dict | None = None):
         self.default = _build(default)
         self.nemo_gym_agents = nemo_gym_agents
+        self.options = dict(options or {})
         self._known: dict[str, Any] = {}
         self.by_domain = {k: _build(v) for k, v in (by_domain or {}).items()}
         self.by_action = {k: _build(v) for k, v in (by_action or {}).items()}
@@ -67,12 +88,48 @@ class DispatchVerifier:
             return self.by_agent[agent]
         if isinstance(getattr(state, "domain", None), str) and state.domain in self.by_domain:
             return self.by_domain[state.domain]
-        known = nemo_gym_verifier(agent) if self.nemo_gym_agents else None
-        if known:
-            if known not in self._known:
-                self._known[known] = get_verifier(known)
-            return self._known[known]
+        if self.nemo_gym_agents and "gym" in state_meta(state):
+            known = self._nemo_gym_verifier(state, agent)
+            if known:
+                if known not in self._known:
+                    self._known[known] = get_verifier(known, **self.options.get(known, {}))
+                return self._known[known]
         return self.by_action.get(state.reference.kind, self.default)
 
+    @staticmethod
+    def _nemo_gym_verifier(state, agent: str | None) -> str | None:
+        """The verifier NeMo Gym scores this row with; None for the row format's default agent (a
+        tool-use row with `expected_action`); refused when the row leaves it unknown."""
+        if agent:
+            known = nemo_gym_verifier(agent)
+            if known is None:
+                raise RoutingError(f"no verifier is known for the NeMo Gym agent {agent!r}: route its rows with "
+                                   f"dispatch's by_agent (e.g. {{\"{agent}\": \"tool_call\"}}) or by_domain, or "
+                                   "pass --verifier NAME", record=getattr(state, "id", None))
+            return known
+        if terminal_row(state):
+            return "terminus"
+        gym = state_meta(state).get("gym")
+        if not isinstance(gym, dict) or gym.get("expected_action") is None:
+            raise RoutingError("a NeMo Gym row with neither an agent_ref nor an expected_action (nor a Terminus "
+                               "harness in its metadata): route it with dispatch's by_domain, or pass --verifier NAME",
+                               record=getattr(state, "id", None))
+        return None
+
+    def check(self, states, source: str | None = None) -> None:
+        """Refuse, before any work, states that no rule routes (`pivotrl.rewards.check_routing`)."""
+        bad = []
+        for state in states:
+            try:
+                self.choose(state)
+            except RoutingError as exc:
+                bad.append(exc)
+        if bad:
+            raise DataError(f"{len(bad)} state(s) have no verifier; the first: {bad[0]}", file=source)
+
     def score(self, completion: Any, state) -> Score:
-        return self.choose(state).score(completion, state)
+        try:
+            verifier = self.choose(state)
+        except RoutingError:  # refused up front by check(); a long run never stops on one state
+            return Score(0.0, "unroutable")
+        return verifier.score(completion, state)

@@ -6,7 +6,12 @@ Understood forms:
   holding Hermes/Qwen `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks or
   Qwen3-Coder `<function=name><parameter=k>v</parameter></function>` blocks;
 - an OpenAI assistant message (`{"content": ..., "tool_calls": [...]}`);
-- a list of chat messages (TRL's conversational completions): the assistant ones are joined.
+- a list of chat messages (TRL's conversational completions): the assistant ones are joined;
+- a Responses API `output` (a list of typed items, or the response holding it), as NeMo Gym's
+  servers receive it: there the model server has already parsed the text, so `function_call` items
+  are the calls and message text is a message, never searched for call blocks (NeMo Gym's
+  `extract_action`: calls first, else the first `output_text` of the first assistant message,
+  empty text included).
 Never raises on any input: what cannot be read becomes a malformed call or no action.
 """
 
@@ -38,6 +43,9 @@ def parse_action(completion: Any, tools: list[dict] | None = None) -> Action:
 def _parse(completion: Any, tools: list[dict]) -> Action:
     if isinstance(completion, (bytes, bytearray)):
         completion = bytes(completion).decode("utf-8", errors="replace")
+    items = response_items(completion)
+    if items is not None:
+        return _from_response_items(items)
     if isinstance(completion, list):
         msgs = [m for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
         if len(msgs) == 1:
@@ -57,6 +65,51 @@ def _parse(completion: Any, tools: list[dict]) -> Action:
     if completion is None:
         return Action("none")
     return parse_text(str(completion), tools)
+
+
+def opens_reasoning(prompt: str) -> bool:
+    """Whether a rendered prompt leaves a reasoning block open: the chat templates of thinking models
+    (Qwen3-*-Thinking-2507, QwQ, DeepSeek-R1 distills) end the prompt with `<think>`, so the
+    completion starts inside the reasoning and has no opening tag of its own."""
+    return isinstance(prompt, str) and prompt.rfind(THINK_OPEN) > prompt.rfind(THINK_CLOSE)
+
+
+def as_turn(prompt: str, completion: Any) -> Any:
+    """The completion as the whole assistant turn: with the reasoning block the prompt opened put
+    back, so that text cut off mid-reasoning reads as no action (not as a message) and the reasoning
+    is stripped alike in profiling, training rewards and evaluation."""
+    if isinstance(completion, str) and opens_reasoning(prompt) and not completion.lstrip().startswith(THINK_OPEN):
+        return THINK_OPEN + completion
+    return completion
+
+
+def response_items(completion: Any) -> list[dict] | None:
+    """The output items of a Responses API response (or the `output` list itself); None otherwise.
+    Chat messages have a `role` and no `type`; every Responses output item has a `type`."""
+    if isinstance(completion, dict) and isinstance(completion.get("output"), list) and "role" not in completion:
+        completion = completion["output"]
+    if isinstance(completion, list) and completion and all(isinstance(i, dict) and "type" in i for i in completion):
+        return completion
+    return None
+
+
+def _from_response_items(items: list[dict]) -> Action:
+    calls, text = [], None
+    for item in items:
+        if item.get("type") == "function_call":
+            name = item.get("name")
+            calls.append(ToolCall.from_arguments(name if isinstance(name, str) else "", item.get("arguments", "")))
+        elif item.get("type") == "message" and item.get("role", "assistant") == "assistant" and text is None:
+            content = item.get("content")
+            if isinstance(content, str):
+                text = content
+            for part in content if isinstance(content, list) else []:
+                if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str):
+                    text = part["text"]
+                    break
+    if calls:
+        return Action.tool_calls(calls, text or "")
+    return Action.message(text) if text is not None else Action("none")
 
 
 def parse_text(text: str, tools: list[dict] | None = None) -> Action:

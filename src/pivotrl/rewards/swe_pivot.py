@@ -17,7 +17,9 @@ Layered, cheapest first, no judge; the first call of the completion against the 
 - level 4, continuous mode only (`enable_diff_size_shaping`): an edit of N characters keeps
   `1 - diff_size_alpha * min(N / 500, 1)` of its reward.
 An expected action that is not one function call is `expected_action_invalid`; a completion with no
-call is `model_output_invalid`; anything that breaks on the way is `unknown_error`, reward 0.
+call is `model_output_invalid` (a Responses output is read as the server reads it: its first
+`function_call` item, never call blocks written in message text); anything that breaks on the way is
+`unknown_error`, reward 0.
 """
 
 from __future__ import annotations
@@ -171,16 +173,10 @@ def argument_similarity(got_cat: str, got, want_cat: str, want) -> float:
 
 
 def _arguments(call) -> Any:
-    """A call's arguments as the server sees them: a decoded JSON value, {} for broken JSON."""
-    if getattr(call, "malformed", False):
-        return {}
-    args = call.arguments
-    if isinstance(args, str):
-        try:
-            return json.loads(args)
-        except ValueError:
-            return {}
-    return args if args is not None else {}
+    """A call's arguments as the server sees them: the decoded JSON value, whatever it is (`null`, a
+    string or a list make the comparison break, `unknown_error`, as they do there), {} for text that
+    is not JSON."""
+    return {} if call.malformed else call.arguments
 
 
 @register_verifier("swe_pivot")

@@ -9,11 +9,17 @@ profiling run reproduce an uninterrupted local one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pivotrl.errors import DataError
+
+
+# One default token budget for a generated action, in profiling, training and evaluation alike: the
+# pivot filter must measure the policy that is trained, under the same budget. A thinking model
+# needs far more (its reasoning counts): set it, once, where you profile; training reads it from there.
+GENERATION_BUDGET = 256
 
 
 @dataclass(frozen=True)
@@ -21,7 +27,7 @@ class SamplingParams:
     n: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 256
+    max_tokens: int = GENERATION_BUDGET
     stop: tuple[str, ...] = ()
 
 
@@ -102,3 +108,12 @@ def render_prompt(tokenizer, prompt: Prompt, chat_template: str | None = None,
                         "pass one with --chat-template FILE")
     return tokenizer.apply_chat_template(prompt.messages, tools=prompt.tools or None, chat_template=template,
                                          tokenize=False, add_generation_prompt=True, **(template_kwargs or {}))
+
+
+def whole_turns(prompt_text: str, result: PromptResult) -> PromptResult:
+    """A prompt's samples as whole assistant turns (`pivotrl.rewards.parse.as_turn`): where the
+    template opened a reasoning block in the prompt, each completion gets its opening tag back."""
+    from pivotrl.rewards.parse import as_turn
+
+    samples = [replace(s, completion=as_turn(prompt_text, s.completion)) for s in result.samples]
+    return replace(result, samples=samples)

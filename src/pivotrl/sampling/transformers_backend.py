@@ -16,7 +16,7 @@ import inspect
 
 from pivotrl.errors import DataError
 from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, SamplingParams, load_chat_template, \
-    register_backend, render_prompt
+    register_backend, render_prompt, whole_turns
 
 
 def plan_calls(lengths: list[int], n: int, max_prompts: int, token_budget: int) -> list[tuple[list[int], int]]:
@@ -98,9 +98,9 @@ class TransformersSampler(Sampler):
             torch.manual_seed(seed)
         results: list[PromptResult | None] = [None] * len(prompts)
         todo: list[tuple[int, list[int]]] = []
-        for i, p in enumerate(prompts):
-            ids = self.tokenizer(render_prompt(self.tokenizer, p, self.chat_template, self.chat_template_kwargs),
-                                 add_special_tokens=False)["input_ids"]
+        texts = [render_prompt(self.tokenizer, p, self.chat_template, self.chat_template_kwargs) for p in prompts]
+        for i, text in enumerate(texts):
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if len(ids) + params.max_tokens > self.max_context:
                 results[i] = PromptResult([], len(ids), f"prompt_too_long: {len(ids)} tokens + max_tokens "
                                           f"{params.max_tokens} > context {self.max_context}")
@@ -111,14 +111,15 @@ class TransformersSampler(Sampler):
             for i, ids in todo:
                 results[i] = PromptResult([s for _ in range(params.n) for s in self._generate([ids], params, 1)[0]],
                                           len(ids))
-            return results  # type: ignore[return-value]
-        for group, chunk in plan_calls([len(ids) for _, ids in todo], params.n, self.batch_size, self.token_budget):
-            batch = [todo[j][1] for j in group]
-            outs = self._generate(batch, params, params.n) if chunk >= params.n else \
-                [self._generate_chunked(batch[0], params, chunk)]
-            for j, out in zip(group, outs):
-                results[todo[j][0]] = PromptResult(out, len(todo[j][1]))
-        return results  # type: ignore[return-value]
+        else:
+            for group, chunk in plan_calls([len(ids) for _, ids in todo], params.n, self.batch_size,
+                                           self.token_budget):
+                batch = [todo[j][1] for j in group]
+                outs = self._generate(batch, params, params.n) if chunk >= params.n else \
+                    [self._generate_chunked(batch[0], params, chunk)]
+                for j, out in zip(group, outs):
+                    results[todo[j][0]] = PromptResult(out, len(todo[j][1]))
+        return [whole_turns(text, r) for text, r in zip(texts, results)]  # type: ignore[arg-type]
 
     def _generate_chunked(self, ids: list[int], params: SamplingParams, chunk: int) -> list[Sample]:
         """The n samples of one long prompt, `chunk` at a time, from one prefill of it."""

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pivotrl.errors import DataError
 from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, SamplingParams, load_chat_template, \
-    register_backend, render_prompt
+    register_backend, render_prompt, whole_turns
 
 
 def prompt_seed(seed: int | None, position: int, prompt: Prompt) -> int:
@@ -80,6 +80,7 @@ class VLLMSampler(Sampler):
 
     def sample(self, prompts: list[Prompt], params: SamplingParams, seed: int | None = None) -> list[PromptResult]:
         results: list[PromptResult | None] = [None] * len(prompts)
+        texts = [""] * len(prompts)
         requests, per_request, index = [], [], []
         greedy = params.temperature <= 0
         for i, p in enumerate(prompts):
@@ -89,6 +90,7 @@ class VLLMSampler(Sampler):
                 results[i] = PromptResult([], len(ids), f"prompt_too_long: {len(ids)} tokens + max_tokens "
                                           f"{params.max_tokens} > context {self.max_context}")
                 continue
+            texts[i] = text
             requests.append(self._tokens_prompt(prompt_token_ids=ids))
             per_request.append(self._vllm.SamplingParams(
                 n=1 if greedy else params.n, temperature=max(params.temperature, 0.0),
@@ -101,4 +103,4 @@ class VLLMSampler(Sampler):
             if greedy:
                 samples = samples[:1] * params.n
             results[i] = PromptResult(samples, n_tok)
-        return results  # type: ignore[return-value]
+        return [whole_turns(text, r) for text, r in zip(texts, results)]  # type: ignore[arg-type]

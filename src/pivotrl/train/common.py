@@ -23,7 +23,7 @@ def prepare_trl_config(cfg) -> None:
 
     import torch
 
-    for name in ("verifier_options", "domain_weights"):
+    for name in ("verifier_options", "domain_weights", "chat_template_kwargs"):
         value = getattr(cfg, name, None)
         if isinstance(value, str):
             try:

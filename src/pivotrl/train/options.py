@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pivotrl.sampling.base import GENERATION_BUDGET
+
 CPU_BF16_HELP = ("Without a GPU: train in bf16 autocast (float32 master weights) where the CPU has native bf16 "
                  "instructions (AVX512-BF16, AMX); float32 elsewhere.")
 
@@ -50,6 +52,9 @@ class PivotRLOptions:
                 "length, and, with gradient_checkpointing off, the group's shared prompt run once: the same "
                 "update for less compute (most when prompts are long and completions short)."})
     profile_cost: str | None = field(default=None, metadata={"help": "Profile meta JSON charged to the ledger."})
+    score_truncated: bool = field(default=False, metadata={
+        "help": "Score completions cut by max_completion_length as they are (default: 0, reason 'truncated': a cut "
+                "action, e.g. one stopped mid-reasoning, is no action); for rewards that judge a prefix."})
     collapse_patience: int = 20
 
 
@@ -66,7 +71,11 @@ class SFTOptions:
     eval_states: str | None = field(default=None, metadata={"help": "An explicit file of held-out states."})
     eval_every: int = field(default=50, metadata={"help": "Next-action accuracy every N steps (0: never)."})
     eval_max_states: int = field(default=200, metadata={"help": "A seeded sample of at most N held-out states."})
-    eval_max_tokens: int = 256
+    eval_max_tokens: int = field(default=GENERATION_BUDGET, metadata={
+        "help": "Token budget of an evaluated action (as `max_tokens` of profile, `max_completion_length` of train)."})
+    chat_template_kwargs: dict | str | None = field(default=None, metadata={
+        "help": "Chat template options (JSON), e.g. {\"enable_thinking\": false}, for training and evaluation alike "
+                "(as train's); the template file itself is TRL's chat_template_path."})
     max_seconds: float | None = field(default=None, metadata={"help": "Wall-clock budget of the training."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of every weight."})
     lora_r: int = 16

@@ -22,7 +22,8 @@ from pivotrl.errors import DataError
 from pivotrl.pivots.select import weight_by_domain
 from pivotrl.pivots.split import resolve_heldout, sample_eval
 from pivotrl.pivots.state import State
-from pivotrl.rewards import as_reward_function, get_verifier
+from pivotrl.rewards import as_reward_function, check_routing, get_verifier
+from pivotrl.sampling.base import GENERATION_BUDGET
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
                                   drop_long_prompts, grpo_dataset, load_policy, lora_config, open_ledger,
                                   prepare_trl_config, split_states, train_and_save, write_run_config)
@@ -67,7 +68,9 @@ class PivotRLConfig(PivotRLOptions, PivotRLRecipe):
     model trained from scratch)."""
 
     output_dir: str | None = "runs/pivotrl"
-    max_completion_length: int | None = 256
+    # None: the token budget the pivots were profiled with (GENERATION_BUDGET when unknown), see
+    # `generation_settings`; chat_template and chat_template_kwargs likewise.
+    max_completion_length: int | None = None
 
 
 def load_training_states(path: str, rule: str = "pivot", lambda_diff: float = 0.75,
@@ -93,12 +96,45 @@ def load_training_states(path: str, rule: str = "pivot", lambda_diff: float = 0.
     return states, json.loads(meta.read_text()) if meta.exists() else None
 
 
-def counting_reward(verifier, ledger: Ledger):
-    """The verifier as a TRL reward function that also counts rollouts, tokens and verifier calls."""
-    base = as_reward_function(verifier)
+def generation_settings(cfg: PivotRLConfig, profile: dict | None) -> list[str]:
+    """Train and evaluate with the budget and chat template the pivots were profiled with, unless the
+    config sets its own: a pivot is a state where *that* generation had mixed outcomes. Fills the
+    unset fields of `cfg` in place; returns what it adopted and where the config differs (warnings)."""
+    generation = (profile or {}).get("generation") or {}
+    notes = []
+    for field_name, key, fallback in (("max_completion_length", "max_tokens", GENERATION_BUDGET),
+                                      ("chat_template_kwargs", "chat_template_kwargs", {}),
+                                      ("chat_template", "chat_template", None)):
+        mine, theirs = getattr(cfg, field_name), generation.get(key)
+        if mine is None:
+            setattr(cfg, field_name, theirs if theirs is not None else fallback)
+            if theirs:
+                notes.append(f"{field_name} = {theirs!r}, as the pivots were profiled")
+        elif key in generation and (mine or None) != (theirs or None):
+            notes.append(f"warning: {field_name} is {mine!r} but the pivots were profiled with {theirs!r}: the pivot "
+                         "filter measured another generation than the one trained")
+    for key in ("temperature", "top_p"):  # TRL's own defaults (1.0), never unset: compared only
+        if key in generation and getattr(cfg, key) != generation[key]:
+            notes.append(f"warning: {key} is {getattr(cfg, key)!r} but the pivots were profiled with "
+                         f"{generation[key]!r}")
+    return notes
+
+
+def end_token_ids(policy, tokenizer) -> list[int]:
+    """The ids that end a completion, as TRL reads them for `mask_truncated_completions`: the
+    generation config's and the tokenizer's end of sequence, and padding."""
+    eos = getattr(getattr(policy, "generation_config", None), "eos_token_id", None)
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    return [i for i in {*ids, tokenizer.eos_token_id, tokenizer.pad_token_id} if i is not None]
+
+
+def counting_reward(verifier, ledger: Ledger, end_ids=None):
+    """The verifier as a TRL reward function that also counts rollouts, tokens and verifier calls; a
+    completion that ends in none of `end_ids` was cut by the budget and scores 0 (`truncated`)."""
+    base = as_reward_function(verifier, end_token_ids=end_ids)
 
     def reward(completions, completion_ids=None, **columns):
-        out = base(completions, **columns)
+        out = base(completions, completion_ids=completion_ids, **columns)
         ledger.counters.rollout_turns += len(completions)  # one model call per local rollout
         ledger.counters.verifier_calls += len(completions)
         ledger.counters.generated_tokens += sum(len(ids) for ids in completion_ids or [])
@@ -131,11 +167,15 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
             train_states, eval_states = split_states(states, held)
     if cfg.profile_cost:
         cost = json.loads(Path(cfg.profile_cost).read_text())
+    for note in generation_settings(cfg, cost):
+        if is_main_process():
+            print(note, flush=True)
     eval_states = sample_eval(eval_states or [], cfg.eval_max_states, cfg.seed)
     write_run_config(out, cfg)
 
     policy, tokenizer = load_policy(cfg.model, lora=cfg.lora)
     verifier = get_verifier(cfg.verifier, **cfg.verifier_options)
+    check_routing(verifier, train_states + list(eval_states), cfg.pivots or None)
     ledger, resume_from = open_ledger(out, "pivotrl", cfg.resume)
     if cost:
         ledger.write_profiling(cost)  # once, by the main process
@@ -180,7 +220,8 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                                          template_kwargs))
     trainer_class = GroupedGRPOTrainer if cfg.group_micro_batches else GRPOTrainer
     trainer = trainer_class(model=policy, args=cfg, processing_class=tokenizer,
-                            reward_funcs=[counting_reward(verifier, ledger)], train_dataset=dataset,
+                            reward_funcs=[counting_reward(verifier, ledger,
+                                                          None if cfg.score_truncated else end_token_ids(policy, tokenizer))], train_dataset=dataset,
                             peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                             callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
     train_and_save(trainer, tokenizer, out, resume_from)

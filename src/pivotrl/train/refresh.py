@@ -102,7 +102,7 @@ class RefreshCallback(TrainerCallback):
                                      SamplingParams(n=self.k, max_tokens=self.max_tokens), seed=step)
         keep = []
         for i, (s, res) in enumerate(zip(self.states, results)):
-            rewards = [safe_score(self.verifier, x.completion, s).reward for x in res.samples]
+            rewards = [safe_score(self.verifier, x.completion, s, truncated=x.truncated).reward for x in res.samples]
             self.ledger.counters.rollout_turns += len(rewards)
             self.ledger.counters.verifier_calls += len(rewards)
             self.ledger.counters.generated_tokens += sum(x.tokens for x in res.samples)

@@ -34,15 +34,18 @@ class SFTRunConfig(SFTOptions, SFTConfig):
         super().__post_init__()
 
 
-def sft_dataset(trajectories):
+def sft_dataset(trajectories, template_kwargs: dict | None = None):
+    """TRL's conversational layout; `template_kwargs` ride along per example (TRL's own
+    `chat_template_kwargs` column), so SFT renders conversations as PivotRL renders its prompts."""
     import datasets
 
     from pivotrl.pivots.state import arrow_safe_message
 
-    return datasets.Dataset.from_dict({
-        "messages": [[arrow_safe_message(m) for m in t.messages] for t in trajectories],
-        "tools": [json.dumps(t.tools) for t in trajectories],
-    })
+    columns = {"messages": [[arrow_safe_message(m) for m in t.messages] for t in trajectories],
+               "tools": [json.dumps(t.tools) for t in trajectories]}
+    if template_kwargs:
+        columns["chat_template_kwargs"] = [dict(template_kwargs) for _ in trajectories]
+    return datasets.Dataset.from_dict(columns)
 
 
 def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_callbacks=()) -> dict:
@@ -80,8 +83,11 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
     callbacks = [LedgerCallback(ledger), WallClockLimit(ledger, cfg.max_seconds)]
     if eval_states:
         callbacks.append(EvalCallback(ledger, eval_states, get_verifier(cfg.verifier, **cfg.verifier_options),
-                                      tokenizer, cfg.eval_every, cfg.eval_max_tokens))
-    trainer = SFTTrainer(model=policy, args=cfg, processing_class=tokenizer, train_dataset=sft_dataset(trajectories),
+                                      tokenizer, cfg.eval_every, cfg.eval_max_tokens,
+                                      # the tokenizer's template, which TRL sets from chat_template_path
+                                      template_kwargs=cfg.chat_template_kwargs))
+    trainer = SFTTrainer(model=policy, args=cfg, processing_class=tokenizer,
+                         train_dataset=sft_dataset(trajectories, cfg.chat_template_kwargs),
                          peft_config=lora_config(cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules),
                          callbacks=[*callbacks, *bind_callbacks(extra_callbacks, ledger, tokenizer)])
     train_and_save(trainer, tokenizer, out, resume_from)
