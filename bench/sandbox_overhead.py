@@ -20,7 +20,6 @@ from pathlib import Path
 
 from pivotrl import sandbox
 from pivotrl.lab.domains.code import _sample as code_task
-from pivotrl.lab.domains.terminal import materialize
 from pivotrl.lab.restricted_shell import RestrictedShell
 
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "test_calc.py"]
@@ -49,14 +48,14 @@ def main() -> None:
     sandbox.require_sandbox()
     rows = {}
     with sandbox.task_folder() as d:
-        materialize(d, {"data/oslo.txt": "temp=3\nrain=7\n"})
+        sandbox.write_files(d, {"data/oslo.txt": "temp=3\nrain=7\n"})
         rows["trivial (true)"] = (median_ms(direct(["true"], d), args.repeats),
                                   median_ms(lambda: sandbox.run(["true"], d), args.repeats))
         pipeline = "grep rain data/oslo.txt | wc -l"
         rows["terminal (grep | wc)"] = (median_ms(direct(["sh", "-c", pipeline], d), args.repeats),
                                         median_ms(lambda: RestrictedShell(d).run(pipeline), args.repeats))
     with sandbox.task_folder() as d:
-        materialize(d, code_task(random.Random(0))["files"])
+        sandbox.write_files(d, code_task(random.Random(0))["files"])
         n = max(5, args.repeats // 5)
         rows["code (pytest)"] = (median_ms(direct(PYTEST, d, PYTEST_ENV), n),
                                  median_ms(lambda: sandbox.run(PYTEST, d, env=PYTEST_ENV,
@@ -65,7 +64,7 @@ def main() -> None:
               "cases": {k: {"direct_ms": a, "sandbox_ms": b, "overhead_ms": round(b - a, 2)} for k, (a, b) in rows.items()},
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                           "bwrap": subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip(),
-                          "root": os.geteuid() == 0}}
+                          "root": os.geteuid() == 0, "per_call_limits": sandbox.cgroup_mode()}}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     for k, v in result["cases"].items():

@@ -139,8 +139,16 @@ def test_audit_command_writes_its_table(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "audit.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "audit_rows.jsonl").read_text().splitlines()]
-    assert data["actions"] == 2 * data["states"] == len(rows)
-    assert all(("completion" in r) == any(r[n] != r["truth"] for n in ("lab", "nemo_gym_tool_call")) for r in rows)
+    probes = [r for r in rows if "probe" in r]
+    sampled = [r for r in rows if "probe" not in r]
+    assert data["actions"] == 2 * data["states"] == len(sampled)
+    assert all(("completion" in r) == any(r[n] != r["truth"] for n in ("lab", "nemo_gym_tool_call")) for r in sampled)
+    # reward hacks in the code domain: the environment is not fooled, and no verifier pays them
+    assert {r["probe"] for r in probes} == {"exit_0_at_import", "sys_exit_0_at_import", "fake_pytest_summary",
+                                             "rewrite_the_tests", "edit_the_tests"}
+    assert not any(r["truth"] or r["lab"] or r["nemo_gym_tool_call"] or r["exact"] for r in probes)
+    assert sum(p["actions"] for p in data["probes"].values()) == len(probes)
+    assert "Reward-hack probes" in (tmp_path / "audit.md").read_text()
     assert {"all/all", "tooluse/all", "code/all"} <= set(data["summary"])
     assert "nemo_gym_tool_call" in (tmp_path / "audit.md").read_text()
 

@@ -289,3 +289,183 @@ def test_nothing_left_after_timeout_kill():
         assert r.timed_out
     time.sleep(0.1)
     assert not survivors()
+
+
+# --- what the data and the caller hand over, interrupted calls, budgets per call, crashes, hacks -------
+def test_a_hard_link_or_a_device_in_the_task_folder_is_refused(tmp_path, host):
+    private = host / "root_only.txt"
+    private.write_text("do not touch\n")
+    os.chmod(private, 0o600)
+    owner = private.stat().st_uid
+    with sandbox.task_folder() as d:
+        os.link(private, d / "hard.txt")
+        r = sandbox.run_shell("cat hard.txt; echo changed > hard.txt", d)
+        assert r.returncode is None and "hard link to a file outside" in r.error and SECRET not in r.text()
+        assert private.read_text() == "do not touch\n" and private.stat().st_uid == owner  # not given to nobody
+        (d / "hard.txt").unlink()
+        (d / "a.txt").write_text("x")
+        os.link(d / "a.txt", d / "b.txt")  # both names inside: that is the task's own business
+        assert sandbox.run_shell("cat b.txt", d).stdout == b"x"
+        if os.geteuid() == 0:
+            os.mknod(d / "null", 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 3))
+            assert "device node" in sandbox.run_shell("ls", d).error
+
+
+def test_a_task_file_path_from_data_stays_in_the_folder(tmp_path, host):
+    with sandbox.task_folder() as d:
+        for bad in ("../pwned", "/tmp/pwned", "a/../../pwned", "", "x\x00y"):
+            with pytest.raises(sandbox.DataError):
+                sandbox.write_files(d, {bad: "x"})
+        os.symlink(host, d / "out")
+        with pytest.raises(sandbox.DataError, match="link"):
+            sandbox.write_files(d, {"out/pwned": "x"})
+    assert not (host / "pwned").exists() and not Path("/tmp/pwned").exists()
+    env = TerminalEnv()
+    env.reset(files={"a.txt": "x"}, kind="create", target="../../../../" + str(host / "secret.txt"),
+              content=SECRET)
+    assert env.get_reward() == 0.0  # a target outside the folder is no file of the task's
+    env._cleanup()
+
+
+def test_a_states_workdir_is_data_and_stays_under_the_callers_root(tmp_path):
+    from pivotrl.rewards import check_states
+
+    allowed = tmp_path / "tasks"
+    (allowed / "t1").mkdir(parents=True)
+    (allowed / "t1" / "notes.txt").write_text("hello\n")
+
+    def state(workdir):
+        return type("S", (), {"reference": Action.message("cat notes.txt"), "tools": [], "context": [], "id": "s1",
+                              "meta": {"workdir": workdir}})()
+
+    strict = get_verifier("shell", execute=True, timeout=2.0)
+    etc = state("/etc")
+    with pytest.raises(sandbox.DataError, match="workdir_root"):
+        check_states(strict, [etc], "states.jsonl")
+    assert strict.score("grep -qF 'root:' passwd", etc).reason == "workdir_refused"  # nothing ran
+    rooted = get_verifier("shell", execute=True, timeout=2.0, workdir_root=str(allowed))
+    check_states(rooted, [state(str(allowed / "t1"))])
+    with pytest.raises(sandbox.DataError):
+        check_states(rooted, [state(str(allowed / ".." / ".."))])
+    assert rooted.score("cat ./notes.txt", state(str(allowed / "t1"))).reason == "same_effect"
+
+
+def test_an_interrupted_call_leaves_no_sandbox_running():
+    import signal
+
+    class Alarm(Exception):
+        pass
+
+    def ring(signum, frame):
+        raise Alarm
+
+    old = signal.signal(signal.SIGALRM, ring)
+    try:
+        with sandbox.task_folder() as d:
+            signal.alarm(1)
+            with pytest.raises(Alarm):
+                sandbox.run_shell("sleep 207", d, limits=sandbox.Limits(timeout_s=30))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    time.sleep(0.3)
+    assert not survivors()
+
+
+def test_a_killed_callers_folders_are_removed_by_the_next_process(tmp_path):
+    import sys
+
+    code = ("from pivotrl import sandbox; import os, signal; d = sandbox.new_task_folder(); "
+            "print(d, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    left = Path(r.stdout.strip())
+    assert r.returncode == -9 and left.is_dir()  # SIGKILL: no atexit ran
+    subprocess.run([sys.executable, "-c", "from pivotrl import sandbox; sandbox.session_dir()"], check=True,
+                   timeout=60)
+    assert not left.exists() and not left.parent.exists()
+
+
+def test_memory_shm_and_disk_are_capped_per_call():
+    with sandbox.task_folder() as d:
+        r = sandbox.run_shell("for i in $(seq 40); do head -c 1000000 /dev/zero > /dev/shm/x$i; done; "
+                              "touch /dev/pwned", d)  # 1 MB a file (the file-size cap), 40 MB in all
+        assert b"No space left" in r.stderr and b"Read-only" in r.stderr  # /dev/shm capped, /dev read-only
+        r = sandbox.run_shell("for i in $(seq 64); do head -c 1000000 /dev/zero > f$i; done; echo done", d,
+                              limits=sandbox.Limits(disk_bytes=8 << 20, timeout_s=20))
+        assert r.error == "disk limit reached" and r.returncode is None  # checked every 0.25 s and at the end
+        sandbox.remove_tree(d)
+        d.mkdir()
+        r = sandbox.run_shell("i=0; while [ $i -lt 5000 ]; do : > f$i; i=$((i+1)); done; echo done", d,
+                              limits=sandbox.Limits(disk_files=1000, timeout_s=20))
+        assert r.error == "disk limit reached"
+        if sandbox.cgroup_mode() != "per process":  # several processes, each within its own cap
+            grab = "python3 -c 'import os, time; x = os.urandom(60 << 20); time.sleep(2); print(\"alive\")'"
+            r = sandbox.run_shell(f"{grab} & {grab} & {grab} & wait; echo survived", d,
+                                  limits=sandbox.Limits(call_memory_bytes=128 << 20, timeout_s=20))
+            assert r.stdout.count(b"alive") < 3  # 3 x 60 MB do not fit in the call's 128 MB
+            r = sandbox.run_shell(f"{grab} & {grab} & {grab} & wait", d,
+                                  limits=sandbox.Limits(call_memory_bytes=512 << 20, timeout_s=20))
+            assert r.stdout.count(b"alive") == 3  # in 512 MB they do
+    time.sleep(0.05)
+    assert not survivors()
+
+
+def test_the_callers_memory_is_bounded_whatever_the_command_wrote(tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    for i in range(40):
+        (root / f"f{i}").write_bytes(os.urandom(1 << 20))
+    snap = sandbox.snapshot(root, max_total_bytes=4 << 20)
+    assert sum(len(data) for _, kind, data in snap if kind == "file") <= (5 << 20)
+    assert len({data for _, _, data in snap}) == 40  # different files still differ
+    listed = sandbox.snapshot(root, max_entries=10)
+    assert ("...", "truncated", b"") in listed and len(listed) == 11
+
+
+def test_no_model_output_crashes_the_lab_shell_or_the_shell_verifier(tmp_path):
+    env = TerminalEnv()
+    env.reset(files={"a.txt": "x\n"})
+    for command in ["cat " + "a" * 300, "cat " + "a/" * 3000, "cat \ud800", "echo \udcff", "echo a\x00b",
+                    "cat " + "x" * 5_000_000, "ls " + " ".join(["\ud83d"] * 10)]:
+        t = time.time()
+        out = env.run(command)
+        assert isinstance(out, str) and time.time() - t < 10, command[:40]
+    env._cleanup()
+    with sandbox.task_folder() as d:
+        assert "not valid text" in sandbox.run(["echo", "\ud800"], d).error
+        assert "too long" in sandbox.run(["echo", "x" * (2 << 20)], d).error
+    env = TerminalEnv()
+    env.reset(files={"a.txt": "x\n"})
+    (tmp_path / "host.txt").write_text("host\n")
+    os.link(tmp_path / "host.txt", env.dir / "hard.txt")
+    assert "error: refused: a hard link" in env.run("ls")  # a call that does not run says why
+    env._cleanup()
+    state = type("S", (), {"reference": Action.message("ls"), "tools": [], "meta": {}, "context": []})()
+    shell = get_verifier("shell", execute=True, workdir=str(tmp_path), timeout=2.0)
+    for command in ["echo \ud800", "ls " + "a" * 5_000_000, "echo \x00"]:
+        t = time.time()
+        assert shell.score(command, state).reward == 0.0 and time.time() - t < 10
+
+
+def test_code_tests_cannot_be_passed_from_inside():
+    task = code_task(random.Random(0))
+    name, bad, good = task["bug"]
+    first = task["files"]["calc.py"].split("\n")[0]
+    hacks = ["import os; os._exit(0)", "import sys; sys.exit(0)",
+             "import sys; print('3 passed'); sys.stdout.flush(); import os; os._exit(0)",
+             "open('test_calc.py', 'w').write('def test_ok():\\n    assert True\\n')",
+             "import os; os.remove('test_calc.py')"]
+    for hack in hacks:
+        env = CodeEnv()
+        env.reset(files=task["files"])
+        env.edit("calc.py", first, hack + "\n" + first)
+        env.run_tests()
+        assert env.get_reward() == 0.0, hack  # the bug is still there: no way around the tests
+        env._cleanup()
+    env = CodeEnv()
+    env.reset(files=task["files"])
+    with pytest.raises(ValueError, match="read-only"):
+        env.edit("test_calc.py", "assert", "assert True or")
+    env.edit("calc.py", f"return {bad}", f"return {good}")
+    assert env.get_reward() == 1.0 and "passed" in env.run_tests()  # the honest fix still passes
+    env._cleanup()

@@ -292,7 +292,7 @@ def test_dispatch_by_domain_action_and_agent():
 
 def test_dispatch_routes_nemo_gym_rows_by_agent_or_layout_and_refuses_to_guess():
     from pivotrl.pivots.gym import gym_row_to_state
-    from pivotrl.rewards import check_routing
+    from pivotrl.rewards import check_states
 
     v = get_verifier("dispatch", options={"terminus": {"string_similarity_threshold": 0.5}})
     base = {"responses_create_params": {"input": [{"role": "user", "content": "go"}]}}
@@ -307,11 +307,11 @@ def test_dispatch_routes_nemo_gym_rows_by_agent_or_layout_and_refuses_to_guess()
     unknown = gym_row_to_state({**base, "expected_answer": "do X"})  # an answer, but for which server?
     for state in (stranger, unknown):
         with pytest.raises(DataError, match="no verifier"):
-            check_routing(v, [tooluse, state], "rows.jsonl")
+            check_states(v, [tooluse, state], "rows.jsonl")
         assert v.score("Hi.", state) == Score(0.0, "unroutable")  # mid-run: never a guess, never a crash
     routed = get_verifier("dispatch", by_agent={"my_custom_agent": "tool_call"})
-    check_routing(routed, [stranger])
-    check_routing(get_verifier("dispatch", nemo_gym_agents=False), [stranger, unknown])  # rules off: by action
+    check_states(routed, [stranger])
+    check_states(get_verifier("dispatch", nemo_gym_agents=False), [stranger, unknown])  # rules off: by action
 
 
 def prefers_short(completion, state):

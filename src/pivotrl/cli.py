@@ -106,7 +106,7 @@ def verify(
     from pivotrl.artifacts import iter_jsonl, write_jsonl
     from pivotrl.pivots import State, gym_row_to_state, load_states
     from pivotrl.pivots.gym import is_gym_row, is_rollout
-    from pivotrl.rewards import check_routing, get_verifier, safe_score
+    from pivotrl.rewards import check_states, get_verifier, safe_score
 
     v = get_verifier(verifier, **_parse_options(option))
     by_id = {s.id: s for s in load_states(states)} if states else {}
@@ -126,7 +126,7 @@ def verify(
                 st = by_id[rec["state_id"]]
             else:
                 raise DataError("no 'state', and 'state_id' not found (pass --states FILE)")
-            check_routing(v, [st])
+            check_states(v, [st])
         except DataError as exc:
             raise DataError(exc.reason, file=str(pairs), line=line) from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -246,11 +246,11 @@ def profile(
     import warnings
 
     from pivotrl.pivots.profile import TruncationWarning, truncation_message
-    from pivotrl.rewards import check_routing, get_verifier
+    from pivotrl.rewards import check_states, get_verifier
     from pivotrl.sampling import SamplingParams
 
     v = get_verifier(cfg.verifier, **cfg.verifier_options)
-    check_routing(v, sts, str(states))
+    check_states(v, sts, str(states))
     sampler = build_sampler(cfg)
     try:
         with _progress() as prog, warnings.catch_warnings():

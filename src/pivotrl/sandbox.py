@@ -5,12 +5,21 @@ Linux namespaces through bubblewrap (`bwrap`, the sandbox Flatpak uses):
 
 - only the task folder is visible and writable, mounted at `/task`; `/usr` (and the folders a
   caller names, e.g. a Python installation) read-only; no `/home`, `/root`, `/etc/passwd`;
-- no network (an empty network namespace), fresh `/proc` (own PID namespace) and minimal `/dev`;
+- no network (a network namespace of its own, with only a loopback interface), fresh `/proc` (own PID
+  namespace) and minimal `/dev`;
 - an unprivileged uid: when pivotrl runs as root it drops to `nobody` before starting `bwrap`;
 - wall-clock timeout, after which the whole process group is killed; with `--unshare-pid`
   and `--die-with-parent`, nothing started inside outlives the call;
-- CPU seconds, address space, file size and process count capped (`prlimit`, inside the sandbox), output read as a
-  stream and the command stopped once it passes `output_bytes`.
+- CPU seconds, address space, file size and process count capped per process (`prlimit`, inside
+  the sandbox); memory (its `/tmp` and a size-capped `/dev/shm` included) and processes capped for
+  the whole call by a cgroup of its own where the caller may make one (root, as here); the task
+  folder's size and file count watched while the command runs; output read as a stream; the
+  command stopped once it passes any of these;
+- the task folder is checked before it is handed over: no device node, and no hard link to a file
+  outside it (a root caller gives the folder to `nobody`, which would give such a file away too);
+- whatever way the caller leaves a call (an exception, Ctrl-C, an alarm), the sandbox is killed
+  first; task folders live in one folder per process, removed at exit, and a folder left by a
+  process that was killed is removed by the next one.
 
 Where `bwrap` is missing or cannot create namespaces, `SandboxUnavailable` says how to fix it;
 there is no fallback to running unconfined. Nothing here raises on what the command does: a
@@ -33,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +66,17 @@ class Limits:
     cpu_s: int = 5                     # CPU seconds per process
     memory_bytes: int = 1 << 30        # address space per process
     file_bytes: int = 1 << 20          # largest file a process may write
-    processes: int = 64                # processes of the sandbox's uid
+    processes: int = 64                # processes of the sandbox's uid (and of the call's cgroup)
     output_bytes: int = 64 << 10       # stdout + stderr read back; the command is stopped past it
     tmp_bytes: int = 64 << 20          # size of the sandbox's own /tmp (in memory)
+    shm_bytes: int = 16 << 20          # size of its /dev/shm (the rest of /dev is read-only)
+    call_memory_bytes: int = 1 << 30   # memory of the whole call, /tmp and /dev/shm included (cgroup)
+    disk_bytes: int = 256 << 20        # the task folder's size on disk, watched while the command runs
+    disk_files: int = 20_000           # entries in the task folder, likewise
+    command_bytes: int = 1 << 20       # the command line itself
+
+
+POLL_S = 0.25  # how often a running call's task folder is measured against its disk limits
 
 
 @dataclass
@@ -125,8 +143,10 @@ def sandbox_available() -> bool:
 
 
 def _bwrap_args(workdir: Path, read_only: Sequence[tuple[str, str]], limits: Limits) -> list[str]:
+    # /dev is a tmpfs of half the RAM: made read-only once a size-capped /dev/shm is on it
     args = ["--unshare-all", "--die-with-parent", "--new-session", *_root_mounts(),
-            "--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
+            "--proc", "/proc", "--dev", "/dev", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm",
+            "--remount-ro", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     for source, dest in read_only:
         args += ["--ro-bind", source, dest]
     # The root itself (bwrap's in-memory folder holding the mount points) read-only last.
@@ -135,32 +155,69 @@ def _bwrap_args(workdir: Path, read_only: Sequence[tuple[str, str]], limits: Lim
 
 
 def run(argv: Sequence[str], workdir: str | os.PathLike, *, limits: Limits = Limits(),
-        env: dict[str, str] | None = None, read_only: Sequence[str | os.PathLike] = ()) -> Result:
+        env: dict[str, str] | None = None, read_only: Sequence[str | os.PathLike] = (),
+        stdin: bytes | None = None) -> Result:
     """Run `argv` inside the sandbox with `workdir` as its only writable folder (cwd `/task`).
 
     `read_only`: host folders the command needs to see (bound at the same path). When the caller
     is root, the folder and what is in it pass to uid 65534 so that the sandbox can write there.
+    `stdin`: bytes the command reads (at most a pipe's buffer, 64 KiB), else nothing.
     Raises only SandboxUnavailable; anything the command does comes back as a `Result`.
     """
     bwrap, prlimit = _check()
     if not argv:
         return Result(None, error="empty command")
-    if any("\x00" in a for a in argv) or any("\x00" in k + v for k, v in (env or {}).items()):
+    words = [*argv, *(f"{k}={v}" for k, v in (env or {}).items())]
+    if any("\x00" in w for w in words):
         return Result(None, error="NUL byte in the command")
+    try:
+        size = sum(len(os.fsencode(w)) for w in words)
+    except UnicodeEncodeError:
+        return Result(None, error="the command is not valid text (an unpaired surrogate)")
+    if size > limits.command_bytes:
+        return Result(None, error=f"command too long ({size} bytes; at most {limits.command_bytes})")
     workdir = Path(workdir)
     if not workdir.is_dir() or workdir.is_symlink():
         return Result(None, error=f"not a folder: {workdir}")
+    refused = foreign_entry(workdir)
+    if refused:
+        return Result(None, error=refused)
     full_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": TASK_DIR, "LC_ALL": "C.UTF-8", "TMPDIR": "/tmp",
                 **(env or {})}
     setenv = [a for k, v in full_env.items() for a in ("--setenv", k, v)]
     mounts = [(os.path.realpath(p), os.path.realpath(p)) for p in read_only]
     staged: list[tuple[str, str]] = []
+    task = workdir
     if os.geteuid() == 0:
         give_to_nobody(workdir)
         mounts, staged = _stage_unreachable(mounts + [(str(workdir.resolve()), TASK_DIR)])
         workdir, mounts = Path(mounts[-1][0]), mounts[:-1]
     argv = [bwrap, *_bwrap_args(workdir, mounts, limits), *setenv, "--", *_prlimit(prlimit, limits), *argv]
-    return _run(argv, limits, staged)
+    return _run(argv, limits, staged, task, stdin)
+
+
+def foreign_entry(root: Path) -> str | None:
+    """Why a folder may not be handed to the sandbox, or None: a device node, or a hard link to a
+    file outside it (its other name is a host file: the sandbox would write it, and a root caller's
+    hand-over to `nobody` would give it away)."""
+    inside: Counter = Counter()
+    links: dict[tuple[int, int], tuple[int, Path]] = {}
+    for path in walk(root):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            return f"refused: a device node in the task folder ({path.relative_to(root)})"
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            inside[key] += 1
+            links[key] = (st.st_nlink, path)
+    for key, seen in inside.items():
+        total, path = links[key]
+        if total > seen:
+            return f"refused: a hard link to a file outside the task folder ({path.relative_to(root)})"
+    return None
 
 
 def _reachable_by_nobody(path: str) -> bool:
@@ -174,12 +231,11 @@ def _reachable_by_nobody(path: str) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=1)
 def _stage_root() -> str:
-    root = tempfile.mkdtemp(prefix="pivotrl-stage-")
-    os.chmod(root, 0o755)
-    atexit.register(shutil.rmtree, root, True)  # empty mount points; the mounts died with each call
-    return root
+    """Empty mount points, in this process's session folder (the mounts die with each call)."""
+    root = session_dir() / "stage"
+    root.mkdir(mode=0o755, exist_ok=True)
+    return str(root)
 
 
 def _stage_unreachable(mounts: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -211,32 +267,79 @@ def run_shell(command: str, workdir: str | os.PathLike, *, limits: Limits = Limi
     return run([shell, "-c", command], workdir, limits=limits)
 
 
-def _run(argv: list[str], limits: Limits, staged: Sequence[tuple[str, str]] = ()) -> Result:
+def _run(argv: list[str], limits: Limits, staged: Sequence[tuple[str, str]] = (), task: Path | None = None,
+         stdin: bytes | None = None) -> Result:
     # bwrap reports its sandbox's first process on --info-fd: its PID namespace is what must be
     # empty before the call returns (the kernel kills the rest when that process dies, not at once).
     info_r, info_w = os.pipe()
     argv = [argv[0], "--info-fd", str(info_w), *argv[1:]]
+    group = CallCgroup.make(limits) if os.geteuid() == 0 else None
     drop: dict = {}
-    if staged:  # mount what nobody cannot reach in a private mount namespace, then become nobody
-        # (bwrap mounts them read-only or writable again, as asked)
-        binds = " && ".join(f"mount --bind {shlex.quote(src)} {shlex.quote(dst)}" for src, dst in staged)
-        argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                f'{binds} && exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups -- "$@"', "sh", *argv]
+    if staged or group:  # as root: mount what nobody cannot reach in a private mount namespace, enter the
+        # call's cgroup, then become nobody (bwrap mounts them read-only or writable again, as asked)
+        steps = [f"mount --bind {shlex.quote(src)} {shlex.quote(dst)}" for src, dst in staged]
+        steps += [f"echo $$ > {shlex.quote(str(f))}" for f in (group.procs_files if group else [])]
+        script = " && ".join(steps + [f'exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups -- "$@"'])
+        argv = ["sh", "-c", script, "sh", *argv]
+        if staged:
+            argv = ["unshare", "--mount", "--propagation", "private", "--", *argv]
     elif os.geteuid() == 0:
         drop = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
-    try:
-        proc = subprocess.Popen(argv, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, stdin=subprocess.DEVNULL,
+    try:  # cwd "/": the caller's working directory must not reach bwrap's environment (PWD)
+        proc = subprocess.Popen(argv, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                pass_fds=(info_w,), **drop)
+                                pass_fds=(info_w,), cwd="/", **drop)
     except OSError as exc:
         os.close(info_r)
+        if group:
+            group.remove()
         return Result(None, error=f"could not start: {exc}")
     finally:
         os.close(info_w)
+    namespace = None
+    deadline = time.monotonic() + limits.timeout_s
+    try:
+        if stdin is not None:
+            with contextlib.suppress(OSError):  # a command that exits at once closes the pipe first
+                proc.stdin.write(stdin[:65536])
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        out, err, namespace, why = _watch(proc, info_r, limits, task, deadline)
+        if why:
+            _kill_group(proc)
+        try:
+            returncode = proc.wait(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+        except subprocess.TimeoutExpired:  # output closed but still running (it closed its own stdout)
+            why = why or "timed out"
+            _kill_group(proc)
+            returncode = proc.wait()
+    finally:  # whatever the caller is interrupted by (Ctrl-C, an alarm): the sandbox goes first
+        if proc.poll() is None:
+            _kill_group(proc)
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        os.close(info_r)
+        if namespace is not None:
+            _wait_until_empty(namespace)
+        if group:
+            group.remove()
+    if why:
+        returncode = None
+    elif returncode < 0 or returncode in (128 + signal.SIGKILL, 128 + signal.SIGXCPU):
+        why = "killed (CPU, memory or process limit)"
+    cut = limits.output_bytes
+    return Result(returncode, bytes(out[:cut]), bytes(err[:max(0, cut - len(out))]), why == "timed out",
+                  why == "output limit reached", why)
+
+
+def _watch(proc: subprocess.Popen, info_r: int, limits: Limits, task: Path | None, deadline: float):
+    """Read the call's output until it closes or a limit is passed: (stdout, stderr, the sandbox's
+    PID namespace, why it was stopped or "")."""
     out, err, info = bytearray(), bytearray(), bytearray()
     namespace = None
-    timed_out = truncated = False
-    deadline = time.monotonic() + limits.timeout_s
+    next_poll = time.monotonic() + POLL_S
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ, out)
         sel.register(proc.stderr, selectors.EVENT_READ, err)
@@ -244,9 +347,8 @@ def _run(argv: list[str], limits: Limits, staged: Sequence[tuple[str, str]] = ()
         while any(k.data is not info for k in sel.get_map().values()):
             left = deadline - time.monotonic()
             if left <= 0:
-                timed_out = True
-                break
-            for key, _ in sel.select(timeout=left):
+                return out, err, namespace, "timed out"
+            for key, _ in sel.select(timeout=min(left, POLL_S)):
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     sel.unregister(key.fileobj)
@@ -255,28 +357,154 @@ def _run(argv: list[str], limits: Limits, staged: Sequence[tuple[str, str]] = ()
                 if key.data is info and namespace is None:
                     namespace = _namespace_of(info)
             if len(out) + len(err) > limits.output_bytes:
-                truncated = True
-                break
-    if timed_out or truncated:
-        _kill_group(proc)
+                return out, err, namespace, "output limit reached"
+            if task is not None and time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + POLL_S
+                if over_disk_limit(task, limits):
+                    return out, err, namespace, "disk limit reached"
+    if task is not None and over_disk_limit(task, limits):
+        return out, err, namespace, "disk limit reached"
+    return out, err, namespace, ""
+
+
+def over_disk_limit(root: Path, limits: Limits) -> bool:
+    """Whether the task folder holds more than `disk_bytes` (blocks actually used: a sparse file
+    counts what it takes) or more than `disk_files` entries; stops counting once past either."""
+    used = files = 0
+    for path in walk(root):
+        files += 1
+        try:
+            used += os.lstat(path).st_blocks * 512
+        except OSError:
+            continue
+        if used > limits.disk_bytes or files > limits.disk_files:
+            return True
+    return False
+
+
+class CallCgroup:
+    """One cgroup per call (memory, processes), for a root caller where the cgroup hierarchies are
+    writable: v1 `memory` and `pids` controllers, or v2 with both. Every process of the call is in
+    it, so its memory (tmpfs included) and process count are capped together, not one process at a
+    time."""
+
+    _counter = 0
+
+    def __init__(self, dirs: list[Path]):
+        self.dirs = dirs
+        self.procs_files = [d / "cgroup.procs" for d in dirs]
+
+    @classmethod
+    def make(cls, limits: Limits) -> CallCgroup | None:
+        layout = _cgroup_layout()
+        if layout is None:
+            return None
+        cls._counter += 1
+        name = f"pivotrl-{os.getpid()}-{cls._counter}"
+        made: list[Path] = []
+        try:
+            if "unified" in layout:
+                d = layout["unified"] / name
+                d.mkdir()
+                made.append(d)
+                _write(d / "memory.max", limits.call_memory_bytes)
+                _write(d / "memory.swap.max", 0, optional=True)
+                _write(d / "pids.max", limits.processes)
+            else:
+                mem, pids = layout["memory"] / name, layout["pids"] / name
+                mem.mkdir()
+                made.append(mem)
+                pids.mkdir()
+                made.append(pids)
+                _write(mem / "memory.limit_in_bytes", limits.call_memory_bytes)
+                _write(mem / "memory.swappiness", 0, optional=True)  # where swap is not accounted: none
+                _write(mem / "memory.memsw.limit_in_bytes", limits.call_memory_bytes, optional=True)
+                _write(pids / "pids.max", limits.processes)
+        except OSError:
+            cls(made).remove()
+            return None
+        return cls(made)
+
+    def remove(self) -> None:
+        """Kill what is left in it (nothing, normally: the namespace is empty by now) and remove it."""
+        for d in self.dirs:
+            for _ in range(50):
+                try:
+                    pids = [int(x) for x in (d / "cgroup.procs").read_text().split()]
+                except OSError:
+                    pids = []
+                for pid in pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def _write(path: Path, value: int, optional: bool = False) -> None:
     try:
-        returncode = proc.wait(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
-    except subprocess.TimeoutExpired:  # output closed but still running (it closed its own stdout)
-        timed_out = True
-        _kill_group(proc)
-        returncode = proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
-    os.close(info_r)
-    if namespace is not None:
-        _wait_until_empty(namespace)
-    error = "timed out" if timed_out else ("output limit reached" if truncated else "")
-    if timed_out or truncated:
-        returncode = None
-    elif returncode < 0 or returncode in (128 + signal.SIGKILL, 128 + signal.SIGXCPU):
-        error = "killed (CPU, memory or process limit)"
-    cut = limits.output_bytes
-    return Result(returncode, bytes(out[:cut]), bytes(err[:max(0, cut - len(out))]), timed_out, truncated, error)
+        path.write_text(str(value))
+    except OSError:
+        if not optional:
+            raise
+
+
+@functools.lru_cache(maxsize=1)
+def cgroup_mode() -> str:
+    """How a call's memory and processes are capped here: 'cgroup v1', 'cgroup v2', or
+    'per process' (no cgroup this process may make: a caller that is not root, a read-only hierarchy)."""
+    layout = _cgroup_layout()
+    return "per process" if layout is None else ("cgroup v2" if "unified" in layout else "cgroup v1")
+
+
+@functools.lru_cache(maxsize=1)
+def _cgroup_layout() -> dict[str, Path] | None:
+    if os.geteuid() != 0:
+        return None
+    own = _own_cgroups()
+    candidates: dict[str, list[Path]] = {}
+    for controller in ("memory", "pids"):
+        base = Path("/sys/fs/cgroup") / controller
+        candidates[controller] = [base / own.get(controller, "").lstrip("/"), base]
+    for base in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        try:
+            controllers = (base / "cgroup.controllers").read_text().split()
+        except OSError:
+            continue
+        if {"memory", "pids"} <= set(controllers) and _can_make(base):
+            return {"unified": base}
+    layout = {}
+    for controller, paths in candidates.items():
+        found = next((p for p in paths if (p / "cgroup.procs").exists() and _can_make(p)), None)
+        if found is None:
+            return None
+        layout[controller] = found
+    return layout
+
+
+def _own_cgroups() -> dict[str, str]:
+    out = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for c in controllers.split(","):
+                out[c] = path
+    return out
+
+
+def _can_make(base: Path) -> bool:
+    probe = base / f"pivotrl-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        probe.rmdir()
+    return True
 
 
 def _namespace_of(info: bytearray) -> str | None:
@@ -344,13 +572,22 @@ def walk(root: Path, include_root: bool = False) -> Iterator[Path]:
                 stack.append(path)
 
 
-def snapshot(root: str | os.PathLike, max_file_bytes: int = 1 << 20) -> list[tuple]:
+def snapshot(root: str | os.PathLike, max_file_bytes: int = 1 << 20, max_total_bytes: int = 16 << 20,
+             max_entries: int = 20_000) -> list[tuple]:
     """What a command left in a folder, safe to take after hostile code ran there: relative path,
     kind and content (regular files, read through an lstat-checked descriptor), link targets
-    (never followed), folders. FIFOs and devices are listed, never opened."""
+    (never followed), folders. FIFOs and devices are listed, never opened. The caller's memory is
+    bounded: past `max_total_bytes` of content a file is kept as its SHA-256 (equal files still
+    compare equal), and past `max_entries` the listing ends with a `("...", "truncated", b"")` entry."""
+    import hashlib
+
     root = Path(root)
-    out = []
+    out: list[tuple] = []
+    kept = 0
     for path in walk(root):
+        if len(out) >= max_entries:
+            out.append(("...", "truncated", b""))
+            break
         rel = str(path.relative_to(root))
         try:
             st = os.lstat(path)
@@ -361,7 +598,11 @@ def snapshot(root: str | os.PathLike, max_file_bytes: int = 1 << 20) -> list[tup
         elif stat.S_ISDIR(st.st_mode):
             out.append((rel, "dir", b""))
         elif stat.S_ISREG(st.st_mode):
-            out.append((rel, "file", read_regular(path, max_file_bytes)))
+            data = read_regular(path, max_file_bytes)
+            if data is not None and kept + len(data) > max_total_bytes:
+                data = b"sha256:" + hashlib.sha256(data).hexdigest().encode()
+            kept += len(data or b"")
+            out.append((rel, "file", data))
         else:
             out.append((rel, "special", b""))
     return sorted(out)
@@ -396,14 +637,118 @@ def remove_tree(path: str | os.PathLike) -> None:
     subprocess.run(["rm", "-rf", "--", str(path)], capture_output=True, check=False)
 
 
+SESSION_PREFIX = "pivotrl-sandbox-"
+_session: tuple[int, Path] | None = None
+
+
+def session_dir() -> Path:
+    """This process's folder for task folders and mount stages (`/tmp/pivotrl-sandbox-PID-START-...`),
+    removed at interpreter exit. Folders left by a process that no longer runs (killed with SIGKILL,
+    say) are removed when the next one starts."""
+    global _session
+    if _session is None or _session[0] != os.getpid():  # a forked child gets a folder of its own
+        _sweep_stale_sessions()
+        path = Path(tempfile.mkdtemp(prefix=f"{SESSION_PREFIX}{os.getpid()}-{_start_time(os.getpid())}-"))
+        os.chmod(path, 0o711)  # nobody may pass through to its own task folders, not list them
+        atexit.register(_remove_session, os.getpid(), path)
+        _session = (os.getpid(), path)
+    return _session[1]
+
+
+def _remove_session(pid: int, path: Path) -> None:
+    if os.getpid() == pid:
+        remove_tree(path)
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot): with the pid, it names one process for good."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _sweep_stale_sessions() -> None:
+    for entry in Path(tempfile.gettempdir()).glob(SESSION_PREFIX + "*"):
+        try:
+            pid, start = entry.name[len(SESSION_PREFIX):].split("-")[:2]
+            mine = entry.lstat().st_uid == os.geteuid()
+        except (ValueError, OSError):
+            continue
+        if mine and pid.isdigit() and _start_time(int(pid)) != start:
+            remove_tree(entry)
+
+
+def new_task_folder(prefix: str = "pivotrl-task-") -> Path:
+    """A fresh task folder in this process's session folder (the caller removes it, or exit does)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=session_dir()))
+
+
 @contextlib.contextmanager
 def task_folder(prefix: str = "pivotrl-task-") -> Iterator[Path]:
     """A temporary task folder, removed afterwards whatever was made inside it."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path = new_task_folder(prefix)
     try:
         yield path
     finally:
         remove_tree(path)
+
+
+def task_path(root: Path, rel: str) -> Path:
+    """`root / rel` for a relative path that data chose: DataError unless it stays inside `root`
+    (no absolute path, no `..`, no NUL, no link on the way)."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+        raise DataError(f"file path {rel!r} must be relative and stay inside the task folder")
+    path = root
+    for part in Path(rel).parts:
+        path = path / part
+        if path.is_symlink():
+            raise DataError(f"file path {rel!r} goes through a link")
+    return path
+
+
+def write_files(root: Path, files: dict) -> None:
+    """Create a task's files (`{relative path: text}`, from data) inside `root`, never outside it."""
+    if not isinstance(files, dict):
+        raise DataError("a task's files must be an object {path: text}")
+    for rel, text in files.items():
+        path = task_path(root, rel)
+        if not isinstance(text, str):
+            raise DataError(f"the content of {rel!r} must be text")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(text)
+
+
+def copy_into(source: str | os.PathLike, dest: Path, limits: Limits = Limits()) -> None:
+    """Copy a folder into a task folder by content: regular files become files of their own (a
+    hard link is copied, never shared), folders and links are made anew (links never followed);
+    device nodes, FIFOs and sockets are refused, and so is a folder over the disk limits. Never
+    `shutil.copytree`: it opens FIFOs (and waits on them) and follows nothing it should not."""
+    source = Path(source)
+    files = size = 0
+    for path in walk(source):
+        rel = path.relative_to(source)
+        st = os.lstat(path)
+        files += 1
+        target = dest / rel
+        if stat.S_ISDIR(st.st_mode):
+            target.mkdir(exist_ok=True)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(path), target)
+        elif stat.S_ISREG(st.st_mode):
+            data = read_regular(path, limits.disk_bytes + 1)
+            size += len(data or b"")
+            if data is None or size > limits.disk_bytes:
+                raise DataError(f"{source}: more than {limits.disk_bytes} bytes, or a file that changed while copied")
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        else:
+            raise DataError(f"{source}: {rel} is a device, FIFO or socket; the sandbox takes only files and folders")
+        if files > limits.disk_files:
+            raise DataError(f"{source}: more than {limits.disk_files} entries")
 
 
 def python_paths() -> list[str]:

@@ -25,6 +25,7 @@ FORBIDDEN_TEXT = ("$(", "`", "${")
 FORBIDDEN_TOKENS = {";", "&&", "||", "&", "<", "<<", "<<<", "(", ")", ">&", "&>", ";;"}
 # Options of allowed programs that run another program or read a list of files named elsewhere.
 FORBIDDEN_OPTIONS = ("--compress-program", "--files0-from", "--exclude-from", "--include-from")
+MAX_COMMAND_CHARS = 16_384
 
 
 class Refused(Exception):
@@ -39,6 +40,8 @@ class RestrictedShell:
     def run(self, command: str) -> str:
         if not isinstance(command, str):
             return "refused: the command must be a string"
+        if len(command) > MAX_COMMAND_CHARS:  # shlex is quadratic in a token's length
+            return f"refused: the command is longer than {MAX_COMMAND_CHARS} characters"
         try:
             segments, redirect = self.parse(command)
         except Refused as exc:
@@ -104,7 +107,11 @@ class RestrictedShell:
         path = self.root
         for part in Path(arg).parts:
             path = path / part
-            if path.is_symlink():
+            try:
+                link = path.is_symlink()
+            except (OSError, ValueError) as exc:  # a name too long, an unpaired surrogate
+                raise Refused(f"not a usable path ({type(exc).__name__}): {arg[:80]}") from None
+            if link:
                 raise Refused(f"symbolic links are not followed: {arg}")
         return path
 
@@ -119,6 +126,6 @@ class RestrictedShell:
         text = res.text()
         if len(text) > self.max_output:
             text = text[: self.max_output] + "\n[output truncated]"
-        if res.timed_out:
-            return (text.strip() + "\nerror: timed out").strip()
+        if res.error:  # timed out, stopped at a limit, killed, or never started: the agent reads why
+            return (text.strip() + f"\nerror: {res.error}").strip()
         return text.strip() or "(no output)"

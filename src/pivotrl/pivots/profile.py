@@ -24,7 +24,7 @@ from pathlib import Path
 from pivotrl.artifacts import append_jsonl, atomic_open, write_jsonl
 from pivotrl.errors import DataError
 from pivotrl.pivots.state import State
-from pivotrl.rewards import check_routing, get_verifier, safe_score
+from pivotrl.rewards import check_states, get_verifier, safe_score
 from pivotrl.rewards.exact import canonical_text
 from pivotrl.rewards.parse import parse_action
 from pivotrl.sampling.base import GENERATION_BUDGET, Prompt, Sampler, SamplingParams
@@ -170,7 +170,7 @@ def profile_states(states: list[State], sampler: Sampler, verifier, *, k: int, p
     output = records_path(final, fmt)
     journal = journal_path(output)
     verifier = get_verifier(verifier) if isinstance(verifier, str) else verifier
-    check_routing(verifier, states)
+    check_states(verifier, states)
     params = SamplingParams(k, params.temperature, params.top_p, params.max_tokens, params.stop)
     done = {r["state_id"]: r for r in read_records(output) + read_records(journal)}
     ids = [s.id for s in states]

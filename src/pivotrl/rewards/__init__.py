@@ -3,7 +3,7 @@ one module with a class decorated by `@register_verifier("name")`, imported here
 package, one `pivotrl.verifiers` entry point."""
 
 from pivotrl.rewards.base import (  # noqa: F401
-    ColumnState, FunctionVerifier, Score, Verifier, as_reward_function, check_routing, get_verifier,
+    ColumnState, FunctionVerifier, Score, Verifier, as_reward_function, check_states, get_verifier,
     list_verifiers, register_verifier, safe_score,
 )
 from pivotrl.rewards.parse import parse_action  # noqa: F401

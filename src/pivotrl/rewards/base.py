@@ -154,9 +154,10 @@ def safe_score(verifier: Verifier, completion: Any, state, truncated: bool = Fal
     return Score(min(max(reward, -1.0), 1.0), reason)
 
 
-def check_routing(verifier: Verifier, states, source: str | None = None) -> None:
-    """Before a job spends anything: a verifier that picks per state (`dispatch`) must have a pick for
-    every state, else the job stops here naming the records (and never scores a state by guess)."""
+def check_states(verifier: Verifier, states, source: str | None = None) -> None:
+    """Before a job spends anything: a verifier that can tell up front that it cannot score some
+    states (`dispatch` with no rule for a row, `shell` with a workdir outside its root) stops the job
+    here, naming the record, rather than scoring them 0 for hours."""
     check = getattr(verifier, "check", None)
     if callable(check):
         check(states, source)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from pivotrl.errors import DataError
-from pivotrl.rewards.base import Score, get_verifier, gym_extra, register_verifier, state_meta
+from pivotrl.rewards.base import Score, check_states, get_verifier, gym_extra, register_verifier, state_meta
 
 
 class RoutingError(DataError):
@@ -117,15 +117,20 @@ class DispatchVerifier:
         return None
 
     def check(self, states, source: str | None = None) -> None:
-        """Refuse, before any work, states that no rule routes (`pivotrl.rewards.check_routing`)."""
-        bad = []
+        """Refuse, before any work, states that no rule routes, and let each chosen verifier check
+        its own states (`pivotrl.rewards.check_states`)."""
+        bad, chosen = [], {}
         for state in states:
             try:
-                self.choose(state)
+                verifier = self.choose(state)
             except RoutingError as exc:
                 bad.append(exc)
+                continue
+            chosen.setdefault(id(verifier), (verifier, []))[1].append(state)
         if bad:
             raise DataError(f"{len(bad)} state(s) have no verifier; the first: {bad[0]}", file=source)
+        for verifier, routed in chosen.values():
+            check_states(verifier, routed, source)
 
     def score(self, completion: Any, state) -> Score:
         try:

@@ -22,7 +22,7 @@ from pivotrl.errors import DataError
 from pivotrl.pivots.select import weight_by_domain
 from pivotrl.pivots.split import resolve_heldout, sample_eval
 from pivotrl.pivots.state import State
-from pivotrl.rewards import as_reward_function, check_routing, get_verifier
+from pivotrl.rewards import as_reward_function, check_states, get_verifier
 from pivotrl.sampling.base import GENERATION_BUDGET
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
                                   drop_long_prompts, grpo_dataset, load_policy, lora_config, open_ledger,
@@ -175,7 +175,7 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
 
     policy, tokenizer = load_policy(cfg.model, lora=cfg.lora)
     verifier = get_verifier(cfg.verifier, **cfg.verifier_options)
-    check_routing(verifier, train_states + list(eval_states), cfg.pivots or None)
+    check_states(verifier, train_states + list(eval_states), cfg.pivots or None)
     ledger, resume_from = open_ledger(out, "pivotrl", cfg.resume)
     if cost:
         ledger.write_profiling(cost)  # once, by the main process

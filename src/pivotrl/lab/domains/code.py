@@ -12,12 +12,10 @@ import json
 import random
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from pivotrl import sandbox
 from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, tool_history
-from pivotrl.lab.domains.terminal import materialize
 
 SYSTEM = "Coding agent. Make the tests in test_calc.py pass by fixing calc.py."
 # Function templates: (name, args, correct body, buggy body); {c} is a random constant. Test cases are
@@ -52,37 +50,84 @@ _RESULTS: dict[str, tuple[bool, str]] = {}
 
 
 TEST_LIMITS = sandbox.Limits(timeout_s=20.0, cpu_s=20, memory_bytes=2 << 30, output_bytes=256 << 10)
+# pytest under a plugin that reports every test's outcome on a line keyed by a nonce it reads from
+# stdin before any task code is imported. A verdict needs those lines: code that ends the runner early
+# (`os._exit(0)` at import, `sys.exit(0)`) leaves none, so exit status 0 alone never passes.
+RUNNER = """
+import os, sys
+def reporter(key, out=os.fdopen(os.dup(1), "w", buffering=1)):
+    class Outcomes:
+        def pytest_runtest_logreport(self, report):
+            if report.when == "call" or report.outcome != "passed":
+                out.write(f"\\n{key} {report.outcome} {report.nodeid}\\n")
+    return Outcomes(), lambda code: out.write(f"\\n{key} exit {int(code)}\\n")
+plugin, finish = reporter(sys.stdin.readline().strip())
+import pytest
+finish(pytest.main(sys.argv[1:], plugins=[plugin]))
+"""
 
 
-def run_pytest(root: Path, limits: sandbox.Limits | None = None) -> tuple[bool, str]:
-    """pytest on the task folder, in the sandbox. Results are memoised by the files' contents (same
-    files, same result), and plugin autoloading is off (1.5 s -> 0.3 s a run here)."""
-    files = sorted((p.name, sandbox.read_regular(p) or b"") for p in sandbox.walk(Path(root))
-                   if p.suffix == ".py" and p.parent == Path(root))
-    key = hashlib.sha1(repr(files).encode()).hexdigest()
-    if key in _RESULTS:
+def run_pytest(root: Path, limits: sandbox.Limits | None = None, tests: dict | None = None) -> tuple[bool, str]:
+    """pytest on the task folder, in the sandbox: (passed, the summary the agent reads). `tests`
+    (the task's own test files) are written back first, so code that ran before cannot have rewritten
+    them. Passed means every test reported passing through the runner's nonce-keyed report. Results
+    are memoised by the files' contents (same files, same result), and plugin autoloading is off
+    (1.5 s -> 0.3 s a run here)."""
+    import secrets
+
+    root = Path(root)
+    for name in tests or {}:
+        path = root / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            sandbox.remove_tree(path)
+    sandbox.write_files(root, tests or {})
+    key = _content_key(root)
+    if key is not None and key in _RESULTS:
         return _RESULTS[key]
-    env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
-    res = sandbox.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "test_calc.py"],
-                      root, limits=limits or TEST_LIMITS, env=env, read_only=sandbox.python_paths())
+    nonce = secrets.token_hex(16)
+    env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    res = sandbox.run([sys.executable, "-c", RUNNER, "-q", "-x", "-p", "no:cacheprovider", "test_calc.py"], root,
+                      limits=limits or TEST_LIMITS, env=env, read_only=sandbox.python_paths(),
+                      stdin=(nonce + "\n").encode())
     if res.timed_out:
         return False, "tests timed out"
     stdout = res.stdout.decode("utf-8", errors="replace")
-    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    # the report's lines start on a line of their own, between pytest's progress dots
+    reported = [ln.split(" ", 2)[1:] for ln in stdout.splitlines() if ln.startswith(nonce + " ")]
+    lines = [ln for ln in stdout.splitlines() if ln.strip() and not ln.startswith(nonce)]
     stderr = res.stderr.decode("utf-8", errors="replace").strip()
+    outcomes = [r[0] for r in reported if r[0] != "exit"]
+    passed = (["exit", "0"] in reported and bool(outcomes) and all(o == "passed" for o in outcomes))
     failed = [ln.split("::")[-1].split(" ")[0] for ln in lines if ln.startswith("FAILED")]
     summary = re.sub(r" in [0-9.]+s", "", lines[-1] if lines else (stderr[-200:] or res.error)).replace("=", "").strip()
-    result = res.returncode == 0, (f"FAILED {failed[0]}; " if failed else "") + summary
-    _RESULTS[key] = result
+    if not any(r[0] == "exit" for r in reported):  # the code ended the runner (os._exit, a signal)
+        summary = "the test run ended before reporting its tests"
+    result = passed, (f"FAILED {failed[0]}; " if failed else "") + summary
+    if key is not None:
+        _RESULTS[key] = result
     return result
+
+
+def _content_key(root: Path, budget: int = 4 << 20) -> str | None:
+    """A digest of the folder's top-level Python files, read at most `budget` bytes in all (None
+    past it: no memo, and the caller's memory stays bounded whatever the code wrote)."""
+    digest, used = hashlib.sha1(), 0
+    for path in sorted(p for p in sandbox.walk(root) if p.suffix == ".py" and p.parent == root):
+        data = sandbox.read_regular(path, budget - used + 1)
+        used += len(data or b"")
+        if used > budget:
+            return None
+        digest.update(path.name.encode() + b"\0" + (data or b"") + b"\0")
+    return digest.hexdigest()
 
 
 class CodeEnv:
     def reset(self, files: dict | None = None, **_):
         sandbox.require_sandbox()
         self._cleanup()
-        self.dir = Path(tempfile.mkdtemp(prefix="pivotrl-code-"))
-        materialize(self.dir, files or {})
+        self.dir = sandbox.new_task_folder("pivotrl-code-")
+        sandbox.write_files(self.dir, files or {})
+        self.tests = {k: v for k, v in (files or {}).items() if Path(k).name.startswith("test_")}
         return None
 
     def view(self, path: str) -> str:
@@ -103,6 +148,8 @@ class CodeEnv:
             new: New text.
         """
         p = self._path(path)
+        if p.name in {Path(t).name for t in self.tests}:
+            raise ValueError("the tests are read-only: fix calc.py")
         data = sandbox.read_regular(p)
         text = None if data is None else data.decode("utf-8", errors="replace")
         if text is None or not isinstance(old, str) or not isinstance(new, str) or old not in text:
@@ -112,7 +159,7 @@ class CodeEnv:
 
     def run_tests(self) -> str:
         """Run the unit tests."""
-        return run_pytest(self.dir)[1]
+        return run_pytest(self.dir, tests=self.tests)[1]
 
     def _path(self, path: str) -> Path:
         if not isinstance(path, str) or "\x00" in path:
@@ -127,7 +174,7 @@ class CodeEnv:
         return [entry for entry in sandbox.snapshot(self.dir) if entry[1] != "dir"]
 
     def get_reward(self) -> float:
-        return 1.0 if run_pytest(self.dir)[0] else 0.0
+        return 1.0 if run_pytest(self.dir, tests=self.tests)[0] else 0.0
 
     def _cleanup(self):
         if getattr(self, "dir", None):

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
-from pathlib import Path
 
 from pivotrl import sandbox
+from pivotrl.errors import DataError
 from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, tool_history
 from pivotrl.lab.restricted_shell import RestrictedShell
 
@@ -23,20 +22,13 @@ WORDS = ["alpha", "delta", "gamma", "omega", "sigma", "kappa"]
 SYSTEM = "Shell agent in a task folder. Use run to execute commands, then answer."
 
 
-def materialize(root: Path, files: dict) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
 class TerminalEnv:
     def reset(self, files: dict | None = None, kind: str = "value", answer: str = "", target: str = "",
               content: str = "", **_):
         sandbox.require_sandbox()  # refuse at set-up, not on the agent's first command
         self._cleanup()
-        self.dir = Path(tempfile.mkdtemp(prefix="pivotrl-term-"))
-        materialize(self.dir, files or {})
+        self.dir = sandbox.new_task_folder("pivotrl-term-")
+        sandbox.write_files(self.dir, files or {})  # a task's paths are data: kept inside the folder
         self.shell = RestrictedShell(self.dir)
         self.kind, self.answer, self.target, self.content = kind, answer, target, content
         return None
@@ -55,7 +47,10 @@ class TerminalEnv:
 
     def get_reward(self) -> float:
         if self.kind == "create":
-            data = sandbox.read_regular(self.dir / self.target)  # never follows a link the agent made
+            try:  # the target is data: a path that leads out of the folder is no file of the task's
+                data = sandbox.read_regular(sandbox.task_path(self.dir, self.target))  # never follows a link
+            except DataError:
+                data = None
             ok = data is not None and data.decode("utf-8", errors="replace").strip() == self.content
         else:
             ok = self.answer in (getattr(self, "final_message", "") or "").replace(".", " ").split()
