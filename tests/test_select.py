@@ -175,3 +175,25 @@ def test_domain_weights_default_keeps_the_stream_and_names_missing_domains():
         weight_by_domain(states, {"search": 1})
     with pytest.raises(DataError, match=">= 0"):
         weight_by_domain(states, {"search": 1, "code": -1})
+
+
+def test_select_names_message_pivots_paid_for_any_text_and_hints_when_nothing_is_kept(tmp_path, sample_states):
+    from typer.testing import CliRunner
+
+    from pivotrl.cli import app
+
+    message = next(s for s in sample_states if s.reference.kind == "message")
+    call = next(s for s in sample_states if s.reference.kind == "tool_calls")
+    kind_only = dict(record(message, [1.0, 0.0]), reasons=["expected_chat_message_found", "no_action_found"])
+    read = dict(record(call, [1.0, 0.0]), reasons=["expected_tool_call", "unexpected_tool"])
+    write_records(tmp_path / "p.jsonl", [kind_only, read])
+    r = CliRunner().invoke(app, ["select", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "pivots.jsonl")])
+    assert r.exit_code == 0, r.output
+    assert "message (any text paid)" in r.output and "message_check" in r.output
+    assert f"call: {call.reference.calls[0].name}" in r.output
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "report")])
+    assert "| message (any text paid) | 1 | 1 |" in (tmp_path / "report" / "README.md").read_text()
+    solved = dict(record(message, [1.0, 1.0]), reasons=["expected_chat_message_found"] * 2)
+    write_records(tmp_path / "solved.jsonl", [solved])
+    r = CliRunner().invoke(app, ["select", str(tmp_path / "solved.jsonl"), "-o", str(tmp_path / "none.jsonl")])
+    assert r.exit_code == 1 and "no state kept" in r.output and "1 were always right" in r.output

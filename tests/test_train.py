@@ -302,6 +302,20 @@ def test_compare_plots_runs_and_reports_the_cost_to_reach_a_target(tmp_path):
     assert r.exit_code != 0
 
 
+def test_bad_trl_values_and_a_missing_vllm_are_refused_before_any_model_loads(tmp_path):
+    import importlib.util
+
+    r = runner.invoke(app, ["train", "--model", "no/such-model", "--pivots", "x.jsonl", "--loss_type", "foo"])
+    assert r.exit_code != 0 and "loss_type must be one of" in str(r.exception) and "dapo" in str(r.exception)
+    r = runner.invoke(app, ["sft", "--model", "no/such-model", "--loss_type", "foo"])
+    assert r.exit_code != 0 and "cannot load model" not in str(r.exception)  # TRL's parser knows SFT's choices
+    if importlib.util.find_spec("vllm") is None:
+        (tmp_path / "p.jsonl").write_text("")
+        r = runner.invoke(app, ["train", "--model", "no/such-model", "--pivots", str(tmp_path / "p.jsonl"),
+                                "--use_vllm", "true", "--output_dir", str(tmp_path / "run")])
+        assert "pip install 'pivotrl[vllm]'" in str(r.exception) and "cannot load model" not in str(r.exception)
+
+
 def test_train_flags_are_checked(tmp_path):
     r = runner.invoke(app, ["train", "--no-such-key", "1"])
     assert r.exit_code != 0 and "unknown option(s) --no-such-key" in str(r.exception)
@@ -388,14 +402,19 @@ def test_a_trl_flag_reaches_the_trainer(tmp_path, tiny_model, sample_states):
     assert saved["per_device_train_batch_size"] == 8 and saved["verifier"].endswith("prefers_vowel")
 
 
-def test_lora_training_and_tensorboard_logs(tmp_path, tiny_model, sample_states):
+def test_lora_training_and_tensorboard_logs(tmp_path, tiny_model, sample_states, monkeypatch):
+    from pathlib import Path
+
     run = tmp_path / "lora"
-    train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=2,
-                        lora=True, lora_r=4, lora_alpha=8, learning_rate=1e-2, report_to=["tensorboard"]),
-                  train_states=sample_states[:4], eval_states=[])
+    monkeypatch.chdir(Path(tiny_model).parent)  # the base given as a relative path, as users do
+    train_pivotrl(small(model=Path(tiny_model).name, output_dir=str(run), verifier=f"{__name__}:prefers_vowel",
+                        max_steps=2, lora=True, lora_r=4, lora_alpha=8, learning_rate=1e-2,
+                        report_to=["tensorboard"]), train_states=sample_states[:4], eval_states=[])
     final = run / "final"
     assert (final / "adapter_config.json").exists() and (final / "adapter_model.safetensors").exists()
-    assert json.loads((final / "adapter_config.json").read_text())["r"] == 4
+    adapter = json.loads((final / "adapter_config.json").read_text())
+    assert adapter["r"] == 4
+    assert adapter["base_model_name_or_path"] == str(Path(tiny_model).resolve())  # loads from any folder
     assert list(run.rglob("events.out.tfevents*")), "TensorBoard event files"
 
 
@@ -479,7 +498,10 @@ def test_sft_and_pivotrl_hold_out_the_same_trajectories(tmp_path, tiny_model):
     assert s["trajectories"] == 90
     pivot_tids = [st.trajectory_id for st in load_states(pivots)]
     assert p["train_states"] == sum(t not in held for t in pivot_tids)
-    assert p["eval_states"] == sum(t in held for t in pivot_tids) > 0
+    # both evaluate on every state of the held-out trajectories (extract wrote them; select's carry keeps them
+    # beside the pivots), not PivotRL on its held-out pivots only
+    all_tids = [st.trajectory_id for st in load_states(states)]
+    assert p["eval_states"] == s["eval_states"] == sum(t in held for t in all_tids) > sum(t in held for t in pivot_tids)
 
 
 def test_two_processes_write_one_ledger_with_every_ranks_rollouts(tmp_path, tiny_model, sample_states):

@@ -105,6 +105,12 @@ def file_kind(path: str | os.PathLike) -> str:
     return "trajectories"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; set it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w"):
     """Open a temporary sibling of `path`; rename it over `path` only if the block succeeds."""
@@ -112,6 +118,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the mode open() would
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
             fh.flush()

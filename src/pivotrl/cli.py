@@ -13,7 +13,8 @@ from rich.table import Table
 
 from pivotrl.errors import DataError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Plain help (no rich panels): the panels print a `<bool>` type beside every flag, --help included.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="PivotRL: RL on the informative turns of existing agent trajectories.")
 console = Console()
 
@@ -60,14 +61,16 @@ def extract(
     domain: Optional[str] = typer.Option(None, help="Domain label for every trajectory (default: the record's own)."),
     to: str = typer.Option("states", help="Output layout: states (our JSONL) or gym (NeMo Gym rows)."),
     heldout_fraction: float = typer.Option(0.1, help="Share of trajectories held out for evaluation, written once "
-                                           "to OUTPUT.heldout.json and used by sft, train and e2e."),
+                                           "to OUTPUT.heldout.json (their states to OUTPUT.heldout.states.jsonl) and "
+                                           "used by sft, train and e2e."),
     seed: int = typer.Option(0, help="Seed of the held-out split."),
 ):
     """Turn agent trajectories into pivot candidates: one state per assistant turn."""
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import ExtractStats, extract_states, state_to_gym_row, write_states
-    from pivotrl.pivots.split import choose_heldout, heldout_path, write_heldout
     from pivotrl.artifacts import write_jsonl
+    from pivotrl.eval.heldout import heldout_states_path
+    from pivotrl.pivots.split import choose_heldout, heldout_path, write_heldout
 
     ts = load_trajectories(trajectories, format, skip_invalid=skip_invalid, domain=domain)
     stats = ExtractStats()
@@ -80,6 +83,8 @@ def extract(
         raise DataError(f"--to must be states or gym, not {to!r}")
     held = choose_heldout((t.id for t in ts), heldout_fraction, seed)
     write_heldout(heldout_path(output), held, fraction=heldout_fraction, seed=seed, source=str(trajectories))
+    # every state of the held-out trajectories: what sft, train and e2e evaluate on alike
+    write_states(heldout_states_path(output), [s for s in states if s.trajectory_id in set(held)])
     d = stats.as_dict()
     rows = [("trajectories", d["trajectories"]), ("assistant turns", d["assistant_turns"]),
             ("tool-call turns", d["tool_call_turns"]), ("  of which parallel calls", d["parallel_call_turns"]),
@@ -100,6 +105,8 @@ def verify(
     option: list[str] = typer.Option([], "--option", "-O", help="Verifier option key=value (repeatable)."),
     states: Optional[Path] = typer.Option(None, help="States file to resolve 'state_id' references."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write one score per line here."),
+    by: Optional[str] = typer.Option(None, "--by", help="Also break the rewards down by this field of each line "
+                                     "(e.g. a label column: 'good' / 'bad' completions)."),
 ):
     """Score completions against reference actions; print the reward distribution and reasons.
     NeMo Gym rollouts are re-scored and compared with the reward NeMo Gym recorded."""
@@ -134,7 +141,8 @@ def verify(
         s = safe_score(v, rec["completion"], st)
         scores.append({"line": line, "state_id": st.id if hasattr(st, "id") else None,
                        "reward": s.reward, "reason": s.reason, "recorded": rec.get("reward"),
-                       "recorded_reason": rec.get("failure_reason")})
+                       "recorded_reason": rec.get("failure_reason"),
+                       **({by: rec.get(by)} if by else {})})
     if output:
         write_jsonl(output, scores)
     rewards = [s["reward"] for s in scores]
@@ -145,6 +153,13 @@ def verify(
     console.print(_table("reward distribution", [(k, bins[k]) for k in ("1", "(0,1)", "0", "< 0") if bins[k]],
                          ("reward", "count")))
     console.print(_table("reasons", Counter(s["reason"] for s in scores).most_common(), ("reason", "count")))
+    if by:
+        groups: dict = {}
+        for sc in scores:
+            groups.setdefault(json.dumps(sc[by]) if not isinstance(sc[by], str) else sc[by], []).append(sc["reward"])
+        console.print(_table(f"by {by}", [(k, len(v), f"{sum(v) / len(v):.3f}", sum(r == 1.0 for r in v))
+                                          for k, v in sorted(groups.items())],
+                             (by, "completions", "mean reward", "reward 1")))
     recorded = [s for s in scores if isinstance(s["recorded"], (int, float))]
     if recorded:  # NeMo Gym rollouts: do we give the reward NeMo Gym gave?
         agree = [s for s in recorded if abs(s["reward"] - float(s["recorded"])) < 1e-9]
@@ -303,7 +318,19 @@ def build_sampler(cfg):
     if cfg.ray:
         return RaySampler(cfg.backend, opts, num_workers=cfg.num_workers, gpus_per_worker=cfg.gpus_per_worker,
                           address=cfg.ray_address)
+    if cfg.backend == "transformers" and "num_threads" not in opts and not _has_gpu():
+        from pivotrl.sampling.transformers_backend import cpu_threads
+
+        opts["num_threads"], why = cpu_threads()
+        console.print(f"transformers backend on the CPU: {opts['num_threads']} thread(s) ({why}); "
+                      "-B num_threads=N sets it", soft_wrap=True)
     return get_sampler(cfg.backend, **opts)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _progress():
@@ -363,6 +390,24 @@ def select_cmd(
                    else 3 + int(p.split()[-1]))
     console.print(_table(f"kept by {rule}, by turn position", [(p, b["position"][p], b["position_kept"][p]) for p in order],
                          ("position", "candidates", "kept")))
+    console.print(_table(f"kept by {rule}, by what the reference does",
+                         [(a, n, b["action_kept"][a]) for a, n in b["action"].most_common()],
+                         ("reference action", "candidates", "kept")))
+    kind_only = b["action_kept"]["message (any text paid)"]
+    if kind_only:
+        console.print(f"[bold yellow]note:[/] {kind_only} kept states are message turns where the verifier paid any "
+                      "message without reading it (NeMo Gym's rule for tool_call): GRPO learns to write some text "
+                      "there, not the right text. Profile with a message check, e.g. -O message_check="
+                      "'{\"name\": \"string_similarity\", \"threshold\": 0.6}' (or a judge).", soft_wrap=True)
+    if not kept:
+        ok = [c for c in cands if c.profiled]
+        solved = sum(c.var == 0 and c.mean == 1 for c in ok)
+        failed = sum(c.var == 0 and c.mean == 0 for c in ok)
+        console.print(f"[bold red]no state kept:[/] of {len(ok)} profiled, {solved} were always right, {failed} always "
+                      f"wrong, {len(ok) - solved - failed} mixed but at or above lambda_diff={lambda_diff}. More "
+                      "samples (k), a higher temperature or max_tokens, a weaker or stronger reference model, or "
+                      "--lambda-diff / --rule may find pivots.", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -472,6 +517,60 @@ def _add_keys_help():
                        + ", ".join(f.name for f in dataclasses.fields(ProfileConfig)) + ".")
 
 
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., "--model", help="The checkpoint: a local directory (a run's final/, a "
+                              "checkpoint-N/, a LoRA adapter folder) or a hub id."),
+    states: Optional[Path] = typer.Option(None, help="Held-out states (e.g. STATES.heldout.states.jsonl from extract): "
+                                          "next-action accuracy."),
+    tasks: Optional[Path] = typer.Option(None, help="Held-out episode tasks (JSONL of {'prompt': ...}): episode "
+                                         "success, with --environment."),
+    environment: Optional[str] = typer.Option(None, help="The environment the tasks are played in (a registered "
+                                              "name or module:Class)."),
+    verifier: str = typer.Option("tool_call", "--verifier", "-v", help="Scores the next actions."),
+    option: list[str] = typer.Option([], "--option", "-O", help="Verifier option key=value (repeatable)."),
+    max_tokens: int = typer.Option(0, help="Token budget of an action (default 256, as profile's; give the "
+                                   "budget the model was profiled and trained with)."),
+    chat_template_kwargs: Optional[str] = typer.Option(None, help="Chat template options (JSON), as in training."),
+    max_states: int = typer.Option(200, help="A seeded sample of at most N states."),
+    max_tasks: int = typer.Option(100, help="At most N episodes."),
+    max_turns: int = typer.Option(8, help="Model turns per episode at most."),
+    seed: int = typer.Option(0),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the metrics here (JSON)."),
+):
+    """Evaluate a checkpoint as the trainers do during training: next-action accuracy on held-out
+    states (eval_accuracy), episode success in an environment (eval_success)."""
+    import json
+
+    from pivotrl.artifacts import atomic_open
+    from pivotrl.eval.heldout import HeldOutSet, measure, resolve_episodes
+    from pivotrl.pivots.split import sample_eval
+    from pivotrl.pivots.state import load_states
+    from pivotrl.rewards import check_states, get_verifier
+    from pivotrl.sampling import get_sampler
+    from pivotrl.sampling.base import GENERATION_BUDGET
+
+    if not states and not tasks:
+        raise DataError("give --states (next-action accuracy), --tasks with --environment (episode success), or both")
+    try:
+        template = json.loads(chat_template_kwargs) if chat_template_kwargs else {}
+    except ValueError:
+        raise DataError(f"--chat-template-kwargs must be a JSON object, got {chat_template_kwargs!r}") from None
+    sts = sample_eval(load_states(states), max_states, seed) if states else []
+    v = get_verifier(verifier, **_parse_options(option))
+    check_states(v, sts, str(states) if states else None)
+    factory, task_list = resolve_episodes(str(tasks) if tasks else None, environment, max_tasks, max_turns)
+    sampler = get_sampler("transformers", model=model, chat_template_kwargs=template)
+    metrics = measure(sampler, HeldOutSet(sts, v, factory, task_list, max_turns), max_tokens or GENERATION_BUDGET)
+    result = {"model": model, "states": str(states) if states else None, "tasks": str(tasks) if tasks else None,
+              "verifier": verifier, "max_tokens": max_tokens or GENERATION_BUDGET, **metrics}
+    console.print(_table(f"eval of {model}", [(k, f"{v:.3f}" if isinstance(v, float) else v)
+                                              for k, v in metrics.items()], ("measure", "value")))
+    if output:
+        with atomic_open(output) as fh:
+            fh.write(json.dumps(result, indent=2) + "\n")
+
+
 @app.command()
 def compare(
     runs: list[Path] = typer.Argument(..., help="Run folders (each with a ledger.jsonl)."),
@@ -485,7 +584,7 @@ def compare(
     from pivotrl.train.compare import plot_compare, reach, run_curve
 
     curves = [run_curve(r, metric, include_profiling) for r in runs]
-    path = plot_compare(curves, metric, output, target)
+    path = plot_compare(curves, metric, output, target, include_profiling)
     rows = []
     for c in curves:
         r = reach(c, target) if target is not None else {"turns": c["turns"][-1], "seconds": c["seconds"][-1],

@@ -119,6 +119,20 @@ class Episode:
     extra: dict = field(default_factory=dict)
 
 
+def load_tasks(path: str) -> list[dict]:
+    """Episode tasks from JSONL: `{"prompt": [messages], ...}`, the rest going to `reset(**task)`."""
+    from pivotrl.artifacts import iter_jsonl
+
+    tasks = []
+    for line, row in iter_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), list):
+            raise DataError("a task needs 'prompt': a list of chat messages", file=str(path), line=line)
+        tasks.append(row)
+    if not tasks:
+        raise DataError("no tasks", file=str(path))
+    return tasks
+
+
 def run_episodes(sampler, env_factory: Callable, tasks: list[dict], max_turns: int = 8,
                  max_tokens: int = 128) -> list[Episode]:
     """Greedy episodes, one per task, with `sampler` (e.g. a TransformersSampler) as the policy."""

@@ -12,7 +12,8 @@ import typer
 
 from pivotrl.errors import DataError
 
-app = typer.Typer(no_args_is_help=True, help="The bundled lab: four domains, a tiny base model, the paper's comparison.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                  help="The bundled lab: four domains, a tiny base model, the paper's comparison.")
 
 
 @app.callback()

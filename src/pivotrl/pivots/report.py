@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from pivotrl.pivots.select import Candidate, select
+from pivotrl.pivots.select import Candidate, breakdown, select
 
 
 def write_report(cands: list[Candidate], out_dir: str | Path, lambda_diff: float = 0.75, title: str = "") -> dict:
@@ -72,6 +72,15 @@ def write_report(cands: list[Candidate], out_dir: str | Path, lambda_diff: float
              f"more of their samples cut: {mostly_cut}" if n else "", "",
              "| domain | states | pivots | share |", "|---|---:|---:|---:|"]
     lines += [f"| {d} | {domains[d]} | {kept[d]} | {kept[d] / domains[d]:.1%} |" for d in names]
+
+    actions = breakdown(ok, pivots)
+    lines += ["", "| reference action | states | pivots |", "|---|---:|---:|"]
+    lines += [f"| {a} | {n} | {actions['action_kept'][a]} |" for a, n in actions["action"].most_common()]
+    if actions["action_kept"]["message (any text paid)"]:
+        lines += ["", "\"message (any text paid)\": message turns where the verifier paid any message without "
+                  "reading it (NeMo Gym's rule); GRPO there learns to write some text, not the right text. A "
+                  "`message_check` option (tool_call, tool_call_schema) makes the verifier read it."]
+    summary["kind_only_pivots"] = actions["action_kept"]["message (any text paid)"]
     lines += ["", "| turn | states | pivots | mean variance | samples truncated |", "|---:|---:|---:|---:|---:|"]
     for t in turns:
         at = [c for c in ok if c.state.turn_index == t]

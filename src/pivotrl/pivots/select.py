@@ -34,6 +34,16 @@ class Candidate:
     var: float
     profiled: bool = True
     truncated: float = 0.0  # share of its samples cut by the token budget (each scored 0)
+    kind_only: bool = False  # a message turn whose rewarded samples were paid for being any message
+
+
+# Reasons of verifiers that paid a message for being a message, without reading it (NeMo Gym's rule)
+KIND_ONLY_REASONS = {"expected_chat_message_found", "any_message"}
+
+
+def paid_for_kind(state: State, rewards: list, reasons: list) -> bool:
+    paid = [why for r, why in zip(rewards, reasons or []) if r > 0]
+    return state.reference.kind == "message" and bool(paid) and all(why in KIND_ONLY_REASONS for why in paid)
 
 
 def candidates_from_records(records: list[dict]) -> list[Candidate]:
@@ -44,7 +54,8 @@ def candidates_from_records(records: list[dict]) -> list[Candidate]:
                                                     "num_unique_actions") if k in r}
         n = len(r["rewards"])
         out.append(Candidate(state, r["reward_mean"], r["reward_var"], not r.get("skipped") and bool(n),
-                             r.get("n_truncated", 0) / n if n else 0.0))
+                             r.get("n_truncated", 0) / n if n else 0.0,
+                             paid_for_kind(state, r["rewards"], r.get("reasons"))))
     return out
 
 
@@ -169,9 +180,17 @@ def position(state: State) -> str:
 
 
 def breakdown(cands: list[Candidate], kept: list[Candidate]) -> dict[str, Counter]:
+    """Candidates and kept states by domain, by turn position, and by what the reference does (a
+    call to each tool, a message, or a message paid for being any message)."""
+    def action(c: Candidate) -> str:
+        if c.state.reference.kind == "message":
+            return "message (any text paid)" if c.kind_only else "message"
+        return "call: " + c.state.reference.calls[0].name
+
     return {"domain": Counter(c.state.domain for c in cands), "domain_kept": Counter(c.state.domain for c in kept),
             "position": Counter(position(c.state) for c in cands),
-            "position_kept": Counter(position(c.state) for c in kept)}
+            "position_kept": Counter(position(c.state) for c in kept),
+            "action": Counter(action(c) for c in cands), "action_kept": Counter(action(c) for c in kept)}
 
 
 def weight_by_domain(states: list[State], weights: dict | None, seed: int = 0) -> list[State]:

@@ -53,10 +53,14 @@ def read_heldout(path: str | Path) -> set[str]:
 
 
 def carry_heldout(source_data: str | Path, output_data: str | Path) -> None:
-    """A derived file (profile, pivots) keeps the split of the file it came from."""
-    src = heldout_path(source_data)
-    if src.exists() and Path(src).resolve() != heldout_path(output_data).resolve():
-        shutil.copyfile(src, heldout_path(output_data))
+    """A derived file (profile, pivots) keeps the split of the file it came from, and the held-out
+    states beside it (`pivotrl.eval.heldout`)."""
+    from pivotrl.eval.heldout import heldout_states_path
+
+    for path in (heldout_path, heldout_states_path):
+        src = path(source_data)
+        if src.exists() and Path(src).resolve() != path(output_data).resolve():
+            shutil.copyfile(src, path(output_data))
 
 
 def resolve_heldout(explicit: str | None, data: str | Path | None, trajectory_ids: Iterable[str], *,

@@ -113,6 +113,16 @@ def get_verifier(spec: str | Verifier, **options) -> Verifier:
                     "or give module:callable")
 
 
+def build_verifier(spec: Any) -> Verifier:
+    """A verifier from config: a name (or `module:callable`), or `{"name": ..., **options}`."""
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        if not isinstance(spec.get("name"), str):
+            raise DataError(f"a verifier given as an object needs a 'name': {spec!r}")
+        return get_verifier(spec.pop("name"), **spec)
+    return get_verifier(spec)
+
+
 class FunctionVerifier:
     """Wraps a plain `(completion, state) -> float | Score` function as a verifier."""
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from pivotrl.errors import DataError
-from pivotrl.rewards.base import Score, check_states, get_verifier, gym_extra, register_verifier, state_meta
+from pivotrl.rewards.base import Score, build_verifier, check_states, get_verifier, gym_extra, register_verifier, state_meta
 
 
 class RoutingError(DataError):
@@ -48,13 +48,6 @@ def nemo_gym_verifier(agent: str | None) -> str | None:
     return next((v for part, v in NEMO_GYM_AGENT_PARTS.items() if part in agent), None)
 
 
-def _build(spec: Any):
-    if isinstance(spec, dict):
-        spec = dict(spec)
-        return get_verifier(spec.pop("name"), **spec)
-    return get_verifier(spec)
-
-
 def agent_name(state) -> str | None:
     """The NeMo Gym agent named by the row a state came from (`agent_ref.name`), if any."""
     ref = gym_extra(state).get("agent_ref")
@@ -74,13 +67,13 @@ class DispatchVerifier:
     def __init__(self, default: Any = "tool_call", by_domain: dict | None = None,
                  by_action: dict | None = None, by_agent: dict | None = None, nemo_gym_agents: bool = True,
                  options: dict | None = None):
-        self.default = _build(default)
+        self.default = build_verifier(default)
         self.nemo_gym_agents = nemo_gym_agents
         self.options = dict(options or {})
         self._known: dict[str, Any] = {}
-        self.by_domain = {k: _build(v) for k, v in (by_domain or {}).items()}
-        self.by_action = {k: _build(v) for k, v in (by_action or {}).items()}
-        self.by_agent = {k: _build(v) for k, v in (by_agent or {}).items()}
+        self.by_domain = {k: build_verifier(v) for k, v in (by_domain or {}).items()}
+        self.by_action = {k: build_verifier(v) for k, v in (by_action or {}).items()}
+        self.by_agent = {k: build_verifier(v) for k, v in (by_agent or {}).items()}
 
     def choose(self, state):
         agent = agent_name(state)

@@ -16,6 +16,11 @@ that verifier's `StepRewardCategory` members in lower case.
   matching, any order). The number of calls only matters with `parallel_tool_call_rewarding`,
   where `allow_subset` / `allow_superset` gate the count and the mode is `binary_strict`,
   `fractional` or `f1`.
+
+Where a message is expected, any message pays (NeMo Gym's rule, kept by default for parity): a
+final answer that says "I cannot help with that." is paid like the right one. `message_check` (a
+verifier name, or `{"name": ..., **options}`, e.g. `{"name": "string_similarity", "threshold": 0.6}`
+or a `judge`) then decides message turns instead.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections import Counter
 from typing import Any
 
 from pivotrl.data.types import Action, ToolCall
-from pivotrl.rewards.base import Score, register_verifier
+from pivotrl.rewards.base import Score, build_verifier, register_verifier
 from pivotrl.rewards.parse import parse_action
 
 MODES = ("binary_strict", "fractional", "f1")
@@ -35,7 +40,8 @@ class ToolCallVerifier:
     def __init__(self, word_count_similarity_threshold: float = 0.1,
                  floating_point_comparison_threshold: float = 1e-6,
                  parallel_tool_call_rewarding: bool = False, allow_subset: bool = False,
-                 allow_superset: bool = False, parallel_tool_call_reward_mode: str = "binary_strict"):
+                 allow_superset: bool = False, parallel_tool_call_reward_mode: str = "binary_strict",
+                 message_check: Any = None):
         if parallel_tool_call_reward_mode not in MODES:
             raise ValueError(f"parallel_tool_call_reward_mode must be one of {MODES}")
         self.word_threshold = float(word_count_similarity_threshold)
@@ -43,9 +49,13 @@ class ToolCallVerifier:
         self.parallel = bool(parallel_tool_call_rewarding)
         self.allow_subset, self.allow_superset = bool(allow_subset), bool(allow_superset)
         self.mode = parallel_tool_call_reward_mode
+        self.message_check = build_verifier(message_check) if message_check else None
 
     def score(self, completion: Any, state) -> Score:
-        return self.compare(state.reference, parse_action(completion, state.tools))
+        s = self.compare(state.reference, parse_action(completion, state.tools))
+        if self.message_check is not None and s.reason == "expected_chat_message_found":
+            return self.message_check.score(completion, state)
+        return s
 
     def compare(self, expected: Action, actual: Action) -> Score:
         if actual.kind == "none":

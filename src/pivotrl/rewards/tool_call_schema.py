@@ -26,7 +26,7 @@ import jsonschema
 from rapidfuzz import fuzz
 
 from pivotrl.data.types import Action, ToolCall, find_tool, tool_parameters
-from pivotrl.rewards.base import Score, register_verifier
+from pivotrl.rewards.base import Score, build_verifier, register_verifier
 from pivotrl.rewards.parse import parse_action
 from pivotrl.rewards.tool_call import maximum_matching
 
@@ -39,9 +39,11 @@ def _norm(s: str) -> str:
 
 @register_verifier("tool_call_schema")
 class SchemaToolCallVerifier:
-    def __init__(self, text_threshold: float = 85.0, validate: bool = True):
+    def __init__(self, text_threshold: float = 85.0, validate: bool = True, message_check: Any = None):
+        """`message_check`: a verifier for message turns (as `tool_call`'s); without it any message pays."""
         self.text_threshold = float(text_threshold)
         self.validate = validate
+        self.message_check = build_verifier(message_check) if message_check else None
 
     def score(self, completion: Any, state) -> Score:
         actual = parse_action(completion, state.tools)
@@ -49,7 +51,9 @@ class SchemaToolCallVerifier:
         if actual.kind == "none":
             return Score(0.0, "no_action")
         if expected.kind == "message":
-            return Score(1.0, "match") if actual.kind == "message" else Score(0.0, "call_instead_of_message")
+            if actual.kind != "message":
+                return Score(0.0, "call_instead_of_message")
+            return self.message_check.score(completion, state) if self.message_check else Score(1.0, "any_message")
         if actual.kind == "message":
             return Score(0.0, "message_instead_of_call")
         if len(actual.calls) != len(expected.calls):

@@ -3,10 +3,15 @@ callbacks, the train/eval split by trajectory, and turning states into a GRPO da
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+# transformers 5 renamed gradient_checkpointing to activation_checkpointing and warns at every use of the
+# old names, which TRL's trainers make at every save and evaluation; nothing a user can change.
+warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing\w*` is deprecated", category=FutureWarning)
 
 from pivotrl.errors import DataError
 from pivotrl.pivots.state import State
@@ -34,6 +39,7 @@ def prepare_trl_config(cfg) -> None:
                 ok = isinstance(getattr(cfg, name), dict)
             if not ok:
                 raise DataError(f"{name} must be a JSON object, got {value!r}") from None
+    check_choices(cfg)
     if not torch.cuda.is_available():
         cfg.use_cpu, cfg.fp16 = True, False
         cfg.bf16 = bool(getattr(cfg, "cpu_bf16", False))
@@ -42,6 +48,55 @@ def prepare_trl_config(cfg) -> None:
 
             warnings.warn("cpu_bf16: this CPU has no native bf16 instructions; training in float32", stacklevel=2)
             cfg.bf16 = False
+
+
+def check_choices(cfg, names: tuple = ("loss_type", "importance_sampling_level")) -> None:
+    """Refuse, before any model loads, a value TRL would only trip over mid-training (an unknown
+    `loss_type` fails at the first loss): the choices are read from the field's own help in TRL's
+    config ("Supported values are 'grpo', ..."), so they follow the installed TRL."""
+    import dataclasses
+    import re
+
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    for name in names:
+        f = fields.get(name)
+        value = getattr(cfg, name, None)
+        help_text = (f.metadata.get("help") or "") if f else ""
+        m = re.search(r"(?:Supported|Possible|Valid) values (?:are|include):?([^.]*)", help_text)
+        choices = re.findall(r"'([a-z_]+)'", m.group(1)) if m else []
+        if choices and isinstance(value, str) and value not in choices:
+            raise DataError(f"{name} must be one of {', '.join(choices)} (as TRL's config says), not {value!r}")
+
+
+def require_vllm_if_used(cfg) -> None:
+    """Before any model loads: TRL's own error comes after loading, as a 70-line traceback."""
+    import importlib.util
+
+    if getattr(cfg, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
+        raise DataError("use_vllm needs vLLM, which is not installed: pip install 'pivotrl[vllm]' (on a GPU machine)")
+
+
+def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """A run folder that already holds a run (a checkpoint, a final model, or ledger steps) is
+    continued with `resume`, started over with `overwrite` (its ledger, checkpoints and final model
+    removed), and otherwise refused: nothing is deleted silently. A folder a failed run left before
+    its first step holds no run and is reused."""
+    import shutil
+
+    done = [p.name for p in (sorted(out.glob("checkpoint-*")) + [out / "final"]) if p.exists()]
+    ledger = out / "ledger.jsonl"
+    if ledger.exists() and '"kind": "step"' in ledger.read_text(errors="replace"):
+        done.append("ledger.jsonl")
+    if not done or resume:
+        return
+    if not overwrite:
+        raise DataError(f"this folder already holds a run ({', '.join(done[:4])}): continue it with --resume true, "
+                        "or start over with --overwrite true (which removes them), or give another output_dir",
+                        file=str(out))
+    if is_main_process():
+        for name in done:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def cpu_has_bf16() -> bool:
@@ -60,6 +115,8 @@ def load_policy(model: str, lora: bool = False):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if Path(model).is_dir():  # a local folder as an absolute path: a LoRA adapter records it as its base
+        model = str(Path(model).resolve())
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
         policy = AutoModelForCausalLM.from_pretrained(model, dtype="auto" if lora else torch.float32)
@@ -224,24 +281,24 @@ class PeriodicEval(TrainerCallback):
 
 
 class EvalCallback(PeriodicEval):
-    """Next-action accuracy of the current policy on held-out states (greedy, scored by the
-    training verifier), as `eval_accuracy`."""
+    """The held-out evaluation every trainer runs alike (`pivotrl.eval.heldout`): `eval_accuracy` on
+    held-out states (greedy, scored by the verifier) and, with an environment, `eval_success` of
+    held-out episodes, with the policy being trained."""
 
-    def __init__(self, ledger: Ledger, states: list[State], verifier, tokenizer, every: int, max_tokens: int,
-                 batch_size: int = 8, chat_template: str | None = None, template_kwargs: dict | None = None):
+    def __init__(self, ledger: Ledger, heldout, tokenizer, every: int, max_tokens: int, batch_size: int = 8,
+                 chat_template: str | None = None, template_kwargs: dict | None = None):
         super().__init__(ledger, every)
-        self.states, self.verifier, self.tokenizer = states, verifier, tokenizer
+        self.heldout, self.tokenizer = heldout, tokenizer
         self.max_tokens, self.batch_size, self.chat_template = max_tokens, batch_size, chat_template
         self.template_kwargs = template_kwargs
 
     def measure(self, model) -> dict:
-        from pivotrl.eval.next_action import next_action_scores
+        from pivotrl.eval.heldout import measure
         from pivotrl.sampling.transformers_backend import TransformersSampler
 
         sampler = TransformersSampler(model, tokenizer=self.tokenizer, batch_size=self.batch_size,
                                       chat_template=self.chat_template, chat_template_kwargs=self.template_kwargs)
-        scores = next_action_scores(sampler, self.states, self.verifier, self.max_tokens)
-        return {"eval_accuracy": sum(scores) / max(len(scores), 1), "eval_states": len(scores)}
+        return measure(sampler, self.heldout, self.max_tokens)
 
 
 def open_ledger(out: Path, trainer_name: str, resume: bool) -> tuple[Ledger, str | None]:
@@ -262,10 +319,29 @@ def train_and_save(trainer, tokenizer, out: Path, resume_from: str | None) -> No
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
+    if resume_from:
+        _quiet_tied_head_warning(trainer.model)
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out / "final"))  # every rank takes part; the main process writes
     if is_main_process():
         tokenizer.save_pretrained(str(out / "final"))
+
+
+def _quiet_tied_head_warning(model) -> None:
+    """A checkpoint of a model with tied embeddings holds no `lm_head.weight` (it is the embedding),
+    and transformers says "There were missing keys ... ['lm_head.weight']" on every resume, which
+    reads as an error; the resumed run is the uninterrupted one (tested). Only that message goes."""
+    import logging
+
+    config = getattr(model, "config", None)
+    if not getattr(config, "tie_word_embeddings", False):
+        return
+
+    class TiedHead(logging.Filter):
+        def filter(self, record):
+            return "missing keys in the checkpoint model loaded: ['lm_head.weight']" not in record.getMessage()
+
+    logging.getLogger("transformers.trainer").addFilter(TiedHead())
 
 
 def write_run_config(out: Path, cfg) -> None:

@@ -38,7 +38,8 @@ def reach(curve: dict, target: float) -> dict:
     return {"turns": None, "seconds": None, "value": max(curve["values"])}
 
 
-def plot_compare(curves: list[dict], metric: str, output: str | Path, target: float | None = None) -> Path:
+def plot_compare(curves: list[dict], metric: str, output: str | Path, target: float | None = None,
+                 include_profiling: bool = True) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +50,8 @@ def plot_compare(curves: list[dict], metric: str, output: str | Path, target: fl
         label = f"{c['name']} ({c['trainer']})"
         axes[0].plot(c["turns"], c["values"], marker="o", ms=3, label=label)
         axes[1].plot(c["seconds"], c["values"], marker="o", ms=3, label=label)
-    for ax, xlabel in zip(axes, ("rollout turns (model calls, profiling included)", "wall-clock seconds")):
+    which = "profiling included" if include_profiling else "training only"
+    for ax, xlabel in zip(axes, (f"rollout turns (model calls, {which})", f"wall-clock seconds ({which})")):
         if target is not None:
             ax.axhline(target, color="grey", ls="--", lw=1)
         ax.set(xlabel=xlabel, ylabel=metric)

@@ -13,11 +13,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pivotrl.artifacts import iter_jsonl
 from pivotrl.errors import DataError
+from pivotrl.eval.episodes import load_tasks
 from pivotrl.pivots.split import heldout_path, read_heldout
-from pivotrl.train.common import (LedgerCallback, PeriodicEval, WallClockLimit, bind_callbacks, load_policy,
-                                  lora_config, open_ledger, train_and_save, write_run_config)
+from pivotrl.eval.heldout import HeldOutSet
+from pivotrl.pivots.split import sample_eval
+from pivotrl.pivots.state import load_states
+from pivotrl.rewards import get_verifier
+from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, claim_run_folder,
+                                  load_policy, lora_config, open_ledger, require_vllm_if_used, train_and_save,
+                                  write_run_config)
 from pivotrl.train.ledger import Ledger
 from pivotrl.train.options import E2EOptions
 from pivotrl.train.pivotrl_trainer import PivotRLRecipe
@@ -34,17 +39,6 @@ class E2EConfig(E2EOptions, PivotRLRecipe):
     # 0 that punishes long but sound episodes (TRL's option; as in DAPO).
     mask_truncated_completions: bool = True
     max_tool_calling_iterations: int | None = 8
-
-
-def load_tasks(path: str) -> list[dict]:
-    tasks = []
-    for line, row in iter_jsonl(path):
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), list):
-            raise DataError("a task needs 'prompt': a list of chat messages", file=str(path), line=line)
-        tasks.append(row)
-    if not tasks:
-        raise DataError("no tasks", file=str(path))
-    return tasks
 
 
 def wrap_environment(env_cls):
@@ -120,25 +114,6 @@ class TokenCounter(LedgerCallback):
         super().on_log(args, state, control, logs=logs, **kw)
 
 
-class EpisodeEvalCallback(PeriodicEval):
-    """Success rate of full greedy episodes on held-out tasks, as `eval_success`."""
-
-    def __init__(self, ledger: Ledger, env_factory, tasks: list[dict], tokenizer, every: int, max_turns: int,
-                 max_tokens: int, template_kwargs: dict | None = None):
-        super().__init__(ledger, every)
-        self.env_factory, self.tasks, self.tokenizer = env_factory, tasks, tokenizer
-        self.max_turns, self.max_tokens, self.template_kwargs = max_turns, max_tokens, template_kwargs
-
-    def measure(self, model) -> dict:
-        from pivotrl.eval.episodes import run_episodes
-        from pivotrl.sampling.transformers_backend import TransformersSampler
-
-        sampler = TransformersSampler(model, tokenizer=self.tokenizer, chat_template_kwargs=self.template_kwargs)
-        eps = run_episodes(sampler, self.env_factory, self.tasks, self.max_turns, self.max_tokens)
-        return {"eval_success": sum(e.reward for e in eps) / len(eps), "eval_episodes": len(eps),
-                "eval_turns_per_episode": sum(e.turns for e in eps) / len(eps)}
-
-
 def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[dict] | None = None,
               extra_callbacks=(), environment=None) -> dict:
     """Train with `cfg`, which is also the `GRPOConfig` TRL's trainer runs with. `environment`: an
@@ -154,6 +129,8 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
         raise DataError("`model` and `environment` are required")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    require_vllm_if_used(cfg)
+    claim_run_folder(out, cfg.resume, cfg.overwrite)
     write_run_config(out, cfg)
     tasks = tasks if tasks is not None else load_tasks(cfg.tasks)
     split = cfg.heldout or (heldout_path(cfg.tasks) if cfg.tasks and heldout_path(cfg.tasks).exists() else None)
@@ -185,10 +162,15 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
     dataset = datasets.Dataset.from_dict(columns)
     batch = cfg.per_device_train_batch_size
     callbacks = [TokenCounter(ledger, batch, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
-    if eval_tasks and not multi:
-        callbacks.append(EpisodeEvalCallback(ledger, factories[None], eval_tasks, tokenizer, cfg.eval_every,
-                                             cfg.max_tool_calling_iterations, min(cfg.max_completion_length, 256),
-                                             cfg.chat_template_kwargs))
+    # the held-out evaluation every trainer runs (pivotrl.eval.heldout): episodes in the training environment
+    # (or eval_environment), and next-action accuracy on eval_states when given
+    eval_env = load_environment(cfg.eval_environment) if cfg.eval_environment else (None if multi else factories[None])
+    eval_states = sample_eval(load_states(cfg.eval_states), cfg.eval_max_states, cfg.seed) if cfg.eval_states else []
+    heldout = HeldOutSet(eval_states, get_verifier(cfg.verifier, **cfg.verifier_options) if eval_states else None,
+                         eval_env, eval_tasks if eval_env else [], cfg.eval_max_turns)
+    if heldout:
+        callbacks.append(EvalCallback(ledger, heldout, tokenizer, cfg.eval_every, min(cfg.max_completion_length, 256),
+                                      template_kwargs=cfg.chat_template_kwargs))
     env_factory = {k: wrap_environment(v) for k, v in factories.items()} if multi else wrap_environment(factories[None])
     trainer = GRPOTrainer(model=policy, args=cfg, processing_class=tokenizer, reward_funcs=[episode_reward(ledger)],
                           train_dataset=dataset, environment_factory=env_factory,

@@ -15,7 +15,34 @@ CPU_BF16_HELP = ("Without a GPU: train in bf16 autocast (float32 master weights)
 
 
 @dataclass
-class PivotRLOptions:
+class EvalOptions:
+    """The held-out evaluation every trainer runs alike (`pivotrl.eval.heldout`): next-action accuracy on
+    held-out states as `eval_accuracy`, and with an environment the success of held-out episodes as
+    `eval_success`, at step 0, every `eval_every` steps and at the end."""
+
+    eval_states: str | None = field(default=None, metadata={
+        "help": "Held-out states (JSONL); default: the STATES.heldout.states.jsonl `extract` wrote beside the data. "
+                "Their trajectories are never trained on."})
+    eval_every: int = field(default=50, metadata={"help": "Evaluate every N steps (0: at the start and end only)."})
+    eval_max_states: int = field(default=200, metadata={"help": "A seeded sample of at most N held-out states."})
+    eval_tasks: str | None = field(default=None, metadata={"help": "Held-out episode tasks (JSONL of {'prompt': ...})."})
+    eval_environment: str | None = field(default=None, metadata={
+        "help": "The environment the held-out tasks are played in (a registered name or module:Class)."})
+    eval_max_tasks: int = field(default=100, metadata={"help": "At most N held-out episodes."})
+    eval_max_turns: int = field(default=8, metadata={"help": "Model turns per held-out episode at most."})
+
+
+@dataclass
+class RunFolderOptions:
+    """What happens when output_dir already holds a run (`pivotrl.train.common.claim_run_folder`)."""
+
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Start over in an output_dir that holds a run (its ledger, checkpoints and final model are removed)."})
+
+
+@dataclass
+class PivotRLOptions(RunFolderOptions, EvalOptions):
     """What PivotRL adds to TRL's `GRPOConfig` (every GRPOConfig field works too, from YAML or flags)."""
 
     model: str = field(default="", metadata={"help": "Policy to train: a local directory or a hub id."})
@@ -26,9 +53,6 @@ class PivotRLOptions:
     lambda_diff: float = field(default=0.75, metadata={"help": "Pivot rule: keep mean reward below this."})
     heldout: str | None = field(default=None, metadata={"help": "Held-out trajectory ids (default: PIVOTS.heldout.json)."})
     eval_fraction: float = field(default=0.1, metadata={"help": "Share held out when no split file exists."})
-    eval_states: str | None = field(default=None, metadata={"help": "An explicit file of held-out states."})
-    eval_every: int = field(default=50, metadata={"help": "Next-action accuracy every N steps (0: never)."})
-    eval_max_states: int = field(default=200, metadata={"help": "A seeded sample of at most N held-out states."})
     prompts_per_step: int | None = field(default=None, metadata={
         "help": "Pivots per device and step; sets per_device_train_batch_size to this x num_generations."})
     max_seconds: float | None = field(default=None, metadata={"help": "Wall-clock budget of the training."})
@@ -45,7 +69,6 @@ class PivotRLOptions:
     max_prompt_length: int | None = field(default=None, metadata={
         "help": "Skip (and count in the ledger) pivots whose prompt is longer (default: the model's context "
                 "minus max_completion_length)."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     cpu_bf16: bool = field(default=False, metadata={"help": CPU_BF16_HELP})
     group_micro_batches: bool = field(default=False, metadata={
         "help": "Compute the loss one group (one pivot's num_generations samples) at a time, each cut to its own "
@@ -59,7 +82,7 @@ class PivotRLOptions:
 
 
 @dataclass
-class SFTOptions:
+class SFTOptions(RunFolderOptions, EvalOptions):
     """What the SFT baseline adds to TRL's `SFTConfig` (every SFTConfig field works too)."""
 
     model: str = field(default="", metadata={"help": "Policy to train: a local directory or a hub id."})
@@ -68,9 +91,6 @@ class SFTOptions:
     verifier_options: dict | str | None = field(default_factory=dict, metadata={"help": "Verifier options (JSON)."})
     heldout: str | None = field(default=None, metadata={"help": "Held-out trajectory ids (e.g. STATES.heldout.json)."})
     eval_fraction: float = field(default=0.1, metadata={"help": "Share held out when no split file exists."})
-    eval_states: str | None = field(default=None, metadata={"help": "An explicit file of held-out states."})
-    eval_every: int = field(default=50, metadata={"help": "Next-action accuracy every N steps (0: never)."})
-    eval_max_states: int = field(default=200, metadata={"help": "A seeded sample of at most N held-out states."})
     eval_max_tokens: int = field(default=GENERATION_BUDGET, metadata={
         "help": "Token budget of an evaluated action (as `max_tokens` of profile, `max_completion_length` of train)."})
     chat_template_kwargs: dict | str | None = field(default=None, metadata={
@@ -81,12 +101,11 @@ class SFTOptions:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_target_modules: list[str] | None = field(default=None, metadata={"help": "Default: all linear layers."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     cpu_bf16: bool = field(default=False, metadata={"help": CPU_BF16_HELP})
 
 
 @dataclass
-class E2EOptions:
+class E2EOptions(RunFolderOptions, EvalOptions):
     """What the end-to-end RL baseline adds to TRL's `GRPOConfig` (every GRPOConfig field works too;
     `max_tool_calling_iterations` is the episode's turn limit)."""
 
@@ -94,10 +113,9 @@ class E2EOptions:
     tasks: str = field(default="", metadata={"help": "JSONL of {'prompt': [...], ...reset kwargs}."})
     environment: str = field(default="", metadata={
         "help": "A registered environment name (entry-point group pivotrl.environments) or module:Class."})
-    eval_tasks: str | None = None
     heldout: str | None = field(default=None, metadata={"help": "Held-out trajectory ids (default: TASKS.heldout.json)."})
-    eval_every: int = 50
-    eval_max_tasks: int = 100
+    verifier: str = field(default="tool_call", metadata={"help": "Scores next actions on eval_states."})
+    verifier_options: dict | str | None = field(default_factory=dict, metadata={"help": "Verifier options (JSON)."})
     prompts_per_step: int | None = field(default=None, metadata={
         "help": "Tasks per device and step; sets per_device_train_batch_size to this x num_generations."})
     max_seconds: float | None = field(default=None, metadata={"help": "Wall-clock budget of the training."})
@@ -105,6 +123,5 @@ class E2EOptions:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_target_modules: list[str] | None = None
-    resume: bool = False
     cpu_bf16: bool = field(default=False, metadata={"help": CPU_BF16_HELP})
     collapse_patience: int = 20

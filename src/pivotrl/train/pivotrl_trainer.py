@@ -19,14 +19,16 @@ from pathlib import Path
 from trl import GRPOConfig
 
 from pivotrl.errors import DataError
+from pivotrl.eval.heldout import announce, heldout_set, resolve_states
 from pivotrl.pivots.select import weight_by_domain
 from pivotrl.pivots.split import resolve_heldout, sample_eval
 from pivotrl.pivots.state import State
 from pivotrl.rewards import as_reward_function, check_states, get_verifier
 from pivotrl.sampling.base import GENERATION_BUDGET
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, checkpoint_step,
-                                  drop_long_prompts, grpo_dataset, load_policy, lora_config, open_ledger,
-                                  prepare_trl_config, split_states, train_and_save, write_run_config)
+                                  claim_run_folder, drop_long_prompts, grpo_dataset, load_policy, lora_config,
+                                  open_ledger, prepare_trl_config, require_vllm_if_used, split_states, train_and_save,
+                                  write_run_config)
 from pivotrl.train.distributed import is_main_process
 from pivotrl.train.group_batches import GroupedGRPOTrainer, group_micro_batch_settings
 from pivotrl.train.ledger import Ledger
@@ -153,24 +155,28 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
         raise DataError("`model` is required (a local model directory or a hub id)")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cost = None
+    require_vllm_if_used(cfg)
+    claim_run_folder(out, cfg.resume, cfg.overwrite)
+    cost, source = None, ""
     if train_states is None:
         states, cost = load_training_states(cfg.pivots, cfg.rule, cfg.lambda_diff, whole_pool=bool(cfg.refresh_every))
-        if cfg.eval_states:
-            from pivotrl.pivots.state import load_states
-
-            train_states, eval_states = states, load_states(cfg.eval_states)
-        else:
-            held = resolve_heldout(cfg.heldout, cfg.pivots, (s.trajectory_id for s in states),
-                                   fraction=cfg.eval_fraction, seed=cfg.seed,
-                                   run_dir=out if is_main_process() else None)
-            train_states, eval_states = split_states(states, held)
+        held = resolve_heldout(cfg.heldout, cfg.pivots, (s.trajectory_id for s in states),
+                               fraction=cfg.eval_fraction, seed=cfg.seed, run_dir=out if is_main_process() else None)
+        train_states, held_pivots = split_states(states, held)
+        eval_states, source = resolve_states(
+            cfg.eval_states, cfg.pivots, held, held_pivots, "the held-out pivots only: keep the STATES.heldout.states.jsonl "
+            "of `pivotrl extract` beside the pivots to evaluate on every held-out state")
+        evaluated = {s.trajectory_id for s in eval_states}  # what is evaluated is never trained on
+        train_states = [s for s in train_states if s.trajectory_id not in evaluated]
+        if not train_states:
+            raise DataError(f"all {len(states)} pivots come from held-out trajectories: nothing is left to train "
+                            "on (a smaller eval_fraction, another split with heldout, or more data)", file=cfg.pivots)
+    eval_states = sample_eval(eval_states or [], cfg.eval_max_states, cfg.seed)
     if cfg.profile_cost:
         cost = json.loads(Path(cfg.profile_cost).read_text())
     for note in generation_settings(cfg, cost):
         if is_main_process():
             print(note, flush=True)
-    eval_states = sample_eval(eval_states or [], cfg.eval_max_states, cfg.seed)
     write_run_config(out, cfg)
 
     policy, tokenizer = load_policy(cfg.model, lora=cfg.lora)
@@ -200,10 +206,12 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                                  "domain_weights": cfg.domain_weights,
                                  "stream_by_domain": dict(Counter(s.domain for s in train_states))})
     callbacks = [LedgerCallback(ledger, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
-    if eval_states:
-        callbacks.append(EvalCallback(ledger, eval_states, verifier, tokenizer, cfg.eval_every,
-                                      cfg.max_completion_length, chat_template=cfg.chat_template,
-                                      template_kwargs=template_kwargs))
+    heldout = heldout_set(cfg, eval_states, verifier)
+    if source and is_main_process():  # the trainer chose the held-out set (not a caller in Python)
+        print(announce(heldout, source), flush=True)
+    if heldout:
+        callbacks.append(EvalCallback(ledger, heldout, tokenizer, cfg.eval_every, cfg.max_completion_length,
+                                      chat_template=cfg.chat_template, template_kwargs=template_kwargs))
     dataset = grpo_dataset(train_states, tokenizer, cfg.chat_template, template_kwargs)
     if cfg.refresh_every:
         from pivotrl.train.refresh import ActivePool, RefreshCallback, initial_active, load_active

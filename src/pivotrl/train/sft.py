@@ -9,8 +9,9 @@ from pathlib import Path
 from trl import SFTConfig
 
 from pivotrl.errors import DataError
-from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, load_policy,
-                                  lora_config, open_ledger, prepare_trl_config, train_and_save, write_run_config)
+from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, claim_run_folder,
+                                  load_policy, lora_config, open_ledger, prepare_trl_config, train_and_save,
+                                  write_run_config)
 from pivotrl.train.options import SFTOptions
 
 
@@ -53,6 +54,7 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
     from trl import SFTTrainer
 
     from pivotrl.data import load_trajectories
+    from pivotrl.eval.heldout import announce, heldout_set, resolve_states
     from pivotrl.pivots import extract_states
     from pivotrl.pivots.split import resolve_heldout, sample_eval
     from pivotrl.train.distributed import is_main_process
@@ -62,29 +64,30 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
         raise DataError("`model` is required (a local model directory or a hub id)")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    claim_run_folder(out, cfg.resume, cfg.overwrite)
     write_run_config(out, cfg)
+    source = ""
     if trajectories is None:
         trajectories = list(load_trajectories(cfg.trajectories))
-        if cfg.eval_states:
-            from pivotrl.pivots.state import load_states
-
-            eval_states = load_states(cfg.eval_states)
-        else:
-            # The same held-out trajectories as PivotRL's (one split file), so both evaluate alike.
-            held = resolve_heldout(cfg.heldout, cfg.trajectories, (t.id for t in trajectories),
-                                   fraction=cfg.eval_fraction, seed=cfg.seed,
-                                   run_dir=out if is_main_process() else None)
-            eval_states = [s for s in extract_states(trajectories) if s.trajectory_id in held]
-            trajectories = [t for t in trajectories if t.id not in held]
+        # The same held-out trajectories as PivotRL's (one split file), so both evaluate alike.
+        held = resolve_heldout(cfg.heldout, cfg.trajectories, (t.id for t in trajectories),
+                               fraction=cfg.eval_fraction, seed=cfg.seed, run_dir=out if is_main_process() else None)
+        states_file = str(cfg.heldout)[:-len(".heldout.json")] if str(cfg.heldout).endswith(".heldout.json") else None
+        eval_states, source = resolve_states(
+            cfg.eval_states, states_file, held, [s for s in extract_states(trajectories) if s.trajectory_id in held],
+            "the held-out trajectories' states")
+        dropped = held | {s.trajectory_id for s in eval_states}  # what is evaluated is never trained on
+        trajectories = [t for t in trajectories if t.id not in dropped]
     eval_states = sample_eval(eval_states or [], cfg.eval_max_states, cfg.seed)
 
     policy, tokenizer = load_policy(cfg.model, lora=cfg.lora)
     ledger, resume_from = open_ledger(out, "sft", cfg.resume)
     callbacks = [LedgerCallback(ledger), WallClockLimit(ledger, cfg.max_seconds)]
-    if eval_states:
-        callbacks.append(EvalCallback(ledger, eval_states, get_verifier(cfg.verifier, **cfg.verifier_options),
-                                      tokenizer, cfg.eval_every, cfg.eval_max_tokens,
-                                      # the tokenizer's template, which TRL sets from chat_template_path
+    heldout = heldout_set(cfg, eval_states, get_verifier(cfg.verifier, **cfg.verifier_options))
+    if source and is_main_process():
+        print(announce(heldout, source), flush=True)
+    if heldout:  # the tokenizer's template, which TRL sets from chat_template_path
+        callbacks.append(EvalCallback(ledger, heldout, tokenizer, cfg.eval_every, cfg.eval_max_tokens,
                                       template_kwargs=cfg.chat_template_kwargs))
     trainer = SFTTrainer(model=policy, args=cfg, processing_class=tokenizer,
                          train_dataset=sft_dataset(trajectories, cfg.chat_template_kwargs),
