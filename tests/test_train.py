@@ -700,3 +700,32 @@ def test_group_micro_batches_need_whole_groups(tiny_model):
     with pytest.raises(DataError, match="multiple of num_generations"):
         small(model=tiny_model, num_generations=4, prompts_per_step=None, per_device_train_batch_size=6,
               group_micro_batches=True)
+
+
+def test_shared_prefill_rollouts_are_trls_token_for_token(tiny_model, sample_states):
+    """Each pivot's context prefilled once for its samples (share_prefill) gives TRL's own rollouts:
+    greedy, identical token for token; sampled, the same cut after the first end token."""
+    from trl import GRPOTrainer
+
+    from pivotrl.train.common import grpo_dataset
+    from pivotrl.train.shared_generation import SharedPrefillGRPOTrainer, whole_groups
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    states = sample_states[:3]
+    cfg = small(model=tiny_model, output_dir="/tmp/unused-shared-prefill", num_generations=4, prompts_per_step=3,
+                max_completion_length=12, max_steps=1)
+    trainer = SharedPrefillGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=cfg,
+                                       processing_class=tok, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+                                       train_dataset=grpo_dataset(states, tok))
+    prompt_ids = [ids for ids in tok(list(grpo_dataset(states, tok)["prompt"]))["input_ids"] for _ in range(4)]
+    assert whole_groups(prompt_ids, 4) is not None and whole_groups(prompt_ids[1:] + prompt_ids[:1], 4) is None
+    trainer.generation_config.do_sample = False
+    ours, _ = trainer._generate_single_turn(prompt_ids, None, {}, 4)
+    theirs, _ = GRPOTrainer._generate_single_turn(trainer, prompt_ids, None, {}, 4)
+    assert ours == theirs and len(ours) == 12
+    trainer.generation_config.do_sample = True
+    sampled, _ = trainer._generate_single_turn(prompt_ids, None, {}, 4)
+    ends = set(trainer.eos_token_ids)
+    assert len(sampled) == 12 and all(0 < len(c) <= 12 for c in sampled)
+    assert all(c[-1] in ends or len(c) == 12 for c in sampled) and all(not ends & set(c[:-1]) for c in sampled)
+    assert len({tuple(c) for c in sampled[:4]}) > 1  # a group's samples differ: each drew its own tokens

@@ -94,11 +94,7 @@ class TransformersSampler(Sampler):
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.batch_size, self.per_sample, self.share_prefill = max(1, batch_size), per_sample, share_prefill
         self.token_budget = max(1, int(token_budget))
-        # transformers renamed `past_key_values` to `cache` (5.2x); use whichever this version has.
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        forward = inspect.signature(type(base).forward).parameters
-        self._cache_kw = "cache" if "cache" in forward else "past_key_values"
-        self._logits_to_keep = "logits_to_keep" in forward
+        self._cache_kw, self._logits_to_keep = forward_keywords(self.model)
         self.max_context = max_context or getattr(self.model.config, "max_position_embeddings", None) or 10**9
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         eos = gen_eos or self.tokenizer.eos_token_id
@@ -185,26 +181,44 @@ class TransformersSampler(Sampler):
         return per_prompt
 
     def _prefill(self, ids, mask):
-        """The key/value cache of all but the last prompt token. Logits for the last position only:
-        the prefill's own logits are never used, and for every position they would cost prompt
-        tokens x vocabulary (about 19 GB at 8 x 8k tokens of Qwen3's 151,936-token vocabulary)."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at each prompt
-        extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
-        self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1],
-                   use_cache=True, **{self._cache_kw: cache}, **extra)
-        return cache
+        return prefill(self.model, ids, mask, self._cache_kw, self._logits_to_keep)
 
     def _generate_shared(self, ids, mask, n: int, kwargs: dict, prefilled=None):
-        """Prefill all but the last prompt token once, repeat the cache n times, then generate. A
-        `prefilled` cache (a long prompt sampled in chunks) is copied, never consumed."""
-        import copy
+        return generate_from_prefill(self.model, ids, mask, n, kwargs, self._cache_kw, self._logits_to_keep,
+                                     prefilled)
 
-        cache = copy.deepcopy(prefilled) if prefilled is not None else self._prefill(ids, mask)
-        if n > 1:
-            cache.batch_repeat_interleave(n)
-        gen_kwargs = {**kwargs, self._cache_kw: cache}
-        return self.model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
-                                   **gen_kwargs)
+
+def forward_keywords(model) -> tuple[str, bool]:
+    """(the cache keyword of `model.forward`, whether it takes `logits_to_keep`): transformers renamed
+    `past_key_values` to `cache` (5.2x); use whichever this version has."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    forward = inspect.signature(type(base).forward).parameters
+    return ("cache" if "cache" in forward else "past_key_values"), "logits_to_keep" in forward
+
+
+def prefill(model, ids, mask, cache_kw: str, logits_to_keep: bool):
+    """The key/value cache of all but the last prompt token (left-padded `ids`). Logits for the last
+    position only: the prefill's own logits are never used, and for every position they would cost
+    prompt tokens x vocabulary (about 19 GB at 8 x 8k tokens of Qwen3's 151,936-token vocabulary)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at each prompt
+    extra = {"logits_to_keep": 1} if logits_to_keep else {}
+    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1],
+          use_cache=True, **{cache_kw: cache}, **extra)
+    return cache
+
+
+def generate_from_prefill(model, ids, mask, n: int, gen_kwargs: dict, cache_kw: str, logits_to_keep: bool,
+                          prefilled=None):
+    """`n` samples of each prompt from one prefill of it: all but its last token run once, the cache
+    repeated `n` times, then `generate` (rows in prompt order, each prompt's `n` samples together). A
+    `prefilled` cache (a long prompt sampled in chunks) is copied, never consumed."""
+    import copy
+
+    cache = copy.deepcopy(prefilled) if prefilled is not None else prefill(model, ids, mask, cache_kw, logits_to_keep)
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+    return model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
+                          **gen_kwargs, **{cache_kw: cache})

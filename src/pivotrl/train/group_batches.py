@@ -15,17 +15,17 @@ completion cannot reach the tokens before them (causal attention), TRL's losses 
 accumulated batch, not the micro-batch (its `loss_is_scaled_for_ga`), and a prompt computed once
 and repeated receives the sum of its copies' gradients. Left padding is position-dependent only for
 models with absolute position embeddings; rotary models see the same relative positions, trimmed
-or not. Generation is unchanged (one batched `generate` for the whole generation batch), so the
-optimizer steps, rollouts and ledger are the same as without it.
+or not. Generation is the trainer's (`pivotrl.train.shared_generation`), so the optimizer steps,
+rollouts and ledger are the same as without it.
 """
 
 from __future__ import annotations
 
 import torch
-from trl import GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
 from pivotrl.errors import DataError
+from pivotrl.train.shared_generation import SharedPrefillGRPOTrainer
 
 PROMPT_KEYS = ("prompt_ids", "prompt_mask")
 
@@ -77,19 +77,22 @@ def shared_prompt_logps(model, input_ids, attention_mask, completion_length: int
     repeated for every sample, so the backward pass sums every sample's gradient into that one
     forward, as it would over identical copies. `model` carries TRL's fused LM head, which scores the
     completion from the hidden states of the prompt's last token and the completion's tokens."""
+    from pivotrl.sampling.transformers_backend import forward_keywords
+
     rows, start = input_ids.size(0), input_ids.size(1) - completion_length
+    cache_kw, _ = forward_keywords(model)  # `past_key_values` before transformers 5.2x, `cache` after
     prefix = model(input_ids=input_ids[:1, :start - 1], attention_mask=attention_mask[:1, :start - 1],
                    use_cache=True, logits_to_keep=1)
-    cache = prefix.past_key_values
+    cache = prefix.cache if getattr(prefix, "cache", None) is not None else prefix.past_key_values
     cache.batch_repeat_interleave(rows)
     tail = input_ids[:, start - 1:]
     labels = tail.masked_fill(attention_mask[:, start - 1:] == 0, -100)  # the head scores labels[:, 1:]
-    out = model(input_ids=tail, attention_mask=attention_mask, past_key_values=cache, labels=labels,
-                fused_lm_head=True)
+    out = model(input_ids=tail, attention_mask=attention_mask, labels=labels, fused_lm_head=True,
+                **{cache_kw: cache})
     return out.log_probs, out.entropy if compute_entropy else None, None
 
 
-class GroupedGRPOTrainer(GRPOTrainer):
+class GroupedGRPOTrainer(SharedPrefillGRPOTrainer):
     """TRL's trainer with `_prepare_inputs` cutting each generation batch into trimmed micro-batches
     in its sampler's order (TRL shuffles them, which mixes groups; with one optimizer step per
     generation the order within a step does not change the update), and the shared prompt of a

@@ -74,6 +74,9 @@ class PivotRLOptions(RunFolderOptions, EvalOptions):
         "help": "Compute the loss one group (one pivot's num_generations samples) at a time, each cut to its own "
                 "length, and, with gradient_checkpointing off, the group's shared prompt run once: the same "
                 "update for less compute (most when prompts are long and completions short)."})
+    share_prefill: bool = field(default=True, metadata={
+        "help": "Without vLLM: generate each pivot's samples from one prefill of its context (its key/value cache "
+                "repeated), not one per sample as TRL does; the same sampling, far less compute at long contexts."})
     profile_cost: str | None = field(default=None, metadata={"help": "Profile meta JSON charged to the ledger."})
     score_truncated: bool = field(default=False, metadata={
         "help": "Score completions cut by max_completion_length as they are (default: 0, reason 'truncated': a cut "

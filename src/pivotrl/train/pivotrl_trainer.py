@@ -31,6 +31,7 @@ from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, 
                                   write_run_config)
 from pivotrl.train.distributed import is_main_process
 from pivotrl.train.group_batches import GroupedGRPOTrainer, group_micro_batch_settings
+from pivotrl.train.shared_generation import SharedPrefillGRPOTrainer
 from pivotrl.train.ledger import Ledger
 from pivotrl.train.options import PivotRLOptions
 
@@ -149,8 +150,6 @@ def counting_reward(verifier, ledger: Ledger, end_ids=None):
 def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                   eval_states: list[State] | None = None, extra_callbacks=()) -> dict:
     """Train with `cfg`, which is also the `GRPOConfig` TRL's trainer runs with."""
-    from trl import GRPOTrainer
-
     if not cfg.model:
         raise DataError("`model` is required (a local model directory or a hub id)")
     out = Path(cfg.output_dir)
@@ -226,7 +225,7 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
         callbacks.append(RefreshCallback(train_states, pool, verifier, tokenizer, cfg.refresh_every, cfg.refresh_k,
                                          cfg.lambda_diff, cfg.max_completion_length, ledger, cfg.chat_template,
                                          template_kwargs))
-    trainer_class = GroupedGRPOTrainer if cfg.group_micro_batches else GRPOTrainer
+    trainer_class = GroupedGRPOTrainer if cfg.group_micro_batches else SharedPrefillGRPOTrainer
     trainer = trainer_class(model=policy, args=cfg, processing_class=tokenizer,
                             reward_funcs=[counting_reward(verifier, ledger,
                                                           None if cfg.score_truncated else end_token_ids(policy, tokenizer))], train_dataset=dataset,
