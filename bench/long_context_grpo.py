@@ -41,23 +41,6 @@ def first_letter(completion, state) -> float:
     return 1.0 if text.strip()[:1].lower() in "aeiou" else 0.0
 
 
-def build_model(folder: Path) -> str:
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-
-    from pivotrl.lab import BASE_MODEL
-
-    tok = AutoTokenizer.from_pretrained(BASE_MODEL)
-    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=4, head_dim=64, max_position_embeddings=16384,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    Qwen3ForCausalLM(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
 def long_states(tok, tokens: int, n: int = 6):
     """Sample-data states whose system prompt is lengthened to about `tokens` prompt tokens."""
     from pivotrl import extract_states, load_trajectories
@@ -128,29 +111,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--case", dest="cases", action="append", help="TOKENS:K (default: 1024:8 4096:8 4096:16 8192:8)")
+    ap.add_argument("--variant", dest="variants", action="append", help=f"default: all of {', '.join(VARIANTS)}")
+    ap.add_argument("--merge", action="store_true", help="add these runs to the output file's instead of replacing them")
     ap.add_argument("-o", "--output", default="bench/results/long_context_grpo.json")
     args = ap.parse_args()
     cases = [tuple(int(x) for x in c.split(":")) for c in args.cases] if args.cases else CASES
     from pivotrl.lab.report import machine_info
+    from profile_throughput import build_long_model  # bench/ is on the path when this file runs
 
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    earlier = json.loads(Path(args.output).read_text())["runs"] if args.merge and Path(args.output).exists() else []
     runs = []
     with tempfile.TemporaryDirectory() as folder:
-        model = build_model(Path(folder) / "model")
+        model = build_long_model(Path(folder) / "model", context=16384)
         for tokens, k in cases:
-            for variant in VARIANTS:
+            for variant in args.variants or VARIANTS:
                 r = subprocess.run([sys.executable, __file__, "--case", model, str(tokens), str(k), variant,
                                     str(args.steps)], capture_output=True, text=True, env=env)
                 if r.returncode:
                     raise SystemExit(r.stderr[-3000:])
-                runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+                runs.append({**json.loads(r.stdout.strip().splitlines()[-1]), "steps_run": args.steps})
                 print(json.dumps(runs[-1]), flush=True)
+    runs = earlier + runs
     speedups = {}
-    for tokens, k in cases:
-        base = next(r for r in runs if (r["context_tokens"], r["k"], r["variant"]) == (tokens, k, "trl"))
-        speedups[f"{tokens}:{k}"] = {r["variant"]: round(r["steps_per_s"] / base["steps_per_s"], 2) for r in runs
-                                     if (r["context_tokens"], r["k"]) == (tokens, k)}
-    result = {"runs": runs, "speedup_vs_trl": speedups, "steps": args.steps,
+    for tokens, k in sorted({(r["context_tokens"], r["k"]) for r in runs}):
+        base = next((r for r in runs if (r["context_tokens"], r["k"], r["variant"]) == (tokens, k, "trl")), None)
+        if base:
+            speedups[f"{tokens}:{k}"] = {r["variant"]: round(r["steps_per_s"] / base["steps_per_s"], 2) for r in runs
+                                         if (r["context_tokens"], r["k"]) == (tokens, k)}
+    result = {"runs": runs, "speedup_vs_trl": speedups,
               "threads": env["OMP_NUM_THREADS"], "machine": machine_info()}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")

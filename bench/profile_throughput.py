@@ -43,15 +43,15 @@ def measure(sampler, prompts, params) -> dict:
 LONG_WORDS = 1150  # words pasted into each long prompt: about 4,000 tokens with the lab tokenizer
 
 
-def build_long_model(folder: Path) -> str:
-    """A random ~2.9M-parameter Qwen3 with the lab's tokenizer and an 8k context."""
+def build_long_model(folder: Path, context: int = 8192) -> str:
+    """A random ~2.9M-parameter Qwen3 with the lab's tokenizer and a `context`-token window."""
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
     from pivotrl.lab import BASE_MODEL
 
     tok = AutoTokenizer.from_pretrained(BASE_MODEL)
     cfg = Qwen3Config(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=4, head_dim=64, max_position_embeddings=8192,
+                      num_attention_heads=4, num_key_value_heads=4, head_dim=64, max_position_embeddings=context,
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)

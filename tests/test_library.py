@@ -118,3 +118,24 @@ def test_the_pipeline_runs_without_the_lab_extra(tmp_path, tiny_model, sample_pa
     r = subprocess.run([sys.executable, "-m", "pivotrl.cli", "lab", "run", "--preset", "tiny"], capture_output=True,
                        text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(blocked)})
     assert r.returncode == 2 and "pip install 'pivotrl[lab]'" in r.stderr  # a clear error, not a traceback
+
+
+def test_the_trl_methods_we_override_have_the_signatures_we_wrote_against():
+    """pivotrl's trainers override and call parts of TRL's GRPOTrainer that changed before 1.16 (the
+    pyproject's lower bound): an older or newer TRL with other signatures fails here, not mid-run."""
+    import inspect
+
+    from trl import GRPOTrainer
+
+    from pivotrl.train.group_batches import GroupedGRPOTrainer
+    from pivotrl.train.shared_generation import SharedPrefillGRPOTrainer
+
+    for ours, name in ((SharedPrefillGRPOTrainer, "_generate_single_turn"),
+                       (GroupedGRPOTrainer, "_get_per_token_logps_and_entropies"),
+                       (GroupedGRPOTrainer, "_prepare_inputs")):
+        mine = [p.name for p in inspect.signature(getattr(ours, name)).parameters.values() if p.kind != p.VAR_KEYWORD]
+        theirs = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
+        assert theirs[:len(mine)] == mine, (name, theirs)
+    source = inspect.getsource(GRPOTrainer)
+    assert all(f"self.{a}" in source for a in ("_dist", "_buffered_inputs", "generation_config", "eos_token_ids",
+                                               "use_transformers_continuous_batching", "generation_kwargs"))

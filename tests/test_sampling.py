@@ -144,3 +144,41 @@ def test_long_prompts_are_sampled_in_chunks_and_never_fail(tiny_model, sample_st
     chunked = tight.sample(prompts, greedy)
     plain = get_sampler("transformers", model=tiny_model, share_prefill=False, token_budget=10**9).sample(prompts, greedy)
     assert [[x.completion for x in r.samples] for r in chunked] == [[x.completion for x in r.samples] for r in plain]
+
+
+def test_openai_backend_seeds_each_prompt_and_sends_the_template(monkeypatch, tmp_path):
+    """Every prompt of a call gets a seed of its own (two identical states are not given the same
+    samples), and the chat template and its options go with every request, as vLLM's server takes them."""
+    import types
+
+    import openai
+
+    from pivotrl.sampling.openai_backend import OpenAISampler
+
+    sent = []
+
+    class FakeCompletions:
+        async def create(self, **kwargs):
+            sent.append(kwargs)
+            msg = types.SimpleNamespace(content="ok", tool_calls=None)
+            return types.SimpleNamespace(choices=[types.SimpleNamespace(message=msg, finish_reason="stop")
+                                                  for _ in range(kwargs["n"])],
+                                         usage=types.SimpleNamespace(prompt_tokens=3, completion_tokens=kwargs["n"]))
+
+    class FakeClient:
+        def __init__(self, **_):
+            self.chat = types.SimpleNamespace(completions=FakeCompletions())
+
+        async def close(self):
+            pass
+
+    monkeypatch.setattr(openai, "AsyncOpenAI", FakeClient)
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ messages }}")
+    sampler = OpenAISampler(chat_template=str(template), chat_template_kwargs={"enable_thinking": False})
+    same = Prompt([{"role": "user", "content": "hi"}])
+    results = sampler.sample([same, same, Prompt([{"role": "user", "content": "other"}])], SamplingParams(n=2), seed=7)
+    assert [len(r.samples) for r in results] == [2, 2, 2]
+    assert len({kw["seed"] for kw in sent}) == 3  # one seed per prompt, identical prompts included
+    assert all(kw["extra_body"] == {"chat_template_kwargs": {"enable_thinking": False},
+                                    "chat_template": "{{ messages }}"} for kw in sent)

@@ -4,10 +4,11 @@ import json
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from typer.testing import CliRunner
 
+from pivotrl import extract_states
 from pivotrl.cli import app
 from pivotrl.errors import DataError
 from pivotrl.train.e2e import E2EConfig, train_e2e
@@ -23,6 +24,12 @@ def prefers_vowel(completion, state):
     """A test reward: 1 when the completion starts with a vowel."""
     text = completion if isinstance(completion, str) else json.dumps(completion)
     return 1.0 if text.strip()[:1].lower() in VOWELS else 0.0
+
+
+def vowel_share(completion, state):
+    """A test reward that nearly always differs between samples: the share of vowels in the text."""
+    text = completion if isinstance(completion, str) else json.dumps(completion)
+    return sum(c.lower() in VOWELS for c in text) / max(len(text), 1)
 
 
 def always_one(completion, state):
@@ -164,7 +171,7 @@ def test_refresh_leaves_the_training_random_stream_alone(tiny_model, sample_stat
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    cb._profile(model, step=7)
+    cb._profile(model, step=7, share=[0, 1])
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -238,16 +245,18 @@ def test_e2e_completes_episodes_and_counts_every_model_call(tmp_path, toy_policy
     run = tmp_path / "e2e"
     result = train_e2e(E2EConfig(model=toy_policy, output_dir=str(run), num_generations=4, prompts_per_step=2,
                                  max_completion_length=400, max_tool_calling_iterations=4, learning_rate=1e-3,
-                                 max_steps=2, eval_every=0, report_to=[]),
+                                 max_steps=2, eval_every=0, report_to=[], gradient_accumulation_steps=2),
                        tasks=[task(n) for n in (1, 2, 3, 2)], eval_tasks=[], environment=Counted)
     assert result["steps"] == 2
     ledger = read_ledger(run)
     steps = [r for r in ledger if r["kind"] == "step"]
-    rollouts = 2 * 2 * 4
+    rollouts = 2 * (2 * 4) * 2  # steps x (prompts x generations) x accumulation
     assert calls["n"] > 0 and steps[-1]["env_steps"] == calls["n"]  # every tool call counted
     # one model call to start each rollout, one more after each executed tool call (one call per turn here)
     assert steps[-1]["rollout_turns"] == rollouts + calls["n"]
-    assert steps[-1]["generated_tokens"] > 0
+    # every completion of the step, accumulation included (TRL logs their mean length)
+    per_step = [b["generated_tokens"] - a.get("generated_tokens", 0) for a, b in zip([{}] + steps, steps)]
+    assert per_step == [round(r["completions/mean_length"] * 16) for r in steps]
 
 
 def test_e2e_logs_episode_success_on_held_out_tasks(tmp_path, toy_policy):
@@ -505,8 +514,9 @@ def test_sft_and_pivotrl_hold_out_the_same_trajectories(tmp_path, tiny_model):
 
 
 def test_two_processes_write_one_ledger_with_every_ranks_rollouts(tmp_path, tiny_model, sample_states):
-    """`torch.distributed.run --nproc_per_node 2` on the CPU (gloo): one line per step and per eval,
-    counting both ranks' rollouts, and one profiling line."""
+    """`torch.distributed.run --nproc_per_node 2` on the CPU (gloo, DDP): one line per step and per
+    eval, counting both ranks' rollouts, and one profiling line. Evaluation and refresh are split over
+    both ranks: each refresh samples the pool once, and the held-out set is measured whole."""
     import os
     import subprocess
     import sys
@@ -522,7 +532,7 @@ def test_two_processes_write_one_ledger_with_every_ranks_rollouts(tmp_path, tiny
     cfg.write_text(f"model: {tiny_model}\npivots: {pivots}\noutput_dir: {tmp_path / 'run'}\n"
                    f"verifier: {__name__}:prefers_vowel\nnum_generations: 4\nprompts_per_step: 2\n"
                    "max_completion_length: 4\nlearning_rate: 1.0e-2\neval_fraction: 0.3\neval_every: 1\n"
-                   "report_to: []\nmax_steps: 2\nmax_seconds: 600\ndisable_tqdm: true\n")
+                   "report_to: []\nmax_steps: 2\nmax_seconds: 600\ndisable_tqdm: true\nrefresh_every: 1\nrefresh_k: 2\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "pivotrl.cli", "train", "--config", str(cfg)], env=env, capture_output=True, text=True,
@@ -533,10 +543,99 @@ def test_two_processes_write_one_ledger_with_every_ranks_rollouts(tmp_path, tiny
     assert [x["kind"] for x in ledger].count("profiling") == 1
     steps = [x for x in ledger if x["kind"] == "step"]
     assert [x["step"] for x in steps] == [1, 2]
-    assert [x["rollout_turns"] for x in steps] == [16, 32]  # 2 ranks x 2 prompts x 4 generations a step
     assert all(x["verifier_calls"] == x["rollout_turns"] for x in steps)
+    refreshes = [x for x in ledger if x["kind"] == "refresh" and x["step"] > 0]  # step 0: the starting set
+    pool = refreshes[0]["refresh_pool"]
+    assert [x["step"] for x in refreshes] == [1, 2] and pool > 0
+    # a step: 2 ranks x 2 prompts x 4 generations; a refresh: every pool state refresh_k (2) times, once
+    # over both ranks (each profiles its half); each step's line follows its refresh
+    assert [x["rollout_turns"] for x in refreshes] == [x["rollout_turns"] for x in steps] == \
+        [16 + pool * 2, 32 + 2 * pool * 2]
     evals = [x for x in ledger if x["kind"] == "eval"]
-    assert [x["step"] for x in evals] == [0, 1, 2] and evals[2]["rollout_turns"] == 32
+    assert [x["step"] for x in evals] == [0, 1, 2] and evals[2]["rollout_turns"] == 32 + pool * 2  # before its refresh
+    assert evals[0]["eval_states"] == 6  # both ranks' halves, gathered
+
+
+def test_two_processes_evaluate_held_out_states_and_episodes_as_one_process_does(tmp_path, toy_policy):
+    """Each of 2 ranks (gloo, DDP) evaluates its share of the held-out states and episodes; the
+    line written is the whole set's, equal to one process's (greedy)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from toy_env import expert_trajectory, task
+
+    from pivotrl.data.loaders import normalise_record
+    from pivotrl.pivots import write_states
+
+    states = extract_states([normalise_record(expert_trajectory(n)) for n in (1, 2, 3, 4, 5)])
+    write_states(tmp_path / "pivots.jsonl", extract_states([normalise_record(expert_trajectory(6))]))
+    write_states(tmp_path / "heldout.jsonl", states)
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(task(n)) + "\n" for n in (1, 2, 3, 4, 5)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    evals = {}
+    for name, launch in (("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]), ("one", [])):
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(f"model: {toy_policy}\npivots: {tmp_path / 'pivots.jsonl'}\noutput_dir: {tmp_path / name}\n"
+                       f"eval_states: {tmp_path / 'heldout.jsonl'}\neval_tasks: {tmp_path / 'tasks.jsonl'}\n"
+                       "eval_environment: toy_env:CounterEnv\neval_max_turns: 8\nverifier: tool_call\n"
+                       "num_generations: 2\nprompts_per_step: 1\nmax_completion_length: 64\nlearning_rate: 1.0e-6\n"
+                       "report_to: []\nmax_steps: 1\ndisable_tqdm: true\n")
+        r = subprocess.run([sys.executable, *launch, "-m", "pivotrl.cli", "train", "--config", str(cfg)], env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        evals[name] = [x for x in read_ledger(tmp_path / name) if x["kind"] == "eval"][0]
+    keys = ("eval_accuracy", "eval_states", "eval_success", "eval_episodes", "eval_turns_per_episode")
+    two, one = ({k: evals[n][k] for k in keys} for n in ("two", "one"))
+    assert two == pytest.approx(one)
+    assert one["eval_states"] == len(states) and one["eval_episodes"] == 5
+    assert 0 < one["eval_accuracy"] and 0 < one["eval_success"]  # the toy policy acts: a comparison that can fail
+
+
+FSDP_WORKER = """
+import json, sys
+import torch, torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from pivotrl.train.distributed import full_replica
+
+dist.init_process_group("gloo")
+rank, path, out = dist.get_rank(), sys.argv[1], sys.argv[2]
+tok = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path)
+for layer in model.model.layers:
+    fully_shard(layer)
+fully_shard(model)
+sharded = all(p.to_local().numel() < p.numel() for p in model.parameters())
+replica = full_replica(model, model)
+prompts = ["Count to three.", "Where is my order?", "ok"][: 1 + 2 * rank]  # ranks generate different amounts
+ids = tok(prompts, return_tensors="pt", padding=True)
+got = replica.generate(**ids, max_new_tokens=4 + 6 * rank, do_sample=False).tolist()
+want = AutoModelForCausalLM.from_pretrained(path).generate(**ids, max_new_tokens=4 + 6 * rank, do_sample=False).tolist()
+json.dump({"sharded": sharded, "same": got == want, "replica_plain": not any(hasattr(p, "to_local")
+           for p in replica.parameters())}, open(f"{out}.{rank}", "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_an_fsdp_sharded_policy_generates_on_each_rank_alone_as_the_unsharded_one(tmp_path, tiny_model):
+    """FSDP2 (torch's `fully_shard`) on 2 CPU processes (gloo): the replica `generation_policy` uses
+    under FSDP has every parameter on each rank, and ranks that generate different numbers of tokens
+    (no forward in lockstep) get the unsharded model's greedy tokens."""
+    import os
+    import subprocess
+    import sys
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(FSDP_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(worker), tiny_model, str(tmp_path / "out")], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = [json.loads((tmp_path / f"out.{rank}").read_text()) for rank in (0, 1)]
+    assert results == [{"sharded": True, "same": True, "replica_plain": True}] * 2
 
 
 def bos_tokenizer(model_dir):
@@ -673,6 +772,44 @@ def test_group_micro_batches_give_the_update_of_the_whole_batch(tmp_path, tiny_m
             assert torch.allclose(other[key] - base[key], delta, atol=1e-5 + 1e-3 * delta.abs().max().item()), (name, key)
 
 
+OPTIONS = st.fixed_dictionaries({
+    "loss_type": st.sampled_from(["grpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo"]),
+    "beta": st.sampled_from([0.0, 0.04]),
+    "scale_rewards": st.sampled_from(["group", "batch", "none"]),
+    "epsilon_high": st.sampled_from([0.2, 0.28]),
+    "sequence_level": st.booleans(),
+    "num_generations": st.sampled_from([2, 4]),
+})
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(options=OPTIONS)
+def test_group_micro_batches_give_trls_update_under_every_option_they_accept(tmp_path_factory, tiny_model,
+                                                                            sample_states, options):
+    """Over TRL's loss types and the options that shape the loss (KL, reward scaling, clipping,
+    sequence-level importance ratios, group size): one group per micro-batch, its context run once,
+    gives the gradient of TRL's whole-batch path for the same samples."""
+    options = dict(options)
+    level = "sequence" if options.pop("sequence_level") or options["loss_type"] == "luspo" else "token"
+    if level == "sequence" and options["loss_type"] in ("dr_grpo", "dapo", "cispo"):
+        level = "token"  # TRL refuses sequence-level ratios for these
+    norms = {}
+    for name, grouped in (("plain", False), ("grouped", True)):
+        run = tmp_path_factory.mktemp(name)
+        cfg = small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:vowel_share", max_steps=1,
+                    max_completion_length=5, optim="sgd", learning_rate=1.0, max_grad_norm=1e9,
+                    importance_sampling_level=level, group_micro_batches=grouped, gradient_checkpointing=not grouped,
+                    **options)
+        train_pivotrl(cfg, train_states=sample_states[:2], eval_states=[])
+        step = [r for r in read_ledger(run) if r["kind"] == "step"][0]
+        norms[name] = step["grad_norm"], weights(run / "final")
+    (plain, plain_w), (grouped, grouped_w) = norms["plain"], norms["grouped"]
+    assert plain > 1e-4, options  # a real update to compare
+    assert grouped == pytest.approx(plain, rel=1e-4), options
+    for key in plain_w:
+        assert torch.allclose(grouped_w[key], plain_w[key], atol=1e-6), (options, key)
+
+
 @given(st.data())
 def test_trim_padding_keeps_every_real_token(data):
     from pivotrl.train.group_batches import trim_padding
@@ -687,11 +824,12 @@ def test_trim_padding_keeps_every_real_token(data):
              "old_per_token_logps": torch.rand(rows, clen), "advantages": torch.rand(rows),
              "num_items_in_batch": torch.tensor(7)}
     out = trim_padding(batch)
-    assert out["prompt_ids"].shape[1] == max(prompt_real) and out["completion_ids"].shape[1] == max(completion_real)
+    width = max(max(completion_real), 1)  # all masked: one (masked) column stays
+    assert out["prompt_ids"].shape[1] == max(prompt_real) and out["completion_ids"].shape[1] == width
     assert out["old_per_token_logps"].shape == out["completion_ids"].shape
     # the kept columns are the real tokens' own, in place
     assert torch.equal(out["prompt_ids"], batch["prompt_ids"][:, plen - max(prompt_real):])
-    assert torch.equal(out["completion_mask"], completion_mask[:, :max(completion_real)])
+    assert torch.equal(out["completion_mask"], completion_mask[:, :width])
     assert out["prompt_mask"].sum() == prompt_mask.sum() and out["completion_mask"].sum() == completion_mask.sum()
     assert torch.equal(out["advantages"], batch["advantages"]) and out["num_items_in_batch"] == 7
 
@@ -700,6 +838,25 @@ def test_group_micro_batches_need_whole_groups(tiny_model):
     with pytest.raises(DataError, match="multiple of num_generations"):
         small(model=tiny_model, num_generations=4, prompts_per_step=None, per_device_train_batch_size=6,
               group_micro_batches=True)
+
+
+@pytest.mark.parametrize("option", [{"loss_type": "bnpo"}, {"top_entropy_quantile": 0.5}, {"entropy_coef": 0.01}])
+def test_group_micro_batches_refuse_options_normalised_per_micro_batch(tiny_model, option):
+    with pytest.raises(DataError, match="cannot reproduce TRL's update"):
+        small(model=tiny_model, group_micro_batches=True, **option)
+    small(model=tiny_model, **option)  # without group_micro_batches: TRL's own path, accepted
+
+
+def test_group_micro_batches_train_when_every_completion_is_masked(tmp_path, tiny_model, sample_states):
+    """A random model never ends a 3-token action: with mask_truncated_completions every completion
+    of every group is masked; the trimmed micro-batch keeps one masked column and the step runs
+    (gradient checkpointing on, TRL's default path, where an empty slice used to fail)."""
+    run = tmp_path / "run"
+    train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:prefers_vowel", max_steps=2,
+                        max_completion_length=3, mask_truncated_completions=True, group_micro_batches=True,
+                        gradient_checkpointing=True), train_states=sample_states[:4], eval_states=[])
+    steps = [r for r in read_ledger(run) if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2] and all(r["grad_norm"] == 0.0 for r in steps)
 
 
 def test_shared_prefill_rollouts_are_trls_token_for_token(tiny_model, sample_states):
@@ -729,3 +886,47 @@ def test_shared_prefill_rollouts_are_trls_token_for_token(tiny_model, sample_sta
     assert len(sampled) == 12 and all(0 < len(c) <= 12 for c in sampled)
     assert all(c[-1] in ends or len(c) == 12 for c in sampled) and all(not ends & set(c[:-1]) for c in sampled)
     assert len({tuple(c) for c in sampled[:4]}) > 1  # a group's samples differ: each drew its own tokens
+
+
+def test_the_step_memory_plan_counts_exactly_and_shards(tiny_model):
+    """`pivotrl plan`: the parameter count is the model's own; weights, gradients and AdamW hold 16 bytes
+    a parameter, divided by the devices under ZeRO-3/FSDP; the README's 8B recipes fit where plain DDP
+    does not (the 122 GiB of weights, gradients and Adam that DDP holds per GPU for an 8B model)."""
+    from transformers import AutoConfig, Qwen3Config
+
+    from pivotrl.train.plan import GiB, count_parameters, step_memory
+
+    config = AutoConfig.from_pretrained(tiny_model)
+    total, largest = count_parameters(config)
+    assert total == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model).parameters()) > largest
+    one = step_memory(config, sequences=8, prompt_tokens=512, completion_tokens=64)
+    assert one.weights + one.gradients + one.optimizer == 16 * total
+    sharded = step_memory(config, sequences=8, prompt_tokens=512, completion_tokens=64, devices=4, sharding="zero3")
+    assert sharded.gradients + sharded.optimizer == 12 * total / 4 and sharded.weights == 4 * total / 4 + 4 * largest
+    assert step_memory(config, sequences=8, prompt_tokens=512, completion_tokens=64,
+                       gradient_checkpointing=False).activations > one.activations
+    qwen3_8b = Qwen3Config(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                           num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=False)
+    recipe = dict(sequences=16, prompt_tokens=2048, completion_tokens=1024, use_vllm=True, device_bytes=80 * GiB)
+    ddp = step_memory(qwen3_8b, devices=8, vllm_share=0.2, **recipe)
+    assert (ddp.weights + ddp.gradients + ddp.optimizer) / GiB > 120 and ddp.total > 80 * GiB
+    assert step_memory(qwen3_8b, devices=8, sharding="zero3", vllm_share=0.2, **recipe).total < 80 * GiB
+    assert step_memory(qwen3_8b, lora=True, vllm_share=0.3, **recipe).total < 80 * GiB
+
+
+def test_plan_command_and_the_accelerate_configs(tiny_model):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    r = runner.invoke(app, ["plan", "--model", tiny_model, "--prompts_per_step", "2", "--num_generations", "4",
+                            "--max_completion_length", "32", "--max_prompt_length", "256"])
+    assert r.exit_code == 0, r.output
+    assert "weights" in r.output and "per GPU" in r.output
+    r = runner.invoke(app, ["plan", "--model", tiny_model, "--device-gib", "0.0001"])
+    assert r.exit_code == 1 and "does not fit" in r.output
+    root = Path(__file__).parent.parent / "configs"
+    zero3 = load_config_from_file(str(root / "accelerate_zero3.yaml"))
+    fsdp = load_config_from_file(str(root / "accelerate_fsdp.yaml"))
+    assert zero3.deepspeed_config["zero_stage"] == 3 and zero3.num_processes == 8
+    assert fsdp.fsdp_config["fsdp_version"] == 2 and str(fsdp.distributed_type).endswith("FSDP")

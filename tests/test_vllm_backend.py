@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 from pivotrl.errors import DataError
 from pivotrl.sampling import Prompt, SamplingParams, get_sampler
 from pivotrl.sampling.base import render_prompt
-from pivotrl.sampling.ray_pool import gpus_for_workers, runtime_env
+from pivotrl.sampling.ray_pool import gpus_for_workers, runtime_env, worker_options
 
 
 class FakeSamplingParams:
@@ -138,6 +138,17 @@ def test_ray_gpu_placement():
     assert gpus_for_workers("transformers", {}, None, 8, 8) == 1  # one GPU each, not all on GPU 0
     assert gpus_for_workers("transformers", {}, 0.5, 1, 2) == 0.5
     assert gpus_for_workers("openai", {}, None, 8, 2) == 0
+
+
+def test_a_tensor_parallel_engine_in_an_actor_runs_its_shards_as_its_own_processes(fake_vllm, tiny_model):
+    opts = worker_options("vllm", {"model": tiny_model, "tensor_parallel_size": 2})
+    assert opts["distributed_executor_backend"] == "mp"
+    get_sampler("vllm", **opts)
+    assert fake_vllm.last.engine["distributed_executor_backend"] == "mp"  # reaches the engine
+    assert worker_options("vllm", {"tensor_parallel_size": 2, "distributed_executor_backend": "ray"}) == \
+        {"tensor_parallel_size": 2, "distributed_executor_backend": "ray"}  # the user's choice stands
+    assert "distributed_executor_backend" not in worker_options("vllm", {"tensor_parallel_size": 1})
+    assert "distributed_executor_backend" not in worker_options("transformers", {"tensor_parallel_size": 2})
 
 
 def test_the_package_travels_to_a_remote_cluster():

@@ -313,6 +313,8 @@ def build_sampler(cfg):
     elif cfg.backend == "openai":
         if cfg.model:
             opts.setdefault("model", cfg.model)
+        if cfg.chat_template:
+            opts.setdefault("chat_template", cfg.chat_template)
         if cfg.chat_template_kwargs:
             opts.setdefault("chat_template_kwargs", cfg.chat_template_kwargs)
     if cfg.ray:
@@ -515,6 +517,33 @@ def _add_keys_help():
         fn.__doc__ = f"{fn.__doc__}\n\n{_keys_help(cls, trl_config)}"
     profile.__doc__ = (f"{profile.__doc__}\n\nKeys (YAML, or flags --key value): "
                        + ", ".join(f.name for f in dataclasses.fields(ProfileConfig)) + ".")
+
+
+@app.command(context_settings=_TRAIN_CTX)
+def plan(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="The train config (YAML); flags too."),
+         devices: int = typer.Option(1, help="GPUs the step runs on."),
+         sharding: str = typer.Option("none", help="none (one GPU or DDP), zero3 or fsdp."),
+         prompt_tokens: Optional[int] = typer.Option(None, help="Prompt length to plan for (default: "
+                                                     "max_prompt_length, else half the model's context)."),
+         device_gib: float = typer.Option(80.0, help="Memory of one GPU (GiB).")):
+    """What one PivotRL step holds per GPU (weights, gradients, optimizer, activations, logits,
+    generation), from the model's config and a train config, before any launch; exit 1 if over."""
+    from pivotrl.train.pivotrl_trainer import PivotRLConfig
+    from pivotrl.train.plan import GiB, plan_for
+
+    cfg = _config_from_cli(PivotRLConfig, config, ctx.args)
+    if not cfg.model:
+        raise DataError("give --model (a local folder, or a hub id whose config can be fetched)")
+    mem = plan_for(cfg, devices=devices, sharding=sharding, prompt_tokens=prompt_tokens,
+                   device_bytes=device_gib * GiB)
+    rows = [(k, f"{v:.2f} GiB" if isinstance(v, float) else f"{v:,}") for k, v in mem.as_gib().items()]
+    console.print(_table(f"one step per GPU: {cfg.model}, {devices} GPU(s), sharding {sharding}", rows,
+                         ("", "per GPU")))
+    if mem.total > device_gib * GiB:
+        console.print(f"[bold red]does not fit[/] in {device_gib:g} GiB: shard (--sharding zero3/fsdp with "
+                      "configs/accelerate_*.yaml), LoRA, fewer prompts_per_step, gradient checkpointing, or a "
+                      "shorter max_prompt_length", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command("eval")

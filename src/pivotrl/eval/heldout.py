@@ -38,18 +38,22 @@ class HeldOutSet:
 
 
 def measure(sampler, heldout: HeldOutSet, max_tokens: int) -> dict:
-    """The metrics of one policy (behind `sampler`) on the held-out set."""
+    """The metrics of one policy (behind `sampler`) on the held-out set. With several processes each
+    rank measures its share of the states and episodes and every rank gets the whole set's metrics
+    (call it on every rank)."""
     from pivotrl.eval.episodes import run_episodes
     from pivotrl.eval.next_action import next_action_scores
+    from pivotrl.train.distributed import gather_lists, my_share
 
     out: dict = {}
     if heldout.states:
-        scores = next_action_scores(sampler, heldout.states, heldout.verifier, max_tokens)
+        scores = gather_lists(next_action_scores(sampler, my_share(heldout.states), heldout.verifier, max_tokens))
         out.update(eval_accuracy=sum(scores) / len(scores), eval_states=len(scores))
     if heldout.tasks:
-        eps = run_episodes(sampler, heldout.env_factory, heldout.tasks, heldout.max_turns, max_tokens)
-        out.update(eval_success=sum(e.reward for e in eps) / len(eps), eval_episodes=len(eps),
-                   eval_turns_per_episode=sum(e.turns for e in eps) / len(eps))
+        mine = run_episodes(sampler, heldout.env_factory, my_share(heldout.tasks), heldout.max_turns, max_tokens)
+        eps = gather_lists([(e.reward, e.turns) for e in mine])
+        out.update(eval_success=sum(r for r, _ in eps) / len(eps), eval_episodes=len(eps),
+                   eval_turns_per_episode=sum(t for _, t in eps) / len(eps))
     return out
 
 

@@ -30,6 +30,9 @@ from pivotrl.rewards.parse import parse_action
 from pivotrl.sampling.base import GENERATION_BUDGET, Prompt, Sampler, SamplingParams
 
 
+BATCH_SIZES = {"transformers": 8, "vllm": 256, "openai": 64}
+
+
 @dataclass
 class ProfileConfig:
     """Everything `pivotrl profile` takes: YAML keys and `--key value` flags fill this one dataclass
@@ -48,7 +51,9 @@ class ProfileConfig:
     max_tokens: int = field(default=GENERATION_BUDGET, metadata={
         "help": "Token budget of a sampled action (its reasoning included); training and evaluation of the pivots "
                 "default to the same."})
-    batch_size: int = field(default=8, metadata={"help": "States per sampling batch."})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "States per sampling batch (the unit of resuming; one sampler call): default 8 for transformers, "
+                "256 for vllm (whose scheduler wants every sequence it can get), 64 for openai."})
     score_truncated: bool = field(default=False, metadata={
         "help": "Score samples cut by max_tokens as they are (default: 0, reason 'truncated'), as train's option."})
     keep_samples: bool = field(default=False, metadata={"help": "Store the sampled texts."})
@@ -64,6 +69,8 @@ class ProfileConfig:
     ray_address: str | None = field(default=None, metadata={"help": "An existing cluster (default: start one)."})
 
     def __post_init__(self):
+        if self.batch_size is None:
+            self.batch_size = BATCH_SIZES.get(self.backend, 8)
         for name in ("verifier_options", "backend_options", "chat_template_kwargs"):
             value = getattr(self, name)
             if isinstance(value, str):

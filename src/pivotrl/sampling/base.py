@@ -90,6 +90,17 @@ class Sampler:
         pass
 
 
+def prompt_seed(seed: int | None, position: int, prompt: Prompt) -> int:
+    """A seed of its own for each prompt of a call, from the call's seed, the prompt's position and
+    content: backends that seed each request (vLLM, an OpenAI-compatible server) would otherwise give
+    two identical states, or every state of a call, the same samples."""
+    import hashlib
+    import json
+
+    content = json.dumps([prompt.messages, prompt.tools], sort_keys=True, default=str)
+    return int(hashlib.sha1(f"{seed}:{position}:{content}".encode()).hexdigest()[:8], 16)
+
+
 def load_chat_template(chat_template: str | None) -> str | None:
     """A template given as a file path or as the template text itself."""
     if chat_template and "{" not in chat_template and Path(chat_template).exists():

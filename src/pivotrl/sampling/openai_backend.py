@@ -11,16 +11,21 @@ from __future__ import annotations
 import asyncio
 
 from pivotrl.errors import DataError
-from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, SamplingParams, register_backend
+from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, SamplingParams, load_chat_template, \
+    prompt_seed, register_backend
 
 
 @register_backend("openai")
 class OpenAISampler(Sampler):
     def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str = "default", api_key: str = "EMPTY",
                  concurrency: int = 8, max_retries: int = 3, timeout: float = 120.0,
-                 chat_template_kwargs: dict | None = None, **_ignored):
+                 chat_template_kwargs: dict | None = None, chat_template: str | None = None, **_ignored):
+        """`chat_template` (a file or the template's text) and `chat_template_kwargs` go with every
+        request, as vLLM's server takes them (`chat_template`, `chat_template_kwargs`); a server that
+        knows neither renders with its own template."""
         self.base_url, self.model, self.api_key = base_url, model, api_key
-        self.chat_template_kwargs = dict(chat_template_kwargs or {})  # sent as vLLM's server takes them
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.chat_template = load_chat_template(chat_template)
         self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
 
     def sample(self, prompts: list[Prompt], params: SamplingParams, seed: int | None = None) -> list[PromptResult]:
@@ -33,7 +38,8 @@ class OpenAISampler(Sampler):
                                     max_retries=self.max_retries, timeout=self.timeout)
         gate = asyncio.Semaphore(self.concurrency)
         try:
-            return await asyncio.gather(*(self._one(client, gate, p, params, seed) for p in prompts))
+            return await asyncio.gather(*(self._one(client, gate, p, params, None if seed is None else
+                                                    prompt_seed(seed, i, p)) for i, p in enumerate(prompts)))
         except openai.APIConnectionError as exc:
             raise DataError(f"cannot reach the OpenAI-compatible server at {self.base_url} ({exc.__cause__ or exc}); "
                             "start one (e.g. `vllm serve MODEL` or `transformers serve DIR`) or fix --base-url") from None
@@ -55,8 +61,10 @@ class OpenAISampler(Sampler):
                 kwargs["stop"] = list(params.stop)
             if seed is not None:
                 kwargs["seed"] = seed + len(samples)
-            if self.chat_template_kwargs:
-                kwargs["extra_body"] = {"chat_template_kwargs": self.chat_template_kwargs}
+            extra = {"chat_template_kwargs": self.chat_template_kwargs, "chat_template": self.chat_template}
+            extra = {k: v for k, v in extra.items() if v}
+            if extra:
+                kwargs["extra_body"] = extra
             async with gate:
                 resp = await client.chat.completions.create(**kwargs)
             if not resp.choices:

@@ -8,6 +8,9 @@ is shipped in the job's runtime environment (Ray's `py_modules`).
 GPUs: each worker asks Ray for its GPUs, and Ray makes only those visible to it. A vLLM engine
 needs whole GPUs, at least `tensor_parallel_size` of them; a transformers worker on a cluster with
 GPUs takes one by default. A worker with no GPU is told to use the CPU, never left to find GPU 0.
+A tensor-parallel vLLM engine runs its shards as processes of its own actor (vLLM's "mp" executor),
+on the GPUs Ray gave that actor, all on one node: vLLM's Ray executor would look for a placement
+group that a vLLM v1 engine subprocess cannot see from inside an actor (vllm-project/vllm#30016).
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ def gpus_for_workers(backend: str, options: dict, gpus_per_worker: float | None,
     return gpus
 
 
+def worker_options(backend: str, options: dict) -> dict:
+    """The sampler options a worker starts with (see the module's note on tensor parallelism)."""
+    if backend == "vllm" and int(options.get("tensor_parallel_size", 1)) > 1:
+        return {"distributed_executor_backend": "mp", **options}
+    return dict(options)
+
+
 def runtime_env(address: str | None) -> dict:
     """The workers' environment: on an existing cluster, this pivotrl package travels with the job."""
     env: dict = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
@@ -73,6 +83,7 @@ class RaySampler(Sampler):
         self.gpus_per_worker = gpus
         if backend == "transformers":  # say where it runs: a worker without a GPU must not find GPU 0 by itself
             options = {**options, "device": options.get("device") or ("cuda" if gpus > 0 else "cpu")}
+        options = worker_options(backend, options)
         actor = ray.remote(num_gpus=gpus, num_cpus=cpus_per_worker)(_Worker)
         self.workers = [actor.remote(backend, options) for _ in range(num_workers)]
 

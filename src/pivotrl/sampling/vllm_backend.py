@@ -18,19 +18,12 @@ It has not run on a GPU yet in this project: its wiring is tested against a stan
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from pivotrl.errors import DataError
 from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, SamplingParams, load_chat_template, \
-    register_backend, render_prompt, whole_turns
-
-
-def prompt_seed(seed: int | None, position: int, prompt: Prompt) -> int:
-    """A seed of its own for each prompt of a call (None: vLLM's own random state)."""
-    content = json.dumps([prompt.messages, prompt.tools], sort_keys=True, default=str)
-    return int(hashlib.sha1(f"{seed}:{position}:{content}".encode()).hexdigest()[:8], 16)
+    prompt_seed, register_backend, render_prompt, whole_turns
 
 
 def lora_checkpoint(model: str, lora_path: str | None) -> tuple[str, str | None]:

@@ -15,7 +15,7 @@ warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing\w*` is
 
 from pivotrl.errors import DataError
 from pivotrl.pivots.state import State
-from pivotrl.train.distributed import from_main, is_main_process
+from pivotrl.train.distributed import from_main, generation_policy, is_main_process
 from pivotrl.train.ledger import Ledger
 
 
@@ -228,9 +228,13 @@ class PeriodicEval(TrainerCallback):
     """Measure the current policy at step 0, every `every` steps (or every `every_seconds` of
     training, which compares methods whose steps cost differently) and at the end, and write an
     `eval` line to the ledger. Evaluation time is excluded from the ledger's wall-clock: it is not a
-    training cost. With several processes the main one alone evaluates (once, charged once) while
-    the others wait at their next collective. Subclasses say what to measure; `after_eval` may stop
-    the training (its return value) once the main process has measured."""
+    training cost. With several processes every rank measures, with the policy as it can generate
+    alone (`generation_policy`: ZeRO-3's parameters gathered, FSDP's replicated, in training's
+    autocast), so no rank waits on another's forward; the main process writes the line. Subclasses
+    say what to measure (`measure`, on every rank; what the main process returns is written);
+    `after_eval` may stop the training (its return value) once the main process has measured."""
+
+    trainer = None  # the Trainer, set by `train_and_save` (callbacks are not handed it)
 
     def __init__(self, ledger: Ledger, every: int, every_seconds: float | None = None):
         self.ledger, self.every, self.last_step = ledger, every, -1
@@ -251,10 +255,10 @@ class PeriodicEval(TrainerCallback):
 
         self.last_step = state.global_step
         self.ledger.sync()  # every rank, at the same point
-        stop = False
+        stop, t = False, time.time()
+        with generation_policy(self.trainer, model) as policy:
+            metrics = self.measure(policy)
         if self.ledger.main:
-            t = time.time()
-            metrics = self.measure(model)
             self.ledger._base_seconds -= time.time() - t  # measuring (and saving, below) is not training
             self.ledger.write("eval", state.global_step, metrics, sync=False)
             self.metrics, t = metrics, time.time()
@@ -319,6 +323,9 @@ def train_and_save(trainer, tokenizer, out: Path, resume_from: str | None) -> No
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
+    for callback in trainer.callback_handler.callbacks:
+        if hasattr(callback, "trainer") and callback.trainer is None:  # PeriodicEval, RefreshCallback
+            callback.trainer = trainer
     if resume_from:
         _quiet_tied_head_warning(trainer.model)
     trainer.train(resume_from_checkpoint=resume_from)

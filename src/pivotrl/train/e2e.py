@@ -160,7 +160,8 @@ def train_e2e(cfg: E2EConfig, tasks: list[dict] | None = None, eval_tasks: list[
     if multi:
         columns["environment"] = [t["domain"] for t in tasks]
     dataset = datasets.Dataset.from_dict(columns)
-    batch = cfg.per_device_train_batch_size
+    # completions per optimizer step on this process: TRL logs their mean length once per step
+    batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     callbacks = [TokenCounter(ledger, batch, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
     # the held-out evaluation every trainer runs (pivotrl.eval.heldout): episodes in the training environment
     # (or eval_environment), and next-action accuracy on eval_states when given

@@ -33,6 +33,15 @@ PROMPT_KEYS = ("prompt_ids", "prompt_mask")
 def group_micro_batch_settings(cfg) -> None:
     """Make each micro-batch one group: `per_device_train_batch_size` groups of `num_generations`
     become that many accumulation steps over one generation (same samples per optimizer step)."""
+    # Options whose loss is normalised over the micro-batch (not the accumulated batch): one group at a
+    # time would change the update, so they are refused rather than silently reweighted.
+    per_micro_batch = {"loss_type='bnpo' (tokens of the micro-batch)": cfg.loss_type == "bnpo",
+                       "top_entropy_quantile < 1 (a quantile per micro-batch)": cfg.top_entropy_quantile < 1,
+                       "entropy_coef / use_adaptive_entropy (a mean per micro-batch)":
+                           bool(getattr(cfg, "entropy_coef", 0.0)) or bool(getattr(cfg, "use_adaptive_entropy", False))}
+    refused = [name for name, on in per_micro_batch.items() if on]
+    if refused:
+        raise DataError(f"group_micro_batches cannot reproduce TRL's update with {'; '.join(refused)}: turn one off")
     groups, rest = divmod(cfg.per_device_train_batch_size, cfg.num_generations)
     if rest:
         raise DataError(f"group_micro_batches: per_device_train_batch_size ({cfg.per_device_train_batch_size}) "
@@ -52,7 +61,9 @@ def trim_padding(batch: dict) -> dict:
     used = prompt_mask.any(dim=0).nonzero()
     start = int(used[0]) if len(used) else prompt_mask.size(1)
     used = completion_mask.any(dim=0).nonzero()
-    end = int(used[-1]) + 1 if len(used) else 0
+    # every completion masked (each cut by the budget, with mask_truncated_completions): keep one column,
+    # all masked, so the shapes TRL slices stay non-empty and the loss is an exact 0
+    end = int(used[-1]) + 1 if len(used) else 1
     completion_shape = tuple(batch["completion_ids"].shape)
     out = {}
     for key, value in batch.items():

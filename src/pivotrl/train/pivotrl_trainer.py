@@ -34,6 +34,7 @@ from pivotrl.train.group_batches import GroupedGRPOTrainer, group_micro_batch_se
 from pivotrl.train.shared_generation import SharedPrefillGRPOTrainer
 from pivotrl.train.ledger import Ledger
 from pivotrl.train.options import PivotRLOptions
+from pivotrl.train.plan import launch_warning
 
 
 @dataclass
@@ -156,6 +157,9 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     out.mkdir(parents=True, exist_ok=True)
     require_vllm_if_used(cfg)
     claim_run_folder(out, cfg.resume, cfg.overwrite)
+    warning = launch_warning(cfg)
+    if warning and is_main_process():
+        print(warning, flush=True)
     cost, source = None, ""
     if train_states is None:
         states, cost = load_training_states(cfg.pivots, cfg.rule, cfg.lambda_diff, whole_pool=bool(cfg.refresh_every))
@@ -224,7 +228,7 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                       "refresh_restored": restored is not None})
         callbacks.append(RefreshCallback(train_states, pool, verifier, tokenizer, cfg.refresh_every, cfg.refresh_k,
                                          cfg.lambda_diff, cfg.max_completion_length, ledger, cfg.chat_template,
-                                         template_kwargs))
+                                         template_kwargs, cfg.score_truncated))
     trainer_class = GroupedGRPOTrainer if cfg.group_micro_batches else SharedPrefillGRPOTrainer
     trainer = trainer_class(model=policy, args=cfg, processing_class=tokenizer,
                             reward_funcs=[counting_reward(verifier, ledger,

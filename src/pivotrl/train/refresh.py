@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 from pivotrl.pivots.profile import summarise
 from pivotrl.pivots.state import State
 from pivotrl.rewards import safe_score
-from pivotrl.train.distributed import from_main
+from pivotrl.train.distributed import gather_lists, generation_policy, my_share
 
 
 class ActivePool:
@@ -70,24 +70,29 @@ def load_active(checkpoint: str | None) -> list[int] | None:
 class RefreshCallback(TrainerCallback):
     def __init__(self, pool_states: list[State], pool: ActivePool, verifier, tokenizer, every: int, k: int,
                  lambda_diff: float, max_tokens: int, ledger, chat_template: str | None = None,
-                 template_kwargs: dict | None = None):
+                 template_kwargs: dict | None = None, score_truncated: bool = False):
         self.states, self.pool, self.verifier, self.tokenizer = pool_states, pool, verifier, tokenizer
         self.every, self.k, self.lambda_diff, self.max_tokens = every, k, lambda_diff, max_tokens
         self.ledger, self.chat_template, self.template_kwargs = ledger, chat_template, template_kwargs
+        self.score_truncated = score_truncated  # training's rule for samples cut by the budget, as profile's
 
     def on_save(self, args, state, control, **kw):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if self.ledger.main and ckpt.is_dir():
             (ckpt / ACTIVE_FILE).write_text(json.dumps({"active": self.pool.active}))
 
+    trainer = None  # the Trainer, set by `train_and_save` (callbacks are not handed it)
+
     def on_step_end(self, args, state, control, model=None, **kw):
         if not self.every or state.global_step % self.every:
             return
-        # The main process re-profiles (charged once); every rank then trains on the same new set.
-        keep = self._profile(model, state.global_step) if self.ledger.main else None
-        self._apply(from_main(keep), state.global_step)
+        # Each rank re-profiles its share of the pool (each charges its own samples) with the policy
+        # as it can generate alone; every rank then trains on the same gathered set.
+        with generation_policy(self.trainer, model) as policy:
+            keep = self._profile(policy, state.global_step, my_share(range(len(self.states))))
+        self._apply(sorted(gather_lists(keep)), state.global_step)
 
-    def _profile(self, model, step: int) -> list[int]:
+    def _profile(self, model, step: int, share: list[int]) -> list[int]:
         import torch
 
         from pivotrl.sampling import Prompt, SamplingParams
@@ -95,14 +100,16 @@ class RefreshCallback(TrainerCallback):
 
         sampler = TransformersSampler(model, tokenizer=self.tokenizer, chat_template=self.chat_template,
                                       chat_template_kwargs=self.template_kwargs)
+        states = [self.states[i] for i in share]
         # Seeded sampling, in a forked RNG: training's own random stream must go on untouched.
         gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=gpus):
-            results = sampler.sample([Prompt(s.context, s.tools) for s in self.states],
+            results = sampler.sample([Prompt(s.context, s.tools) for s in states],
                                      SamplingParams(n=self.k, max_tokens=self.max_tokens), seed=step)
         keep = []
-        for i, (s, res) in enumerate(zip(self.states, results)):
-            rewards = [safe_score(self.verifier, x.completion, s, truncated=x.truncated).reward for x in res.samples]
+        for i, s, res in zip(share, states, results):
+            rewards = [safe_score(self.verifier, x.completion, s, truncated=x.truncated and not self.score_truncated).reward
+                       for x in res.samples]
             self.ledger.counters.rollout_turns += len(rewards)
             self.ledger.counters.verifier_calls += len(rewards)
             self.ledger.counters.generated_tokens += sum(x.tokens for x in res.samples)
