@@ -191,6 +191,34 @@ def lab_audit(
                   "audit_rows.jsonl, audit.md")
 
 
+@app.command("gate")
+def lab_gate(
+    model: Optional[str] = typer.Option(None, help="The base to check (default: the bundled base)."),
+    tasks: int = typer.Option(100, help="Dev episodes per domain."),
+    trajectories: int = typer.Option(30, help="Dev expert trajectories per domain whose states are profiled."),
+    k: int = typer.Option(8, help="Samples per state."),
+    seed: int = typer.Option(0),
+    output: Path = typer.Option(Path("runs/lab/gate.json"), "-o", "--output"),
+):
+    """Is the base in the paper's regime? The regime gate on the dev split (src/pivotrl/lab/gate.py,
+    README "The regime gate"): every criterion with its figure; exit 1 when the base fails."""
+    from pivotrl.artifacts import atomic_open
+    from pivotrl.cli import _table, console
+    from pivotrl.lab.gate import GateConfig, measure_gate
+
+    result = measure_gate(GateConfig(model=model or "", tasks_per_domain=tasks, trajectories=trajectories, k=k,
+                                     seed=seed), log=console.print)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(output) as fh:
+        fh.write(json.dumps(result, indent=2, default=str))
+    rows = [(c["criterion"], f"{c['value']:g}", c["rule"], "holds" if c["holds"] else "FAILS") for c in result["checks"]]
+    console.print(_table(f"regime gate: {result['model']}", rows, ("criterion", "value", "rule", "")))
+    console.print(f"{'passed' if result['passed'] else 'FAILED'}: {sum(c['holds'] for c in result['checks'])} of "
+                  f"{len(result['checks'])} criteria hold; written to {output}")
+    if not result["passed"]:
+        raise typer.Exit(1)
+
+
 @app.command("pretrain")
 def lab_pretrain(
     output: Path = typer.Option(Path("runs/lab/pretrain"), "-o", "--output"),

@@ -1,0 +1,150 @@
+"""The regime gate: is a base model in the regime the paper's claims are about? Fixed before any arm
+trains, measured on the dev split, stored with the results (`pivotrl lab gate`).
+
+PivotRL (arXiv 2603.21383) post-trains a base that is competent turn by turn and loses long episodes
+at a few turns where its samples disagree: those are the pivots, and GRPO on them has something to
+learn. A base that never gets the decisive turns right (they are all-fail states, never pivots) can
+only be taught them by imitation, and there SFT must win; a base that is right everywhere has no
+pivots. The paper's four bases succeed on 2.5-44.4% of episodes, and about 71% of its turns are
+uninformative. The gate asks, per domain of the lab:
+
+- episodes (greedy, dev tasks): success within 10-50%, at least two domains at or below 25%;
+- decisive turn types, those where at least a quarter of a domain's failed episodes first went off
+  track (`lab.audit.first_off_track`): at most 30% of their states all-fail and at least 40% pivots
+  in a K-sample profile of the dev experts' states;
+- routine turn types (every other one with states): greedy next-action accuracy at least 0.85;
+- pivots: 15-35% of all candidate states.
+
+A base that fails the gate is not used for the lab's comparison. The numbers are the ones registered
+in the README before any run; changing one needs a stated reason, before results exist.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    success_low: float = 0.10
+    success_high: float = 0.50
+    hard_success: float = 0.25        # at most this ...
+    hard_domains: int = 2             # ... in at least this many domains
+    decisive_share: float = 0.25      # a turn type behind this share of a domain's failures is decisive
+    decisive_all_fail: float = 0.30   # at most
+    decisive_pivots: float = 0.40     # at least
+    routine_accuracy: float = 0.85    # at least, greedy
+    pivots_low: float = 0.15
+    pivots_high: float = 0.35
+
+
+@dataclass
+class GateConfig:
+    model: str = ""               # the base (default: the bundled lab base)
+    tasks_per_domain: int = 100   # dev episodes per domain
+    trajectories: int = 30        # dev expert trajectories per domain whose states are profiled
+    k: int = 8                    # samples per state
+    lambda_diff: float = 0.75     # the pivot rule's mean threshold (the lab's)
+    max_tokens: int = 96
+    seed: int = 0
+
+
+def dev_expert_states(domains, trajectories: int, seed: int):
+    """Every assistant turn of expert trajectories on dev tasks, per domain."""
+    from pivotrl.data.loaders import normalise_record
+    from pivotrl.lab.domains.base import get_domain
+    from pivotrl.pivots import extract_states
+
+    states = []
+    for name in domains:
+        dom = get_domain(name)
+        rng = random.Random(f"gate:{name}:{seed}")
+        states += extract_states([normalise_record(dom.expert(t, rng))
+                                  for t in dom.tasks("dev", trajectories, seed=seed + 11)])
+    return states
+
+
+def turn_key(state) -> str:
+    """"turn/tag", as failed episodes are counted (`lab.evaluate.failure_points`)."""
+    from pivotrl.lab.audit import turn_type
+    from pivotrl.lab.domains.base import get_domain
+
+    dom = get_domain(state.domain)
+    return f"{turn_type(state)}/{dom.tag(state) if dom.tag else 'untagged'}"
+
+
+def measure_gate(cfg: GateConfig, log=print) -> dict:
+    """The gate's figures for `cfg.model` and its verdict."""
+    from pivotrl.eval.next_action import next_action_scores
+    from pivotrl.lab import BASE_MODEL
+    from pivotrl.lab.domains import IN_DOMAIN
+    from pivotrl.lab.evaluate import MAX_TURNS, EvalConfig, evaluate_model, lab_verifier
+    from pivotrl.pivots.profile import profile_states
+    from pivotrl.pivots.select import candidates_from_records, select
+    from pivotrl.sampling import SamplingParams
+    from pivotrl.sampling.transformers_backend import TransformersSampler
+
+    model = cfg.model or str(BASE_MODEL)
+    episodes = evaluate_model(model, EvalConfig(cfg.tasks_per_domain, 0, 0, 0, cfg.max_tokens, cfg.seed, split="dev"),
+                              log=log)
+    states = dev_expert_states(IN_DOMAIN, cfg.trajectories, cfg.seed)
+    sampler = TransformersSampler(model)
+    log(f"profiling {len(states)} dev states, K={cfg.k}")
+    with tempfile.TemporaryDirectory() as tmp:
+        recs = profile_states(states, sampler, lab_verifier(), k=cfg.k, output=Path(tmp) / "profile.jsonl",
+                              params=SamplingParams(cfg.k, 1.0, 1.0, cfg.max_tokens), seed=cfg.seed)
+    cands = candidates_from_records(recs)
+    pivots = {id(c) for c in select(cands, "pivot", lambda_diff=cfg.lambda_diff)}
+    greedy = next_action_scores(sampler, states, lab_verifier(), cfg.max_tokens)
+    turns: dict = {}
+    for c, correct in zip(cands, greedy):
+        row = turns.setdefault(c.state.domain, {}).setdefault(turn_key(c.state), dict(
+            states=0, all_fail=0, pivots=0, greedy_correct=0))
+        row["states"] += 1
+        row["all_fail"] += c.profiled and c.var == 0 and c.mean <= 0
+        row["pivots"] += id(c) in pivots
+        row["greedy_correct"] += correct >= 1.0
+    figures = {"model": model, "config": asdict(cfg), "max_turns": MAX_TURNS,
+               "success": episodes["in_domain"], "failures": episodes.get("failures", {}), "turns": turns,
+               "candidates": len(cands), "pivots": len(pivots)}
+    return {**figures, **verdict(figures)}
+
+
+def verdict(figures: dict, t: GateThresholds = GateThresholds()) -> dict:
+    """Each criterion with its figure and whether it holds; `passed` when all do."""
+    checks = []
+
+    def check(name: str, value: float, holds: bool, rule: str):
+        checks.append({"criterion": name, "value": round(value, 4), "rule": rule, "holds": bool(holds)})
+
+    success = figures["success"]
+    for domain, s in success.items():
+        check(f"{domain}: episode success", s, t.success_low <= s <= t.success_high,
+              f"{t.success_low:g}-{t.success_high:g}")
+    hard = sum(s <= t.hard_success for s in success.values())
+    check("domains at or below the hard line", hard, hard >= t.hard_domains,
+          f">= {t.hard_domains} at <= {t.hard_success:g}")
+    for domain, rows in figures["turns"].items():
+        failures = figures["failures"].get(domain, {})
+        total = sum(failures.values())
+        decisive = {k for k, n in failures.items() if total and n / total >= t.decisive_share}
+        for key in sorted(decisive):
+            row = rows.get(key)
+            if not row:  # e.g. turn_limit: no state to profile; the failure still counts against the base
+                check(f"{domain} {key}: decisive, profiled states", 0, False, "> 0")
+                continue
+            check(f"{domain} {key}: decisive, all-fail share", row["all_fail"] / row["states"],
+                  row["all_fail"] / row["states"] <= t.decisive_all_fail, f"<= {t.decisive_all_fail:g}")
+            check(f"{domain} {key}: decisive, pivot share", row["pivots"] / row["states"],
+                  row["pivots"] / row["states"] >= t.decisive_pivots, f">= {t.decisive_pivots:g}")
+        for key, row in sorted(rows.items()):
+            if key not in decisive:
+                acc = row["greedy_correct"] / row["states"]
+                check(f"{domain} {key}: routine, greedy accuracy", acc, acc >= t.routine_accuracy,
+                      f">= {t.routine_accuracy:g}")
+    share = figures["pivots"] / max(figures["candidates"], 1)
+    check("pivots among candidates", share, t.pivots_low <= share <= t.pivots_high, f"{t.pivots_low:g}-{t.pivots_high:g}")
+    return {"thresholds": asdict(t), "checks": checks, "passed": all(c["holds"] for c in checks)}

@@ -1,0 +1,74 @@
+"""The regime gate (pivotrl.lab.gate): each criterion decides, and the command measures a real base."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("reasoning_gym")
+
+from pivotrl.lab.gate import GateThresholds, verdict  # noqa: E402
+
+
+def in_regime() -> dict:
+    """Figures of a base the gate accepts: hard but not hopeless, decisive turns mostly pivots."""
+    turn = lambda n, all_fail, pivots, correct: dict(states=n, all_fail=all_fail, pivots=pivots, greedy_correct=correct)  # noqa: E731
+    return {"success": {"tooluse": 0.2, "terminal": 0.45, "search": 0.15, "code": 0.3},
+            "failures": {"tooluse": {"find_user/copy": 30, "message/decision": 9},
+                         "code": {"edit/decision": 40, "run_tests/copy": 5}},
+            "turns": {"tooluse": {"find_user/copy": turn(20, 4, 10, 12), "message/decision": turn(20, 0, 2, 18)},
+                      "code": {"edit/decision": turn(10, 2, 5, 4), "run_tests/copy": turn(10, 0, 0, 10)}},
+            "candidates": 100, "pivots": 25}
+
+
+def failing(figures: dict) -> set[str]:
+    return {c["criterion"] for c in verdict(figures)["checks"] if not c["holds"]}
+
+
+def test_a_base_in_the_regime_passes():
+    v = verdict(in_regime())
+    assert v["passed"] and failing(in_regime()) == set()
+    assert v["thresholds"]["success_low"] == GateThresholds().success_low == 0.10
+
+
+@pytest.mark.parametrize("change, criterion", [
+    (lambda f: f["success"].update(terminal=0.6), "terminal: episode success"),
+    (lambda f: f["success"].update(tooluse=0.05), "tooluse: episode success"),
+    (lambda f: f["success"].update(tooluse=0.3, search=0.3), "domains at or below the hard line"),
+    # the lab's old base: its decisive turn is never right, so never a pivot
+    (lambda f: f["turns"]["tooluse"].update({"find_user/copy": dict(states=20, all_fail=17, pivots=2, greedy_correct=1)}),
+     "tooluse find_user/copy: decisive, all-fail share"),
+    (lambda f: f["turns"]["code"].update({"edit/decision": dict(states=10, all_fail=0, pivots=3, greedy_correct=7)}),
+     "code edit/decision: decisive, pivot share"),
+    (lambda f: f["turns"]["tooluse"]["message/decision"].update(greedy_correct=16), "tooluse message/decision: routine, greedy accuracy"),
+    (lambda f: f.update(pivots=40), "pivots among candidates"),
+    (lambda f: f.update(pivots=10), "pivots among candidates"),
+    (lambda f: f["failures"]["code"].update({"turn_limit/turn_limit": 30}), "code turn_limit/turn_limit: decisive, profiled states"),
+])
+def test_each_criterion_can_fail_the_base(change, criterion):
+    figures = in_regime()
+    change(figures)
+    assert criterion in {c["criterion"] for c in verdict(figures)["checks"]}
+    assert criterion in failing(figures) and not verdict(figures)["passed"]
+
+
+def test_a_turn_type_becomes_decisive_at_a_quarter_of_the_failures():
+    figures = in_regime()  # message/decision: 9 of 39 tooluse failures, under a quarter: routine
+    names = {c["criterion"] for c in verdict(figures)["checks"]}
+    assert "tooluse message/decision: routine, greedy accuracy" in names
+    assert "tooluse message/decision: decisive, pivot share" not in names
+    figures["failures"]["tooluse"]["message/decision"] = 10  # 10 of 40: decisive, and 2 of its 20 states pivots
+    assert "tooluse message/decision: decisive, pivot share" in failing(figures)
+    assert "tooluse message/decision: routine, greedy accuracy" not in {c["criterion"] for c in verdict(figures)["checks"]}
+
+
+def test_the_gate_command_measures_the_bundled_base(tmp_path):
+    from pivotrl.cli import app
+
+    out = tmp_path / "gate.json"
+    r = CliRunner().invoke(app, ["lab", "gate", "--tasks", "2", "--trajectories", "1", "--k", "2", "-o", str(out)])
+    result = json.loads(out.read_text())
+    assert r.exit_code == (0 if result["passed"] else 1), r.output
+    assert set(result["success"]) == {"tooluse", "terminal", "search", "code"}
+    assert result["candidates"] == sum(row["states"] for rows in result["turns"].values() for row in rows.values())
+    assert all(0 <= c["value"] for c in result["checks"]) and "regime gate" in r.output
