@@ -21,3 +21,19 @@ def test_gpu_check_runs_at_a_tiny_size(tmp_path):
     assert tight["predicted_peak_gb"] <= loose["predicted_peak_gb"]  # a smaller budget plans smaller calls
     assert result["train_full"]["master_dtype"] == "torch.float32" and result["train_full"]["changed_share_q_proj"] > 0.5
     assert result["train_lora"]["lora"] is True
+
+
+def test_the_vllm_batching_stand_in_runs_our_sampler_and_counts_every_sample(tmp_path):
+    """bench/vllm_batching.py drives the real VLLMSampler through profile_states on its simulated
+    engine: every state profiled with K samples, one `generate` call per batch of states."""
+    out = tmp_path / "vllm_batching.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "vllm_batching.py"), "--states", "40", "--k", "4",
+                        "--max-tokens", "64", "-o", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    small, large = result["runs"]
+    assert (small["states_per_call"], small["generate_calls"]) == (8, 5)  # 40 states, 8 a call
+    assert (large["states_per_call"], large["generate_calls"]) == (256, 1)
+    for run in result["runs"]:  # every sample decoded: steps x running sequences >= samples x 1 token
+        assert run["engine_steps"] * run["mean_running_sequences"] >= 40 * 4
+    assert large["engine_steps"] <= small["engine_steps"]
