@@ -12,29 +12,30 @@ from pivotrl import extract_states, get_verifier
 from pivotrl.data.loaders import normalise_record
 from pivotrl.eval.episodes import run_episodes
 from pivotrl.lab import get_domain, list_domains
-from pivotrl.lab.domains import IN_DOMAIN
+from pivotrl.lab.domains import IN_DOMAIN, LONG_HORIZON
 from pivotrl.lab.restricted_shell import RestrictedShell
 from pivotrl.sampling import PromptResult, Sample, Sampler
 
-SAMPLE_SIZE = {"tooluse": 30, "terminal": 30, "search": 30, "code": 6}
+SAMPLE_SIZE = {"tooluse": 30, "terminal": 30, "search": 30, "code": 6, "repo": 3}
+ALL = IN_DOMAIN + LONG_HORIZON
 
 
-def test_the_four_domains_and_the_held_out_variant_are_registered():
-    assert set(IN_DOMAIN) == {"tooluse", "terminal", "search", "code"}
-    assert set(list_domains()) == set(IN_DOMAIN) | {"tooluse_variant"}
+def test_the_four_domains_the_long_horizon_one_and_the_held_out_variant_are_registered():
+    assert set(IN_DOMAIN) == {"tooluse", "terminal", "search", "code"} and LONG_HORIZON == ("repo",)
+    assert set(list_domains()) == set(IN_DOMAIN) | {"tooluse_variant", "repo"}
 
 
-@pytest.mark.parametrize("name", IN_DOMAIN)
+@pytest.mark.parametrize("name", ALL)
 def test_splits_never_overlap_and_are_reproducible(name):
     dom = get_domain(name)
-    n = 60 if name != "code" else 30
+    n = {"code": 30, "repo": 12}.get(name, 60)
     ids = {split: {t["id"] for t in dom.tasks(split, n)} for split in ("train", "dev", "test")}
     assert all(len(v) == n for v in ids.values())
     assert not (ids["train"] & ids["dev"]) and not (ids["train"] & ids["test"]) and not (ids["dev"] & ids["test"])
     assert [t["id"] for t in dom.tasks("test", 5)] == [t["id"] for t in dom.tasks("test", 5)]
 
 
-@pytest.mark.parametrize("name", IN_DOMAIN)
+@pytest.mark.parametrize("name", ALL)
 def test_each_expert_solves_its_own_tasks(name):
     dom = get_domain(name)
     rng = random.Random(0)
@@ -62,9 +63,9 @@ def render(action):
     return r(action)
 
 
-@pytest.mark.parametrize("name", IN_DOMAIN)
+@pytest.mark.parametrize("name", ALL)
 def test_verifier_accepts_the_experts_paraphrases_where_exact_match_does_not(name):
-    dom, pairs = _paired_states(name, 8 if name != "code" else 4)
+    dom, pairs = _paired_states(name, 8 if name not in ("code", "repo") else 4)
     functional = get_verifier(dom.verifier, **dom.verifier_options)
     exact = get_verifier("exact")
     accepted = [functional.score(render(other.reference), s).reward for s, other in pairs]
@@ -98,7 +99,7 @@ def _judged(name, state) -> bool:
     return ref.calls[0].name != "ask_user"
 
 
-@pytest.mark.parametrize("name", IN_DOMAIN)
+@pytest.mark.parametrize("name", ALL)
 def test_verifier_rejects_wrong_actions(name):
     dom = get_domain(name)
     tasks = dom.tasks("dev", 4, seed=9)
@@ -184,7 +185,7 @@ class ScriptedPolicy(Sampler):
         return out
 
 
-@pytest.mark.parametrize("name", IN_DOMAIN)
+@pytest.mark.parametrize("name", ALL)
 def test_environments_survive_malformed_calls_and_episodes_go_on(name):
     dom = get_domain(name)
     task = dom.tasks("test", 1, seed=11)[0]
@@ -199,7 +200,7 @@ def test_environments_survive_malformed_calls_and_episodes_go_on(name):
     assert ep.done and ep.turns == 4 and ep.reward == 0.0
 
 
-@pytest.mark.parametrize("name", IN_DOMAIN)
+@pytest.mark.parametrize("name", ALL)
 def test_replaying_the_expert_through_the_episode_runner_succeeds(name):
     """The environment is the same object for the runner (and TRL) as for the expert."""
     dom = get_domain(name)
@@ -213,7 +214,7 @@ def test_replaying_the_expert_through_the_episode_runner_succeeds(name):
                 script.append('<tool_call>{"name": "%s", "arguments": %s}</tool_call>' % (fn["name"], fn["arguments"]))
             else:
                 script.append(m["content"])
-    (ep,) = run_episodes(ScriptedPolicy(script), dom.environment, [task], max_turns=10)
+    (ep,) = run_episodes(ScriptedPolicy(script), dom.environment, [task], max_turns=len(script))
     assert ep.reward == 1.0 and ep.turns == len(script)
 
 
@@ -293,3 +294,30 @@ def test_pretraining_blocks_hold_whole_documents(docs, size):
     assert flat == [x for d in cut for x in d][:len(flat)]  # every document, in order: only padding added
     bounds = set(itertools.accumulate((len(d) for d in cut), initial=0))
     assert all(pos in bounds for pos in itertools.accumulate((len(b) for b in bodies), initial=0))  # never split
+
+
+def test_repo_episodes_are_long_and_name_the_failing_file():
+    """The long-horizon domain: three to five bugs across modules; the expert's episodes run 12-27
+    turns (cap 30), and a test run names the failing test with its file, as the code domain's does not."""
+    import statistics
+
+    from pivotrl.lab.domains.code import run_pytest
+    from pivotrl.lab.domains.repo import MAX_TURNS
+
+    dom = get_domain("repo")
+    tasks = dom.tasks("dev", 8, seed=21)
+    turns = [sum(m["role"] == "assistant" for m in dom.expert(t, random.Random(0))["messages"]) for t in tasks]
+    assert all(12 <= n <= MAX_TURNS for n in turns) and 13 <= statistics.median(turns) <= 21, turns
+    assert all(3 <= len(t["bugs"]) <= 5 and len({f for f in t["files"] if f.startswith("test_")}) >= 3 for t in tasks)
+    env = dom.environment()
+    env.reset(**{k: v for k, v in tasks[0].items() if k == "files"})
+    report = env.run_tests()  # the first failure in file order, with its file
+    failed_file, failed_test = report.split(" ")[1].rstrip(";").split("::")
+    assert failed_test[len("test_"):] in tasks[0]["bugs"] and failed_file.startswith("test_")
+    assert tasks[0]["bugs"][failed_test[len("test_"):]][0] == failed_file[len("test_"):]
+    assert env.list_files().splitlines() == sorted(tasks[0]["files"])
+    code = get_domain("code").tasks("dev", 1, seed=21)[0]
+    code_env = get_domain("code").environment()
+    code_env.reset(files=code["files"])
+    assert "::" not in code_env.run_tests()  # the code domain's report is as its base model learned it
+    assert run_pytest(env.dir, tests=env.tests)[0] is False

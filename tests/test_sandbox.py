@@ -45,7 +45,8 @@ def _our_pidns():
 
 
 def survivors() -> list[str]:
-    """Live processes in another PID namespace than ours: only the sandbox makes those."""
+    """Live processes in another PID namespace than ours: only the sandbox makes those (so these
+    tests run alone on a machine: another process's sandboxes would count too)."""
     ours, found = _our_pidns(), []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

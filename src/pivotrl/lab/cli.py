@@ -37,7 +37,8 @@ def require_lab_extra(ctx: typer.Context) -> None:
 
 @app.command("generate")
 def lab_generate(
-    domain: str = typer.Option("all", help="A domain (tooluse, terminal, search, code) or all."),
+    domain: str = typer.Option("all", help="A domain (tooluse, terminal, search, code; repo, the long-horizon one) "
+                                            "or all (the four)."),
     output: Path = typer.Option(Path("lab_data"), "-o", "--output"),
     train: int = typer.Option(400, help="Train tasks (and SFT trajectories) per domain."),
     dev: int = typer.Option(50),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
 
-MAX_TURNS = {"tooluse": 7, "terminal": 5, "search": 7, "code": 7, "tooluse_variant": 7}
+MAX_TURNS = {"tooluse": 7, "terminal": 5, "search": 7, "code": 7, "tooluse_variant": 7, "repo": 30}
 
 
 def lab_verifier_options() -> dict:

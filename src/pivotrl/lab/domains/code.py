@@ -67,10 +67,13 @@ finish(pytest.main(sys.argv[1:], plugins=[plugin]))
 """
 
 
-def run_pytest(root: Path, limits: sandbox.Limits | None = None, tests: dict | None = None) -> tuple[bool, str]:
+def run_pytest(root: Path, limits: sandbox.Limits | None = None, tests: dict | None = None,
+               node_ids: bool = False) -> tuple[bool, str]:
     """pytest on the task folder, in the sandbox: (passed, the summary the agent reads). `tests`
-    (the task's own test files) are written back first, so code that ran before cannot have rewritten
-    them. Passed means every test reported passing through the runner's nonce-keyed report. Results
+    (the task's own test files, run in name order; default `test_calc.py`) are written back first,
+    so code that ran before cannot have rewritten them. pytest stops at the first failure (`-x`),
+    named by its test function (`node_ids`: with its file, `test_x.py::test_f`).
+    Passed means every test reported passing through the runner's nonce-keyed report. Results
     are memoised by the files' contents (same files, same result), and plugin autoloading is off
     (1.5 s -> 0.3 s a run here)."""
     import secrets
@@ -82,11 +85,13 @@ def run_pytest(root: Path, limits: sandbox.Limits | None = None, tests: dict | N
             sandbox.remove_tree(path)
     sandbox.write_files(root, tests or {})
     key = _content_key(root)
+    key = key and f"{key}:{node_ids}"
     if key is not None and key in _RESULTS:
         return _RESULTS[key]
     nonce = secrets.token_hex(16)
     env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    res = sandbox.run([sys.executable, "-c", RUNNER, "-q", "-x", "-p", "no:cacheprovider", "test_calc.py"], root,
+    targets = sorted(tests) if tests else ["test_calc.py"]
+    res = sandbox.run([sys.executable, "-c", RUNNER, "-q", "-x", "-p", "no:cacheprovider", *targets], root,
                       limits=limits or TEST_LIMITS, env=env, read_only=sandbox.python_paths(),
                       stdin=(nonce + "\n").encode())
     if res.timed_out:
@@ -98,7 +103,7 @@ def run_pytest(root: Path, limits: sandbox.Limits | None = None, tests: dict | N
     stderr = res.stderr.decode("utf-8", errors="replace").strip()
     outcomes = [r[0] for r in reported if r[0] != "exit"]
     passed = (["exit", "0"] in reported and bool(outcomes) and all(o == "passed" for o in outcomes))
-    failed = [ln.split("::")[-1].split(" ")[0] for ln in lines if ln.startswith("FAILED")]
+    failed = [ln.split(" ")[1] if node_ids else ln.split("::")[-1].split(" ")[0] for ln in lines if ln.startswith("FAILED")]
     summary = re.sub(r" in [0-9.]+s", "", lines[-1] if lines else (stderr[-200:] or res.error)).replace("=", "").strip()
     if not any(r[0] == "exit" for r in reported):  # the code ended the runner (os._exit, a signal)
         summary = "the test run ended before reporting its tests"
@@ -122,6 +127,8 @@ def _content_key(root: Path, budget: int = 4 << 20) -> str | None:
 
 
 class CodeEnv:
+    fix_what = "calc.py"
+
     def reset(self, files: dict | None = None, **_):
         sandbox.require_sandbox()
         self._cleanup()
@@ -149,7 +156,7 @@ class CodeEnv:
         """
         p = self._path(path)
         if p.name in {Path(t).name for t in self.tests}:
-            raise ValueError("the tests are read-only: fix calc.py")
+            raise ValueError(f"the tests are read-only: fix {self.fix_what}")
         data = sandbox.read_regular(p)
         text = None if data is None else data.decode("utf-8", errors="replace")
         if text is None or not isinstance(old, str) or not isinstance(new, str) or old not in text:
