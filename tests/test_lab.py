@@ -321,3 +321,22 @@ def test_repo_episodes_are_long_and_name_the_failing_file():
     code_env.reset(files=code["files"])
     assert "::" not in code_env.run_tests()  # the code domain's report is as its base model learned it
     assert run_pytest(env.dir, tests=env.tests)[0] is False
+
+
+def test_the_lab_verifier_judges_repo_states_by_their_effect():
+    """`lab_verifier()` (what profiling and the audit use) routes the long-horizon domain's states to
+    its functional verifier: a view of the same file by another path is paid (an argument match would
+    not pay it), a view of another file is not."""
+    from pivotrl.data.types import Action, ToolCall
+    from pivotrl.lab.evaluate import lab_verifier
+
+    dom = get_domain("repo")
+    task = dom.tasks("dev", 1, seed=4)[0]
+    states = extract_states([normalise_record(dom.expert(task, random.Random(0)))])
+    view = next(s for s in states if s.reference.kind == "tool_calls" and s.reference.calls[0].name == "view")
+    path = view.reference.calls[0].arguments["path"]
+    other = next(f for f in task["files"] if f != path)
+    v = lab_verifier()
+    same = Action.tool_calls([ToolCall("view", {"path": "./" + path})])
+    assert v.score(render(same), view).reward == 1.0
+    assert v.score(render(Action.tool_calls([ToolCall("view", {"path": other})])), view).reward == 0.0

@@ -7,7 +7,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from pivotrl.lab.domains import IN_DOMAIN
+from pivotrl.lab.domains import IN_DOMAIN, LONG_HORIZON
 from pivotrl.lab.domains.base import get_domain
 
 MAX_TURNS = {"tooluse": 7, "terminal": 5, "search": 7, "code": 7, "tooluse_variant": 7, "repo": 30}
@@ -16,7 +16,7 @@ MAX_TURNS = {"tooluse": 7, "terminal": 5, "search": 7, "code": 7, "tooluse_varia
 def lab_verifier_options() -> dict:
     """The lab's functional verifier as a `dispatch` config: each domain's own verifier."""
     return {"default": "tool_call", "by_domain": {
-        name: {"name": get_domain(name).verifier, **get_domain(name).verifier_options} for name in IN_DOMAIN}}
+        name: {"name": get_domain(name).verifier, **get_domain(name).verifier_options} for name in IN_DOMAIN + LONG_HORIZON}}
 
 
 def lab_verifier():
