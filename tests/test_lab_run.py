@@ -242,3 +242,28 @@ def test_dev_selection_keeps_the_best_or_the_latest_within_its_tolerance(tmp_pat
     assert model.count == len(kept)
     run = summarise_run("sft", 1e-4, ledger.lines)
     assert run["best_step"] == 10 * kept[-1] and run["best_dev_success"] == 7 / 24
+
+
+def test_a_preset_runs_on_one_domain_as_the_paper_trains(tmp_path):
+    """`lab run --domain repo`: the data, the dev and test episodes and the tables are that domain's
+    alone (one model per domain, as the paper trains), here on the long-horizon domain."""
+    from dataclasses import replace
+
+    from pivotrl.errors import DataError
+    from pivotrl.lab.experiment import PRESETS, run_lab
+
+    tiny = PRESETS["tiny"]
+    one = tiny.for_domain("repo")
+    assert one.domains == ("repo",) and one.eval.domains == ("repo",) and one.domain_weights is None
+    assert one.trajectories == {"repo": tiny.trajectories["code"]} and PRESETS["full"].for_domain("search").trajectories == \
+        {"search": PRESETS["full"].trajectories["search"]}
+    with pytest.raises(DataError, match="unknown lab domain"):
+        tiny.for_domain("nope")
+    results = run_lab(replace(one, arms=("sft", "pivotrl")), tmp_path)
+    work = tmp_path / "work"
+    trajectories = [json.loads(line) for line in (work / "data" / "train_trajectories.jsonl").read_text().splitlines()]
+    assert {t["domain"] for t in trajectories} == {"repo"} and len(trajectories) == tiny.trajectories["code"]
+    assert list(json.loads((work / "eval_base.json").read_text())["episodes"]) == ["repo"]
+    assert all(list(results["table"][arm]["in_domain"]) == ["repo"] for arm in ("base", "sft", "pivotrl"))
+    head = (tmp_path / "table.md").read_text().splitlines()[0]
+    assert "| repo |" in head and "tooluse" not in head

@@ -23,14 +23,16 @@ class DevSelection(PeriodicEval):
     without a new best. Each kept checkpoint is a `best` line in the ledger."""
 
     def __init__(self, ledger, tokenizer, every_seconds: float, tasks_per_domain: int, best_dir: Path,
-                 patience: int = 0, ties_within: int = 0):
+                 patience: int = 0, ties_within: int = 0, domains: tuple = IN_DOMAIN):
         super().__init__(ledger, every=0, every_seconds=every_seconds)
         self.tokenizer, self.tasks, self.best_dir, self.patience = tokenizer, tasks_per_domain, Path(best_dir), patience
-        self.episodes, self.ties_within = tasks_per_domain * len(IN_DOMAIN), ties_within
+        self.domains = tuple(domains)
+        self.episodes, self.ties_within = tasks_per_domain * len(self.domains), ties_within
         self.best, self.stale = -1.0, 0
 
     def measure(self, model) -> dict:
-        res = evaluate_model(model, EvalConfig(self.tasks, 0, 0, 0, split="dev", attribute_failures=False), tokenizer=self.tokenizer)
+        res = evaluate_model(model, EvalConfig(self.tasks, 0, 0, 0, split="dev", attribute_failures=False,
+                                               domains=self.domains), tokenizer=self.tokenizer)
         return {"eval_success": res["in_domain_mean"], **{f"eval_success/{d}": v for d, v in res["in_domain"].items()}}
 
     def after_eval(self, state, model, metrics: dict) -> bool:
@@ -54,7 +56,7 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
 
     every = preset.seconds_per_arm / max(preset.dev_evals, 1)
     dev = [lambda ledger, tok: DevSelection(ledger, tok, every, preset.dev_tasks, run_dir / "best", preset.patience,
-                                            preset.dev_ties_within)]
+                                            preset.dev_ties_within, preset.domains)]
     common = dict(model=start_model, output_dir=str(run_dir), learning_rate=lr, max_seconds=preset.seconds_per_arm,
                   save_steps=10**6, seed=seed, eval_every=0, report_to=["tensorboard"], disable_tqdm=True)
     if arm == "sft":
@@ -70,7 +72,7 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
         cfg = E2EConfig(**common, num_generations=preset.num_generations, prompts_per_step=preset.e2e_prompts_per_step,
                         max_completion_length=preset.e2e_max_completion_length,
                         max_tool_calling_iterations=preset.e2e_max_turns, max_steps=10**6)
-        envs = {name: get_domain(name).environment for name in IN_DOMAIN}  # each task names its domain
+        envs = {name: get_domain(name).environment for name in preset.domains}  # each task names its domain
         train_e2e(cfg, tasks=load_tasks(str(work / "data" / "train_tasks.jsonl")), eval_tasks=[], extra_callbacks=dev,
                   environment=envs)
     else:

@@ -88,6 +88,8 @@ def lab_run(
     preset: str = typer.Option("demo", help="demo (SFT and PivotRL, under 10 minutes on 2 cores), full (6 arms, a learning-rate sweep on dev, 3 seeds; hours: start it twice for two workers), tiny (tests)."),
     output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="Results folder; rerun to resume."),
     model: Optional[str] = typer.Option(None, help="Base model (default: the bundled one)."),
+    domain: Optional[str] = typer.Option(None, help="Train and evaluate on this domain alone (the paper trains "
+                                                    "one model per domain; repo is the long-horizon one)."),
 ):
     """The paper's comparison: SFT, PivotRL, E2E RL and the ablations from one base model.
 
@@ -108,7 +110,7 @@ def lab_run(
     warnings.filterwarnings("ignore", message=".*experimental feature.*")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    p = PRESETS[preset]
+    p = PRESETS[preset].for_domain(domain) if domain else PRESETS[preset]
     total = Plan(p, "", output / "work").total()
     with Progress(TextColumn("[bold]lab run[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as prog:
@@ -147,6 +149,7 @@ def print_report(results: dict, preset: str, output: Path) -> None:
 def lab_report(
     preset: str = typer.Option("full", help="The preset the run uses."),
     output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="The run's results folder."),
+    domain: Optional[str] = typer.Option(None, help="The run's one domain, if it was given one."),
 ):
     """The report of a run still going or stopped: the arms whose every seed is evaluated (the others named)."""
     from pivotrl.cli import console
@@ -154,7 +157,7 @@ def lab_report(
 
     if preset not in PRESETS:
         raise DataError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    results = report_lab(PRESETS[preset], output)
+    results = report_lab(PRESETS[preset].for_domain(domain) if domain else PRESETS[preset], output)
     print_report(results, preset, output)
     if results["pending"]:
         console.print(f"not finished yet (left out): {', '.join(results['pending'])}", soft_wrap=True)

@@ -35,6 +35,7 @@ class EvalConfig:
     seed: int = 0
     split: str = "test"              # "dev" while training (choices), "test" once at the end
     attribute_failures: bool = True  # each failed episode's first off-track turn, by type and tag
+    domains: tuple = IN_DOMAIN       # whose episodes and states are in-domain (a preset's own)
 
 
 def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
@@ -47,7 +48,7 @@ def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
     sampler = TransformersSampler(model, tokenizer=tokenizer)
     out: dict = {"split": cfg.split, "in_domain": {}, "ood": {}, "next_action": {}, "episodes": {}}
     t0 = time.time()
-    for name in IN_DOMAIN:
+    for name in cfg.domains:
         dom = get_domain(name)
         eps = run_episodes(sampler, dom.environment, dom.tasks(cfg.split, cfg.tasks_per_domain, cfg.seed),
                            MAX_TURNS[name], cfg.max_tokens)
@@ -57,7 +58,7 @@ def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
             out.setdefault("failures", {})[name] = failure_points(dom, eps)
         if log:
             log(f"{name}: success {out['in_domain'][name]:.3f} over {len(eps)} episodes")
-    out["in_domain_mean"] = sum(out["in_domain"].values()) / len(IN_DOMAIN)
+    out["in_domain_mean"] = sum(out["in_domain"].values()) / len(cfg.domains)
     if cfg.variant_tasks:
         dom = get_domain("tooluse_variant")
         eps = run_episodes(sampler, dom.environment, dom.tasks(cfg.split, cfg.variant_tasks, cfg.seed),
@@ -76,7 +77,7 @@ def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
         out["ood_items"] = [x for s in scores.values() for x in s]  # item by item, paired across arms
         out["ood_reasoning_mean"] = sum(sum(s) / len(s) for s in scores.values()) / len(scores)
     if cfg.next_action_states:
-        acc = next_action_accuracy(sampler, test_states(cfg.next_action_states, cfg.seed), cfg.max_tokens)
+        acc = next_action_accuracy(sampler, test_states(cfg.next_action_states, cfg.seed, cfg.domains), cfg.max_tokens)
         out["next_action"] = {d: v for d, v in acc.items() if "/" not in d}
         out["next_action_by_tag"] = {d: v for d, v in acc.items() if "/" in d}
         out["next_action_mean"] = sum(out["next_action"].values()) / len(out["next_action"])
@@ -97,13 +98,13 @@ def failure_points(domain, episodes) -> dict:
     return dict(sorted(counts.items()))
 
 
-def test_states(per_domain: int, seed: int = 0):
+def test_states(per_domain: int, seed: int = 0, domains: tuple = IN_DOMAIN):
     """Held-out states: every turn of expert trajectories on test tasks."""
     from pivotrl.data.loaders import normalise_record
     from pivotrl.pivots import extract_states
 
     states = []
-    for name in IN_DOMAIN:
+    for name in domains:
         dom = get_domain(name)
         rng = random.Random(f"test-states:{name}:{seed}")
         trajs = [normalise_record(dom.expert(t, rng)) for t in dom.tasks("test", max(1, per_domain // 3), seed + 7)]

@@ -24,7 +24,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from pivotrl.artifacts import write_jsonl
-from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
 from pivotrl.lab.evaluate import evaluate_model, lab_verifier
 from pivotrl.lab.presets import ARMS, LABELS, PRESETS, Preset  # noqa: F401  (the lab's public names)
@@ -41,7 +40,7 @@ def run_name(arm: str, lr: float, seed: int) -> str:
 def make_data(preset: Preset, data: Path) -> dict:
     """Expert trajectories (the SFT data and the pivot candidates) and the E2E tasks, train split."""
     trajs, tasks = [], []
-    for name in IN_DOMAIN:
+    for name in preset.domains:
         dom = get_domain(name)
         rng = random.Random(f"sft:{name}")
         ts = dom.tasks("train", preset.trajectories[name], seed=0)

@@ -45,6 +45,24 @@ class Preset:
     dev_ties_within: int = 0
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    @property
+    def domains(self) -> tuple:
+        """The domains this preset trains and evaluates on: those it has trajectories for."""
+        return tuple(self.trajectories)
+
+    def for_domain(self, name: str) -> "Preset":
+        """The same preset on one domain (the paper trains one model per domain): that domain's
+        trajectories (the code domain's count for one the preset does not list), its dev and test
+        episodes, no mix to weight."""
+        from dataclasses import replace
+
+        from pivotrl.lab.domains.base import get_domain
+
+        get_domain(name)  # a clear error for an unknown name
+        count = self.trajectories.get(name) or self.trajectories.get("code") or min(self.trajectories.values())
+        return replace(self, name=f"{self.name}/{name}", trajectories={name: count}, domain_weights=None,
+                       eval=replace(self.eval, domains=(name,)))
+
     def learning_rates_of(self, arm: str) -> list[float]:
         """An arm's learning rates: its own entry, else "sft" for SFT and "rl" for the GRPO arms."""
         return list(self.learning_rates.get(arm) or self.learning_rates["sft" if arm == "sft" else "rl"])

@@ -10,7 +10,6 @@ import statistics
 from pathlib import Path
 
 from pivotrl.artifacts import atomic_open
-from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.presets import ARMS, LABELS
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (a table rather than a SciPy
@@ -70,8 +69,8 @@ def paired(evals: dict, a: str, b: str, key: str = "in_domain", direction: str =
         return r["in_domain_mean"] if key == "in_domain" else r.get("ood_reasoning_mean")
 
     def items(r):
-        if key == "in_domain":
-            return [x for d in IN_DOMAIN for x in r.get("episodes", {}).get(d, [])]
+        if key == "in_domain":  # the run's own domains, in its order (every arm of a run has the same)
+            return [x for eps in r.get("episodes", {}).values() for x in eps]
         return r.get("ood_items", [])
 
     if any(score(r) is None for r in ra + rb):
@@ -136,7 +135,7 @@ def aggregate(evals: dict, runs: dict, sweeps: dict, profiles: dict, preset, bas
     base = evals["base"][0]
     table = {}
     for arm, rs in evals.items():
-        row = {"in_domain": {d: ms([r["in_domain"][d] for r in rs]) for d in IN_DOMAIN},
+        row = {"in_domain": {d: ms([r["in_domain"][d] for r in rs]) for d in base["in_domain"]},
                "in_domain_mean": ms([r["in_domain_mean"] for r in rs]),
                "ood_reasoning_mean": ms([r.get("ood_reasoning_mean") for r in rs]),
                "ood": {t: ms([r["ood"].get(t) for r in rs]) for t in base["ood"]},
@@ -208,9 +207,10 @@ def _iv(iv):
 def markdown_table(results: dict) -> str:
     t = results["table"]
     variant = "tooluse_variant" in t["base"]["ood"]
-    head = ("| method | lr | " + " | ".join(IN_DOMAIN) + " | in-domain avg | Δ vs base | OOD reasoning avg | Δ OOD |" +
+    domains = list(t["base"]["in_domain"])
+    head = ("| method | lr | " + " | ".join(domains) + " | in-domain avg | Δ vs base | OOD reasoning avg | Δ OOD |" +
             (" renamed-tools variant |" if variant else "") + " rollout turns (+ profiling) | wall-clock s |")
-    lines = [head, "|" + "---|" * (len(IN_DOMAIN) + 8 + variant)]
+    lines = [head, "|" + "---|" * (len(domains) + 8 + variant)]
     for arm in ("base", *ARMS):
         if arm not in t:
             continue
@@ -220,7 +220,7 @@ def markdown_table(results: dict) -> str:
             f" (+{cost['profiling_turns']['mean']:,.0f})" if cost["profiling_turns"]["mean"] else ""))
         secs = "-" if not cost else f"{cost['wall_clock_s']['mean'] + cost['profiling_s']['mean']:,.0f}"
         lr = f"{r['learning_rate']:g}" if r.get("learning_rate") else "-"
-        lines.append(f"| {LABELS[arm]} | {lr} | " + " | ".join(_fmt(r["in_domain"][d]) for d in IN_DOMAIN) +
+        lines.append(f"| {LABELS[arm]} | {lr} | " + " | ".join(_fmt(r["in_domain"][d]) for d in domains) +
                      f" | {_fmt(r['in_domain_mean'])} | {_fmt(r['in_domain_delta']) if arm != 'base' else '-'} | "
                      f"{_fmt(r['ood_reasoning_mean'])} | {_fmt(r['ood_delta']) if arm != 'base' else '-'} | " +
                      (f"{_fmt(r['ood']['tooluse_variant'])} | " if variant else "") + f"{turns} | {secs} |")
