@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass
 
 from pivotrl.lab.domains import IN_DOMAIN, LONG_HORIZON
+from pivotrl.lab.domains import repo
 from pivotrl.lab.domains.base import get_domain
 
-MAX_TURNS = {"tooluse": 7, "terminal": 5, "search": 7, "code": 7, "tooluse_variant": 7, "repo": 30}
+MAX_TURNS = {"tooluse": 7, "terminal": 5, "search": 7, "code": 7, "tooluse_variant": 7, "repo": repo.MAX_TURNS}
 
 
 def lab_verifier_options() -> dict:
@@ -98,18 +99,26 @@ def failure_points(domain, episodes) -> dict:
     return dict(sorted(counts.items()))
 
 
-def test_states(per_domain: int, seed: int = 0, domains: tuple = IN_DOMAIN):
-    """Held-out states: every turn of expert trajectories on test tasks."""
+def expert_states(split: str, domains, trajectories: int, task_seed: int, rng_key: str,
+                  per_domain: int | None = None) -> list:
+    """Every turn of the experts' trajectories on `trajectories` tasks of `split` per domain (at most
+    `per_domain` states each); `rng_key` (formatted with the domain's name) seeds their surface forms."""
     from pivotrl.data.loaders import normalise_record
     from pivotrl.pivots import extract_states
 
     states = []
     for name in domains:
         dom = get_domain(name)
-        rng = random.Random(f"test-states:{name}:{seed}")
-        trajs = [normalise_record(dom.expert(t, rng)) for t in dom.tasks("test", max(1, per_domain // 3), seed + 7)]
+        rng = random.Random(rng_key.format(name=name))
+        trajs = [normalise_record(dom.expert(t, rng)) for t in dom.tasks(split, trajectories, seed=task_seed)]
         states += extract_states(trajs)[:per_domain]
     return states
+
+
+def test_states(per_domain: int, seed: int = 0, domains: tuple = IN_DOMAIN):
+    """Held-out states: every turn of expert trajectories on test tasks."""
+    return expert_states("test", domains, max(1, per_domain // 3), seed + 7, f"test-states:{{name}}:{seed}",
+                         per_domain)
 
 
 def next_action_accuracy(sampler, states, max_tokens: int = 96) -> dict:

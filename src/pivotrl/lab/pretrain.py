@@ -215,16 +215,9 @@ def _save(model, tok, path: Path) -> str:
 
 
 def dev_states(per_domain: int, seed: int = 0):
-    from pivotrl.data.loaders import normalise_record
-    from pivotrl.pivots import extract_states
+    from pivotrl.lab.evaluate import expert_states
 
-    states = []
-    for name in IN_DOMAIN:
-        dom = get_domain(name)
-        rng = random.Random(f"dev:{name}")
-        trajs = [normalise_record(dom.expert(t, rng)) for t in dom.tasks("dev", max(2, per_domain // 3), seed=seed)]
-        states += extract_states(trajs)[:per_domain]
-    return states
+    return expert_states("dev", IN_DOMAIN, max(2, per_domain // 3), seed, "dev:{name}", per_domain)
 
 
 def mixed_share(model_dir: str, states, k: int, max_tokens: int = 48) -> dict:

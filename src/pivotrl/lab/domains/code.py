@@ -197,6 +197,19 @@ def _caught(args: str, body: str, cases) -> bool:
     return any(eval(body, {}, dict(zip(names, a))) != r for a, r in cases)
 
 
+def module_source(funcs, buggy) -> str:
+    """A module of `funcs` (from `_function`), the ones at the indices in `buggy` with their bug."""
+    return "\n".join(f"def {name}({args}):\n    return {bad if i in buggy else good}\n"
+                     for i, (name, args, good, bad, _) in enumerate(funcs))
+
+
+def test_source(module: str, funcs) -> str:
+    """`module`'s unit tests: each function's cases (computed from its correct body)."""
+    return f"from {module} import *\n\n" + "\n".join(
+        f"def test_{name}():\n" + "".join(f"    assert {name}({', '.join(map(str, a))}) == {r}\n" for a, r in cases)
+        for name, _, _, _, cases in funcs)
+
+
 def _sample(rng: random.Random) -> dict:
     while True:
         funcs = [_function(rng) for _ in range(3)]
@@ -207,12 +220,7 @@ def _sample(rng: random.Random) -> dict:
         if (len({f[0] for f in funcs}) == 3 and _caught(args, bad, cases)
                 and all(bad not in (o[2], o[3]) and good not in (o[2], o[3]) for o in others)):
             break
-    src, tests = [], []
-    for i, (name, args, good, bad, cases) in enumerate(funcs):
-        src.append(f"def {name}({args}):\n    return {bad if i == bug else good}\n")
-        tests.append(f"def test_{name}():\n" + "".join(f"    assert {name}({', '.join(map(str, a))}) == {r}\n"
-                                                        for a, r in cases))
-    files = {"calc.py": "\n".join(src), "test_calc.py": "from calc import *\n\n" + "\n".join(tests)}
+    files = {"calc.py": module_source(funcs, {bug}), "test_calc.py": test_source("calc", funcs)}
     name, _, good, bad, _ = funcs[bug]
     return {"key": json.dumps([files]), "files": files, "bug": [name, bad, good],
             "prompt": [{"role": "system", "content": SYSTEM},

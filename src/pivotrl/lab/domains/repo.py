@@ -16,7 +16,7 @@ import random
 import re
 
 from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, tool_history
-from pivotrl.lab.domains.code import CodeEnv, _caught, _function, run_pytest
+from pivotrl.lab.domains.code import CodeEnv, _caught, _function, code_tag, module_source, run_pytest, test_source
 
 MODULES = ("geometry", "billing", "stats", "units", "scores", "timing")
 SYSTEM = "Coding agent. Make every test of this repository pass by fixing its modules (the tests are right)."
@@ -50,11 +50,8 @@ def _sample(rng: random.Random) -> dict:
     files = {}
     for m, module in enumerate(modules):
         mine = funcs[3 * m: 3 * m + 3]
-        files[f"{module}.py"] = "\n".join(f"def {name}({args}):\n    return {bad if 3 * m + i in bugs else good}\n"
-                                          for i, (name, args, good, bad, _) in enumerate(mine))
-        files[f"test_{module}.py"] = f"from {module} import *\n\n" + "\n".join(
-            f"def test_{name}():\n" + "".join(f"    assert {name}({', '.join(map(str, a))}) == {r}\n" for a, r in cases)
-            for name, _, _, _, cases in mine)
+        files[f"{module}.py"] = module_source(mine, {b - 3 * m for b in bugs})
+        files[f"test_{module}.py"] = test_source(module, mine)
     fixes = {funcs[b][0]: [modules[b // 3] + ".py", funcs[b][3], funcs[b][2]] for b in bugs}
     return {"key": json.dumps([files]), "files": files, "bugs": fixes,
             "prompt": [{"role": "system", "content": SYSTEM},
@@ -103,13 +100,8 @@ def _expert(task: dict, rng: random.Random) -> dict:
     return run_expert(DOMAIN, task, repo_policy, rng=rng, max_turns=MAX_TURNS)
 
 
-def repo_tag(state) -> str:
-    """Decision: the edit (how the failing function must read); the rest follow from what the
-    tools showed (the file a failure names, the next run)."""
-    ref = state.reference
-    return "decision" if ref.kind == "tool_calls" and ref.calls and ref.calls[0].name == "edit" else "copy"
-
-
+# Tags as the code domain's: the edit (how the failing function must read) is the decision; the rest
+# follow from what the tools showed (the file a failure names, the next run).
 DOMAIN = register_domain(Domain("repo", RepoEnv, _sample, _expert, verifier="lab_code", policy=repo_policy,
-                                tag=repo_tag, description="repair a small repository with several planted "
+                                tag=code_tag, description="repair a small repository with several planted "
                                                           "bugs (long episodes, like SWE-Bench)"))
