@@ -1,5 +1,5 @@
 """The regime gate: is a base model in the regime the paper's claims are about? Fixed before any arm
-trains, measured on the dev split, stored with the results (`pivotrl lab gate`).
+trains, measured on the dev split (`pivotrl lab gate`; the bundled base's in `results/gate/`).
 
 PivotRL (arXiv 2603.21383) post-trains a base that is competent turn by turn and loses long episodes
 at a few turns where its samples disagree: those are the pivots, and GRPO on them has something to
@@ -21,7 +21,6 @@ in the README before any run; changing one needs a stated reason, before results
 
 from __future__ import annotations
 
-import random
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,21 +51,6 @@ class GateConfig:
     seed: int = 0
 
 
-def dev_expert_states(domains, trajectories: int, seed: int):
-    """Every assistant turn of expert trajectories on dev tasks, per domain."""
-    from pivotrl.data.loaders import normalise_record
-    from pivotrl.lab.domains.base import get_domain
-    from pivotrl.pivots import extract_states
-
-    states = []
-    for name in domains:
-        dom = get_domain(name)
-        rng = random.Random(f"gate:{name}:{seed}")
-        states += extract_states([normalise_record(dom.expert(t, rng))
-                                  for t in dom.tasks("dev", trajectories, seed=seed + 11)])
-    return states
-
-
 def turn_key(state) -> str:
     """"turn/tag", as failed episodes are counted (`lab.evaluate.failure_points`)."""
     from pivotrl.lab.audit import turn_type
@@ -81,24 +65,24 @@ def measure_gate(cfg: GateConfig, log=print) -> dict:
     from pivotrl.eval.next_action import next_action_scores
     from pivotrl.lab import BASE_MODEL
     from pivotrl.lab.domains import IN_DOMAIN
-    from pivotrl.lab.evaluate import MAX_TURNS, EvalConfig, evaluate_model, lab_verifier
+    from pivotrl.lab.evaluate import MAX_TURNS, EvalConfig, evaluate_model, expert_states, lab_verifier
     from pivotrl.pivots.profile import profile_states
     from pivotrl.pivots.select import candidates_from_records, select
     from pivotrl.sampling import SamplingParams
     from pivotrl.sampling.transformers_backend import TransformersSampler
 
     model = cfg.model or str(BASE_MODEL)
-    episodes = evaluate_model(model, EvalConfig(cfg.tasks_per_domain, 0, 0, 0, cfg.max_tokens, cfg.seed, split="dev"),
-                              log=log)
-    states = dev_expert_states(IN_DOMAIN, cfg.trajectories, cfg.seed)
-    sampler = TransformersSampler(model)
+    sampler, verifier = TransformersSampler(model), lab_verifier()  # the model loaded once for all three
+    episodes = evaluate_model(sampler.model, EvalConfig(cfg.tasks_per_domain, 0, 0, 0, cfg.max_tokens, cfg.seed,
+                                                        split="dev"), tokenizer=sampler.tokenizer, log=log)
+    states = expert_states("dev", IN_DOMAIN, cfg.trajectories, cfg.seed + 11, f"gate:{{name}}:{cfg.seed}")
     log(f"profiling {len(states)} dev states, K={cfg.k}")
     with tempfile.TemporaryDirectory() as tmp:
-        recs = profile_states(states, sampler, lab_verifier(), k=cfg.k, output=Path(tmp) / "profile.jsonl",
+        recs = profile_states(states, sampler, verifier, k=cfg.k, output=Path(tmp) / "profile.jsonl",
                               params=SamplingParams(cfg.k, 1.0, 1.0, cfg.max_tokens), seed=cfg.seed)
     cands = candidates_from_records(recs)
     pivots = {id(c) for c in select(cands, "pivot", lambda_diff=cfg.lambda_diff)}
-    greedy = next_action_scores(sampler, states, lab_verifier(), cfg.max_tokens)
+    greedy = next_action_scores(sampler, states, verifier, cfg.max_tokens)
     turns: dict = {}
     for c, correct in zip(cands, greedy):
         row = turns.setdefault(c.state.domain, {}).setdefault(turn_key(c.state), dict(
