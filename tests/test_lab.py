@@ -265,15 +265,6 @@ def test_lab_generate_writes_tasks_and_trajectories(tmp_path):
     assert json.loads((tmp_path / "search" / "train_tasks.jsonl").read_text().splitlines()[0])["split"] == "train"
 
 
-def test_base_checkpoint_choice_prefers_the_latest_within_noise_of_the_best():
-    from pivotrl.lab.pretrain import choose_checkpoint
-
-    shares = [("step-60", 0.07), ("step-300", 0.37), ("step-600", 0.27), ("step-1140", 0.34)]
-    measured = [{"checkpoint": c, "mixed_share": m} for c, m in shares]
-    assert choose_checkpoint(measured, 0.05)["checkpoint"] == "step-1140"
-    assert choose_checkpoint(measured, 0.0)["checkpoint"] == "step-300"
-
-
 @given(st.lists(st.lists(st.integers(1, 50), min_size=1, max_size=40), min_size=1, max_size=30),
        st.integers(10, 60))
 def test_pretraining_blocks_hold_whole_documents(docs, size):
@@ -282,18 +273,45 @@ def test_pretraining_blocks_hold_whole_documents(docs, size):
     from pivotrl.lab.pretrain import packed_blocks
 
     blocks = packed_blocks(iter(itertools.cycle(docs)).__next__, size, 0)
-    bodies = []
+    bodies, segments = [], []
     for _ in range(len(docs) + 3):
-        block = next(blocks)
-        assert len(block) == size
+        block, positions = next(blocks)
+        assert len(block) == len(positions) == size
         pad = next((i for i, x in enumerate(reversed(block)) if x), len(block))
         bodies.append(block[:size - pad])
         assert bodies[-1] and not any(x == 0 for x in bodies[-1])
+        # positions count up within a document and start again at 0 with the next one
+        starts = [i for i, p in enumerate(positions[:size - pad]) if p == 0] + [size - pad]
+        assert all(positions[i] == positions[i - 1] + 1 for i in range(1, size - pad) if i not in starts)
+        segments += [block[a:b] for a, b in zip(starts, starts[1:])]
     cut = [d[:size] for d in itertools.islice(itertools.cycle(docs), 10 * (len(docs) + 3) * size)]
+    assert segments == cut[:len(segments)]  # each run of positions is one whole document
     flat = [x for b in bodies for x in b]
     assert flat == [x for d in cut for x in d][:len(flat)]  # every document, in order: only padding added
     bounds = set(itertools.accumulate((len(d) for d in cut), initial=0))
     assert all(pos in bounds for pos in itertools.accumulate((len(b) for b in bodies), initial=0))  # never split
+
+
+def test_packed_documents_see_only_themselves():
+    """Pretraining's loss on a packed block equals each document's on its own: the position ids
+    restarting per document make transformers mask attention across documents."""
+    import itertools
+
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from pivotrl.lab.pretrain import _loss, packed_blocks
+
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, head_dim=8)).eval()
+    docs = [[3, 4, 5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16, 17]]
+    block, positions = next(packed_blocks(itertools.cycle(docs).__next__, 16, 0))
+    with torch.no_grad():
+        packed = _loss(model, torch.tensor([block]), torch.tensor([positions]), 0)
+        alone = [_loss(model, torch.tensor([d]), torch.tensor([list(range(len(d)))]), 0) for d in docs]
+    n = [len(d) - 1 for d in docs]  # tokens each document predicts
+    assert packed.item() == pytest.approx(sum(a.item() * k for a, k in zip(alone, n)) / sum(n), rel=1e-5)
 
 
 def test_repo_episodes_are_long_and_name_the_failing_file():

@@ -85,7 +85,9 @@ def lab_eval(
 
 @app.command("run")
 def lab_run(
-    preset: str = typer.Option("demo", help="demo (SFT and PivotRL, under 10 minutes on 2 cores), full (6 arms, a learning-rate sweep on dev, 3 seeds; hours: start it twice for two workers), tiny (tests)."),
+    preset: str = typer.Option("demo", help="demo (SFT and PivotRL, under 10 minutes on 2 cores), paper (the paper's protocol, one "
+                                        "domain at a time with --domain: 5 seeds, sweeps, patience; hours a domain), full (6 arms, "
+                                        "a learning-rate sweep on dev, 3 seeds; hours: start it twice for two workers), tiny (tests)."),
     output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="Results folder; rerun to resume."),
     model: Optional[str] = typer.Option(None, help="Base model (default: the bundled one)."),
     domain: Optional[str] = typer.Option(None, help="Train and evaluate on this domain alone (the paper trains "
@@ -226,17 +228,29 @@ def lab_gate(
 @app.command("pretrain")
 def lab_pretrain(
     output: Path = typer.Option(Path("runs/lab/pretrain"), "-o", "--output"),
-    steps: int = typer.Option(1140, help="Optimizer steps (the bundled base: 1140, ~18 minutes here)."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: PretrainConfig's, ~57 minutes here)."),
     minutes: Optional[float] = typer.Option(None, help="Optional wall-clock cap."),
     seed: int = typer.Option(0),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="A later phase: go on from this checkpoint "
+                                                                       "(its tokenizer and weights)."),
+    domain_share: float = typer.Option(0.0, "--domain-share", help="Document weight of the lab domains' own expert "
+                                                                   "trajectories (other tasks than the SFT data's; "
+                                                                   "siblings weigh 1; default none)."),
 ):
-    """Train the lab's tiny base model from scratch (the bundled one: the defaults, seed 0)."""
+    """Pretrain the lab's generalist base from scratch, then gate its checkpoints in order and keep the
+    earliest that passes as OUTPUT/base (reruns resume: a finished training and each gated checkpoint are
+    kept). Exits 1 when no checkpoint passes."""
     from pivotrl.cli import console
     from pivotrl.lab.pretrain import PretrainConfig, pretrain
 
-    summary = pretrain(PretrainConfig(output_dir=str(output), steps=steps, minutes=minutes, seed=seed),
-                       log=console.print)
-    console.print(json.dumps(summary, indent=2, default=str))
+    cfg = PretrainConfig(output_dir=str(output), minutes=minutes, seed=seed, init_from=init_from and str(init_from))
+    cfg.mix = {**cfg.mix, "domains": domain_share}
+    if steps is not None:
+        cfg.steps = steps
+    summary = pretrain(cfg, log=console.print)
+    console.print(json.dumps({k: v for k, v in summary.items() if k != "checkpoints"}, indent=2, default=str))
+    if summary["base"] is None:
+        raise typer.Exit(1)
 
 
 @app.command("base-path")

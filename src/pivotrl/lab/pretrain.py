@@ -1,15 +1,19 @@
-"""`pivotrl lab pretrain`: the lab's tiny base model, from scratch, from a seed.
+"""`pivotrl lab pretrain`: the lab's generalist base model, from scratch, from a seed.
 
-Mixture (documents sampled by weight, packed into blocks):
+Mixture (documents sampled by weight, packed into blocks), with no trajectory of a lab domain:
+- `siblings`: agentic task families that share the lab domains' decision primitives on other tools,
+  entities and templates (`pivotrl.lab.siblings`: a hotel/library/clinic/airline desk, config and
+  log folders, a catalogue, text and list bug families in one or several modules) and drills of the
+  primitives alone;
 - `toolcall`: generic tool-call formatting with random tools and values to copy;
-- `domains`: a small share of the four domains' expert trajectories, from tasks drawn with a
-  different seed than the SFT data, so SFT still has something to add;
-- `reasoning`: the OOD suite's reasoning-gym task types (other seeds than the OOD evaluation).
-A byte-level BPE tokenizer is trained on the rendered mixture; the model is transformers'
-Qwen3 architecture. Training runs a fixed number of steps (so the same seed gives the same model;
-a wall-clock cap is optional), saving a checkpoint every `checkpoint_every` steps; the base is the
-checkpoint with the largest share of mixed-outcome states on dev states (measured here: mixed outcomes
-exist only in a window around the jump in copying ability), profiled with K samples each.
+- `reasoning`: the OOD suite's reasoning-gym task types (other seeds than the OOD evaluation);
+- `domains` (weight 0 unless asked): expert trajectories of the lab's domains on tasks drawn with
+  another seed than the SFT data; the bundled v1 base used 5% of documents, the generalist none.
+A byte-level BPE tokenizer is trained on the rendered mixture; the model is transformers' Qwen3
+architecture. Training runs a fixed number of steps (so the same seed gives the same model; a
+wall-clock cap is optional), saving a checkpoint every `checkpoint_every` steps. The base is the
+earliest checkpoint that passes the regime gate (`pivotrl.lab.gate`) on dev; the gate's figures for
+every checkpoint it measured go into `summary.json` and the model card.
 """
 
 from __future__ import annotations
@@ -25,39 +29,44 @@ from pathlib import Path
 from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
 from pivotrl.lab.ood import GENERATORS
+from pivotrl.lab.siblings import FAMILIES
 from pivotrl.models.tiny import train_tokenizer
 
+# No verb_noun here names a lab domain's tool (no "user": `find_user` is the store's).
 TOOL_WORDS = ["get", "set", "find", "list", "open", "send", "book", "check", "move", "track", "order", "note"]
-NOUNS = ["user", "file", "room", "price", "ticket", "city", "item", "song", "task", "score", "car", "plan"]
+NOUNS = ["badge", "file", "room", "price", "ticket", "city", "item", "song", "task", "score", "car", "plan"]
 
 
 @dataclass
 class PretrainConfig:
     output_dir: str = "runs/lab/pretrain"
-    steps: int = 1140                 # ~8.8M tokens; 18 minutes on this 2-core CPU
+    steps: int = 2400                 # ~18M tokens, ~57 minutes on this 2-core CPU (5,300 tokens/s)
     minutes: float | None = None      # optional wall-clock cap
     seed: int = 0
     vocab_size: int = 1024
     hidden_size: int = 128
     layers: int = 4
     heads: int = 4
-    max_positions: int = 1024
-    block_size: int = 1024            # whole documents per block (never split): every trajectory fits
-    batch_size: int = 8
+    max_positions: int = 2048
+    block_size: int = 2048            # whole documents per block (never split): repo episodes run to ~1,900 tokens
+    batch_size: int = 4
     learning_rate: float = 3e-3
     warmup_steps: int = 100
-    # per-document weights; reasoning documents are ~7x shorter: tokens come out ~37% toolcall,
-    # ~17% domains, ~46% reasoning
-    mix: dict = field(default_factory=lambda: {"toolcall": 0.25, "domains": 0.05, "reasoning": 1.0})
+    # Per-document weights; tokens come out ~54% siblings, ~26% toolcall, ~20% reasoning. The tool-call
+    # drills, where copying values from the context is the only way to the next token, carry the
+    # copying: with them at 0.15 (~5% of tokens) a run still made up names and zip codes, even in
+    # sibling episodes, after 1,400 steps.
+    mix: dict = field(default_factory=lambda: {"siblings": 1.0, "toolcall": 1.0, "reasoning": 2.0, "domains": 0.0})
+    sibling_docs: int = 8000          # per family
     domain_tasks: dict = field(default_factory=lambda: {"tooluse": 600, "terminal": 600, "search": 600, "code": 200})
     reasoning_items: int = 3000
-    toolcall_docs: int = 3000
-    checkpoint_every: int = 60
-    select_states_per_domain: int = 25
-    select_k: int = 4
-    # A share estimated from ~100 states x K=4 has a standard error of ~0.05: among checkpoints
-    # within that of the best, the latest (most trained) wins.
-    select_tolerance: float = 0.05
+    toolcall_docs: int = 30000        # seen about once each: values to copy, never to learn by heart
+    checkpoint_every: int = 200
+    gate_from: int = 800              # the first checkpoint the gate measures (earlier ones cannot act yet)
+    gate_tasks: int = 100             # the gate's dev episodes per domain (its default)
+    # A later phase (e.g. a small late in-domain share, `mix["domains"]`): start from this checkpoint,
+    # its tokenizer and weights, instead of from scratch.
+    init_from: str | None = None
 
 
 def toolcall_doc(rng: random.Random) -> list[dict]:
@@ -87,8 +96,12 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
     import reasoning_gym
 
     rng = random.Random(cfg.seed)
-    pools = {"toolcall": [toolcall_doc(rng) for _ in range(cfg.toolcall_docs)], "domains": [], "reasoning": []}
-    for name in IN_DOMAIN:
+    pools = {"toolcall": [toolcall_doc(rng) for _ in range(cfg.toolcall_docs)], "siblings": [], "domains": [],
+             "reasoning": []}
+    for name, family in FAMILIES.items():
+        frng = random.Random(f"pretrain:{name}:{cfg.seed}")
+        pools["siblings"] += [family(frng) for _ in range(cfg.sibling_docs)]
+    for name in IN_DOMAIN if cfg.mix.get("domains") else ():
         dom = get_domain(name)
         drng = random.Random(f"pretrain:{name}:{cfg.seed}")
         for task in dom.tasks("train", cfg.domain_tasks[name], seed=1000 + cfg.seed):
@@ -100,7 +113,7 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
         for e in ds:
             pools["reasoning"].append(([{"role": "user", "content": e["question"]},
                                         {"role": "assistant", "content": str(e["answer"])}], []))
-    return pools
+    return {k: v for k, v in pools.items() if v}
 
 
 def render_all(pools, template_tokenizer) -> dict[str, list[str]]:
@@ -108,7 +121,8 @@ def render_all(pools, template_tokenizer) -> dict[str, list[str]]:
             for k, docs in pools.items()}
 
 
-def pretrain(cfg: PretrainConfig, log=print) -> dict:
+def train_checkpoints(cfg: PretrainConfig, log=print) -> dict:
+    """Build the mixture and tokenizer, train, save a checkpoint every `checkpoint_every` steps."""
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
@@ -118,28 +132,38 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     t0 = time.time()
     pools = build_mixture(cfg)
     log(f"mixture: {', '.join(f'{k} {len(v)} docs' for k, v in pools.items())} ({time.time() - t0:.0f}s)")
-    boot = train_tokenizer([json.dumps(m) for docs in pools.values() for m, _ in docs[:200]], 300, compact_tools=True)
-    texts = render_all(pools, boot)
-    tok = train_tokenizer([t for docs in texts.values() for t in docs], cfg.vocab_size, compact_tools=True)
+    if cfg.init_from:  # a later phase: the same tokenizer and weights, training goes on
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(cfg.init_from)
+        texts = render_all(pools, tok)
+    else:
+        boot = train_tokenizer([json.dumps(m) for docs in pools.values() for m, _ in docs[:200]], 300, compact_tools=True)
+        texts = render_all(pools, boot)
+        tok = train_tokenizer([t for docs in texts.values() for t in docs], cfg.vocab_size, compact_tools=True)
     ids = {k: [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in docs] for k, docs in texts.items()}
     tokens = {k: sum(map(len, v)) for k, v in ids.items()}
     log(f"tokenizer: {len(tok)} tokens; corpus tokens {tokens}")
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    config = Qwen3Config(vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
-                         num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
-                         head_dim=cfg.hidden_size // cfg.heads, max_position_embeddings=cfg.max_positions,
-                         tie_word_embeddings=True, bos_token_id=None, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    model = Qwen3ForCausalLM(config)
+    if cfg.init_from:
+        model = Qwen3ForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+    else:
+        config = Qwen3Config(vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
+                             num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+                             head_dim=cfg.hidden_size // cfg.heads, max_position_embeddings=cfg.max_positions,
+                             tie_word_embeddings=True, bos_token_id=None, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id)
+        model = Qwen3ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: Qwen3, {n_params / 1e6:.2f}M parameters")
     PAD = tok.pad_token_id
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01, betas=(0.9, 0.95))
     rng = random.Random(cfg.seed)
-    names, weights = list(cfg.mix), [cfg.mix[k] for k in cfg.mix]
+    names = [k for k in cfg.mix if cfg.mix[k] > 0 and k in ids]
+    weights = [cfg.mix[k] for k in names]
     blocks = packed_blocks(lambda: rng.choice(ids[rng.choices(names, weights)[0]]), cfg.block_size + 1, PAD)
 
     start, step, seen = time.time(), 0, 0
@@ -152,8 +176,9 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
         lr = cfg.learning_rate * min(1.0, (step + 1) / cfg.warmup_steps) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = torch.tensor([next(blocks) for _ in range(cfg.batch_size)])
-        loss = _loss(model, batch, PAD)
+        rows = [next(blocks) for _ in range(cfg.batch_size)]
+        batch, positions = torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])
+        loss = _loss(model, batch, positions, PAD)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -171,25 +196,69 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     (out / "pretrain_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     train_seconds = time.time() - start
     log(f"trained {step} steps, {seen / 1e6:.1f}M tokens in {train_seconds / 60:.1f} min")
-    choice = select_base(ckpts, cfg, log)
+    trained = {"parameters": n_params, "steps": step, "tokens": seen, "train_minutes": round(train_seconds / 60, 2),
+               "corpus_tokens": tokens, "checkpoints": ckpts, "config": asdict(cfg)}
+    _write_json(out / "trained.json", trained)
+    return trained
+
+
+def pretrain(cfg: PretrainConfig, log=print) -> dict:
+    """Train (unless `trained.json` says this configuration already did), then gate the checkpoints
+    in order and copy the earliest that passes to `base/`. Each checkpoint's gate is kept in
+    `gate/step-N.json`, so an interrupted selection resumes where it stopped."""
+    out = Path(cfg.output_dir)
+    done = out / "trained.json"
+    trained = json.loads(done.read_text()) if done.exists() else None
+    if trained is None or not same_training(trained["config"], cfg):
+        trained = train_checkpoints(cfg, log)
+    else:
+        log(f"{done}: trained already ({trained['steps']} steps); gating its checkpoints")
+    measured = select_base(trained["checkpoints"], cfg, log)
+    chosen = next((m for m in measured if m["passed"]), None)
     base = out / "base"
     if base.exists():
         shutil.rmtree(base)
-    shutil.copytree(choice["checkpoint"], base)
-    summary = {"parameters": n_params, "steps": step, "tokens": seen, "train_minutes": train_seconds / 60,
-               "corpus_tokens": tokens, "selected": choice, "base": str(base)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if chosen is not None:
+        shutil.copytree(chosen["checkpoint"], base)
+    summary = {**{k: v for k, v in trained.items() if k != "config"},
+               "gate": [{k: v for k, v in m.items() if k != "figures"} for m in measured],
+               "selected": chosen and chosen["checkpoint"], "base": str(base) if chosen else None}
+    _write_json(out / "summary.json", summary)
+    if chosen is None:
+        log("no checkpoint passed the regime gate: no base (see summary.json and gate/)")
+    else:
+        (base / "README.md").write_text(model_card(summary, chosen["figures"], cfg))
     return summary
+
+
+def same_training(recorded: dict, cfg: PretrainConfig) -> bool:
+    """Whether `recorded` (a finished training's config) trained what `cfg` asks: every setting both
+    know, the gate's aside (a field added later counts only if it moved from its default)."""
+    now = json.loads(json.dumps(asdict(cfg)))
+    default = json.loads(json.dumps(asdict(PretrainConfig())))
+    gate_only = {"gate_from", "gate_tasks"}
+    return all(recorded.get(k, default[k]) == v for k, v in now.items() if k not in gate_only)
+
+
+def _write_json(path: Path, data) -> None:
+    from pivotrl.artifacts import atomic_open
+
+    with atomic_open(path) as fh:
+        fh.write(json.dumps(data, indent=2, default=str))
 
 
 def packed_blocks(draw, size: int, pad: int):
     """Blocks of `size` tokens holding whole documents from `draw()`, packed until the next one does
     not fit (it opens the next block); the rest is padding, which the loss ignores. A document is
     never split (one longer than a block is cut), so the model sees every trajectory from its
-    start: with 512-token blocks and split documents, tooluse episodes of 545-621 tokens never were."""
+    start: with 512-token blocks and split documents, tooluse episodes of 545-621 tokens never were.
+    Yields (tokens, position ids), the positions starting again at 0 with each document: given
+    them, transformers masks attention to each document's own tokens (`find_packed_sequence_indices`),
+    so a key such as `zip` is looked up in its own document, not in the dozen packed before it."""
     pending = None
     while True:
         block: list[int] = []
+        positions: list[int] = []
         while True:
             doc = (pending if pending is not None else draw())[:size]
             if block and len(block) + len(doc) > size:
@@ -197,14 +266,18 @@ def packed_blocks(draw, size: int, pad: int):
                 break
             pending = None
             block += doc
-        yield block + [pad] * (size - len(block))
+            positions += range(len(doc))
+        yield block + [pad] * (size - len(block)), positions + list(range(size - len(block)))
 
 
-def _loss(model, batch, pad_id: int):
+def _loss(model, batch, positions, pad_id: int):
     import torch.nn.functional as F
 
-    logits = model(input_ids=batch[:, :-1]).logits
+    # use_cache=False: with a cache, transformers builds one causal mask over the whole block
+    logits = model(input_ids=batch[:, :-1], position_ids=positions[:, :-1], use_cache=False).logits
     labels = batch[:, 1:].masked_fill(batch[:, 1:] == pad_id, -100)  # padding teaches nothing
+    # a document's first token is not predicted from the one before it, which it cannot see
+    labels = labels.masked_fill(positions[:, 1:] == 0, -100)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
 
 
@@ -214,38 +287,68 @@ def _save(model, tok, path: Path) -> str:
     return str(path)
 
 
-def dev_states(per_domain: int, seed: int = 0):
-    from pivotrl.lab.evaluate import expert_states
+def select_base(ckpts: list[str], cfg: PretrainConfig, log=print) -> list[dict]:
+    """The regime gate on each checkpoint from `gate_from` on, in training order, until one passes
+    (the earliest passing checkpoint is the base: the least pretraining that puts the lab in the
+    paper's regime). Returns what was measured, one entry per checkpoint gated."""
+    from pivotrl.lab.gate import GateConfig, measure_gate
 
-    return expert_states("dev", IN_DOMAIN, max(2, per_domain // 3), seed, "dev:{name}", per_domain)
-
-
-def mixed_share(model_dir: str, states, k: int, max_tokens: int = 48) -> dict:
-    from pivotrl.lab.evaluate import lab_verifier
-    from pivotrl.pivots.profile import summarise
-    from pivotrl.rewards import safe_score
-    from pivotrl.sampling import Prompt, SamplingParams, get_sampler
-
-    sampler = get_sampler("transformers", model=model_dir)
-    verifier = lab_verifier()
-    res = sampler.sample([Prompt(s.context, s.tools) for s in states], SamplingParams(n=k, max_tokens=max_tokens), seed=0)
-    stats = [summarise([safe_score(verifier, x.completion, s, truncated=x.truncated).reward for x in r.samples])
-             for s, r in zip(states, res) if r.samples]
-    return {"mixed_share": sum(st["reward_var"] > 0 for st in stats) / max(len(stats), 1),
-            "mean_reward": sum(st["reward_mean"] for st in stats) / max(len(stats), 1), "states": len(stats)}
-
-
-def select_base(ckpts: list[str], cfg: PretrainConfig, log=print) -> dict:
-    states = dev_states(cfg.select_states_per_domain, cfg.seed)
     measured = []
     for c in ckpts:
-        m = mixed_share(c, states, cfg.select_k)
-        log(f"{Path(c).name}: mixed share {m['mixed_share']:.3f}, mean reward {m['mean_reward']:.3f}")
-        measured.append({"checkpoint": c, **m})
-    return choose_checkpoint(measured, cfg.select_tolerance)
+        step = int(Path(c).name.split("-")[-1])
+        if step < cfg.gate_from:
+            continue
+        cached = Path(cfg.output_dir) / "gate" / f"step-{step}.json"
+        if cached.exists():
+            figures = json.loads(cached.read_text())
+        else:
+            t0 = time.time()
+            figures = measure_gate(GateConfig(model=c, tasks_per_domain=cfg.gate_tasks, seed=cfg.seed), log=log)
+            figures["seconds"] = round(time.time() - t0, 1)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(cached, figures)
+        held = sum(x["holds"] for x in figures["checks"])
+        log(f"step-{step}: gate {'PASSED' if figures['passed'] else 'fails'} ({held} of {len(figures['checks'])}); "
+            f"success {', '.join(f'{d} {v:.2f}' for d, v in figures['success'].items())}; "
+            f"pivots {figures['pivots']}/{figures['candidates']}")
+        measured.append({"checkpoint": c, "step": step, "passed": figures["passed"], "held": held,
+                         "criteria": len(figures["checks"]), "success": figures["success"],
+                         "pivot_share": round(figures["pivots"] / max(figures["candidates"], 1), 4), "figures": figures})
+        if figures["passed"]:
+            break
+    return measured
 
 
-def choose_checkpoint(measured: list[dict], tolerance: float) -> dict:
-    """The latest checkpoint whose mixed share is within `tolerance` of the best one's."""
-    best = max(m["mixed_share"] for m in measured)
-    return [m for m in measured if m["mixed_share"] >= best - tolerance][-1]
+def model_card(summary: dict, gate: dict, cfg: PretrainConfig) -> str:
+    """The base's README: what it is, how it was made, and the regime gate's figures on it."""
+    rows = "\n".join(f"| {c['criterion']} | {c['value']:g} | {c['rule']} | {'holds' if c['holds'] else 'FAILS'} |"
+                     for c in gate["checks"])
+    tried = "\n".join(f"| {m['checkpoint'].rsplit('/', 1)[-1]} | {m['held']} of {m['criteria']} | "
+                       f"{', '.join(f'{d} {v:.2f}' for d, v in m['success'].items())} | {m['pivot_share']:.2f} |"
+                       for m in summary["gate"])
+    return f"""# The lab's generalist base
+
+A {summary['parameters'] / 1e6:.2f}M-parameter Qwen3 (hidden {cfg.hidden_size}, {cfg.layers} layers, context
+{cfg.max_positions}, byte-level BPE of {cfg.vocab_size}) pretrained from scratch by `pivotrl lab pretrain`
+(seed {cfg.seed}) for {summary['steps']} steps, {summary['tokens'] / 1e6:.1f}M tokens, {summary['train_minutes']:.0f}
+minutes on 2 CPU cores, on sibling agentic task families (`pivotrl.lab.siblings`: the lab domains'
+decision primitives at other desks, folders, catalogues and bug families), tool-call formatting and the
+OOD suite's reasoning-gym task types, with **no trajectory of a lab domain** (mixture weights per document:
+{json.dumps(cfg.mix)}). Corpus tokens: {json.dumps(summary['corpus_tokens'])}.
+
+This is `{summary['selected'].rsplit('/', 1)[-1]}`, the earliest checkpoint that passes the regime gate
+(`pivotrl lab gate`, fixed before any arm trains; PivotRL, arXiv 2603.21383, post-trains a base that is
+competent turn by turn and loses episodes at a few turns where its samples disagree).
+
+## Checkpoints gated, in order
+
+| checkpoint | criteria held | dev episode success | pivots among candidates |
+| --- | --- | --- | --- |
+{tried}
+
+## The regime gate on this base (dev split, {gate['config']['tasks_per_domain']} episodes a domain, K={gate['config']['k']})
+
+| criterion | value | rule | |
+| --- | --- | --- | --- |
+{rows}
+"""

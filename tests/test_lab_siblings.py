@@ -1,0 +1,242 @@
+"""The generalist base's pretraining data: sibling task families that share the lab domains'
+decision primitives but none of their tools, entities or trajectories; and the base's selection by
+the regime gate (earliest passing checkpoint)."""
+
+import json
+import random
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pivotrl.lab import siblings
+from pivotrl.lab.siblings import BUG_FAMILIES, FAMILIES
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+def calls(messages):
+    return [(c["function"]["name"], json.loads(c["function"]["arguments"]), c["id"])
+            for m in messages if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, family=st.sampled_from(sorted(FAMILIES)))
+def test_every_document_is_a_well_formed_trajectory(seed, family):
+    messages, tools = FAMILIES[family](random.Random(seed))
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    answered = {m["tool_call_id"] for m in messages if m["role"] == "tool"}
+    for name, args, call_id in calls(messages):
+        assert name in schemas, name
+        assert set(args) == set(schemas[name]["required"]) == set(schemas[name]["properties"])
+        assert call_id in answered
+    assert messages[-1]["role"] == "assistant" and messages[-1]["content"] and not messages[-1].get("tool_calls")
+
+
+def lab_vocabulary():
+    """The tool names, system prompts and entity words of every lab domain and the held-out variant."""
+    from pivotrl.lab.domains import search, terminal, tooluse
+    from pivotrl.lab.domains.base import get_domain, list_domains
+
+    names, systems = set(), set()
+    for d in list_domains():
+        dom = get_domain(d)
+        names |= {t["function"]["name"] for t in dom.tools()}
+        task = dom.tasks("train", 1)[0]
+        systems.add(task["prompt"][0]["content"])
+    words = set(tooluse.FIRST) | set(tooluse.LAST) | set(tooluse.ITEMS) | set(terminal.CITIES) | set(terminal.KEYS) \
+        | set(terminal.WORDS) | set(search.REGIONS) | set(search.JOBS)
+    return names, systems, words
+
+
+def test_no_tool_prompt_or_entity_of_a_lab_domain_appears():
+    names, systems, words = lab_vocabulary()
+    rng = random.Random(0)
+    for family, make in FAMILIES.items():
+        for _ in range(300):
+            messages, tools = make(rng)
+            assert not {t["function"]["name"] for t in tools} & names, family
+            assert messages[0]["content"] not in systems
+            text = set(re.findall(r"\w+", json.dumps(messages)))
+            assert not text & words, (family, text & words)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=seeds)
+def test_desk_acts_on_and_reports_the_record_the_customer_named(seed):
+    messages, _ = siblings.desk_doc(random.Random(seed))
+    request = messages[1]["content"]
+    value = messages[3]["content"]
+    (_, ask, _), (_, find, _), (_, listing, _), *rest = calls(messages)
+    assert value in find.values() and find["name"] in request  # the name asked, the value answered
+    uid = messages[5]["content"]
+    assert list(listing.values()) == [uid]
+    records = json.loads(messages[7]["content"])
+    record_id, field = next(k for k in records[0] if k.endswith("_id")), [k for k in records[0] if k not in ("status",)][1]
+    target = [r for r in records if re.search(rf"\b{re.escape(r[field])}\b", request)]
+    assert len(target) == 1
+    assert target[0][record_id] in messages[-1]["content"]
+    if rest:  # it changed that record, which was open
+        assert list(rest[0][1].values()) == [target[0][record_id]]
+    else:
+        assert target[0]["status"] in messages[-1]["content"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=seeds)
+def test_files_answers_with_the_value_of_the_asked_key(seed):
+    messages, _ = siblings.files_doc(random.Random(seed))
+    question, final = messages[1]["content"], messages[-1]["content"]
+    outputs = [m["content"] for m in messages if m["role"] == "tool"]
+    if question.startswith(("What is the", "Find ")):
+        key = re.search(r"(?:What is the|Find) (\w+)", question).group(1)
+        line = next(ln for ln in outputs[-1].splitlines() if key in ln)
+        value = re.split(r"[=, :]+", line.split(":", 1)[-1] if re.match(r"\d+:", line) else line)[-1]
+        assert value in final.replace(".", " ").split()
+    elif question.startswith(("How many", "Count")):
+        assert outputs[-1] in final
+    else:
+        assert outputs[-1] in question  # the written file read back holds the asked content
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=seeds)
+def test_lookup_reads_both_hops_and_answers_the_second(seed):
+    messages, _ = siblings.lookup_doc(random.Random(seed))
+    (_, q1, _), (_, open1, _), (_, q2, _), (_, open2, _) = calls(messages)
+    results = [m["content"] for m in messages if m["role"] == "tool"]
+    assert f"{list(open1.values())[0]}:" in results[0] and f"{list(open2.values())[0]}:" in results[2]
+    first, second = results[1], results[3]
+    assert second.split(" is a ")[0] in first  # the second hop is the entity the first document names
+    assert second.rstrip(".").split()[-1] in messages[-1]["content"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, modules=st.sampled_from([1, 2, 3]))
+def test_bugs_edits_leave_every_function_correct(seed, modules):
+    """Replay the expert's edits on the files as it viewed them: every function ends with its
+    family's correct body, and each failure report named a function that was then fixed."""
+    messages, tools = siblings.bugs_doc(random.Random(seed), modules)
+    view, edit, test = (t["function"]["name"] for t in tools)
+    files, outputs = {}, {m["tool_call_id"]: m["content"] for m in messages if m["role"] == "tool"}
+    good = {f[0]: f[2] for f in BUG_FAMILIES}
+    reported = []
+    for name, args, call_id in calls(messages):
+        values = list(args.values())
+        if name == view:
+            files.setdefault(values[0], outputs[call_id])
+        elif name == edit:
+            path, old, new = (args[k] for k in tools[1]["function"]["parameters"]["required"])
+            assert files[path].count(old) == 1
+            files[path] = files[path].replace(old, new)
+        elif outputs[call_id].startswith("FAILED"):
+            reported.append(re.search(r"test_(\w+)(?:;|$)", outputs[call_id].split(";")[0] + ";").group(1))
+    assert outputs[calls(messages)[-1][2]].endswith("passed") and "FAILED" not in outputs[calls(messages)[-1][2]]
+    defs = [(m.group(1), m.group(2)) for text in files.values() for m in re.finditer(r"def (\w+)\(\w+\):\n    return (.+)", text)]
+    assert defs and all(body == good[name] for name, body in defs)
+    assert set(reported) <= {name for name, _ in defs}
+
+
+def test_primitives_answer_from_the_prompt():
+    rng = random.Random(1)
+    for _ in range(200):
+        messages, tools = siblings.primitive_doc(rng)
+        assert tools == [] and messages[-1]["content"].split()[0] in messages[0]["content"]
+
+
+def test_the_mixture_holds_no_lab_domain_trajectory_unless_asked(tmp_path):
+    from pivotrl.lab.pretrain import PretrainConfig, build_mixture
+
+    names, _, _ = lab_vocabulary()
+    cfg = PretrainConfig(output_dir=str(tmp_path), sibling_docs=20, reasoning_items=8, toolcall_docs=500,
+                         domain_tasks={"tooluse": 2, "terminal": 2, "search": 2, "code": 1})
+    pools = build_mixture(cfg)
+    assert set(pools) == {"siblings", "toolcall", "reasoning"} and len(pools["siblings"]) == 20 * len(FAMILIES)
+    used = {t["function"]["name"] for docs in pools.values() for _, tools in docs for t in tools}
+    assert not used & names
+    cfg.mix = {**cfg.mix, "domains": 0.05}
+    assert len(build_mixture(cfg)["domains"]) == 7
+
+
+def fake_gate(passing_from: int, calls_made: list):
+    def measure(cfg, log=print):
+        step = int(cfg.model.rsplit("-", 1)[-1])
+        calls_made.append(step)
+        ok = step >= passing_from
+        return {"model": cfg.model, "config": {"tasks_per_domain": cfg.tasks_per_domain, "k": cfg.k},
+                "success": {"tooluse": 0.2}, "pivots": 30, "candidates": 100, "passed": ok,
+                "checks": [{"criterion": "pivots among candidates", "value": 0.3, "rule": "0.15-0.35", "holds": ok}]}
+    return measure
+
+
+def test_the_base_is_the_earliest_checkpoint_the_gate_passes_and_selection_resumes(tmp_path, monkeypatch):
+    import pivotrl.lab.gate as gate
+    from pivotrl.lab.pretrain import PretrainConfig, model_card, select_base
+
+    made: list = []
+    monkeypatch.setattr(gate, "measure_gate", fake_gate(400, made))
+    cfg = PretrainConfig(output_dir=str(tmp_path), gate_from=200)
+    ckpts = [str(tmp_path / "checkpoints" / f"step-{s}") for s in (100, 200, 300, 400, 500)]
+    measured = select_base(ckpts, cfg, log=lambda *_: None)
+    assert made == [200, 300, 400] and [m["passed"] for m in measured] == [False, False, True]
+    made.clear()
+    assert [m["step"] for m in select_base(ckpts, cfg, log=lambda *_: None)] == [200, 300, 400] and made == []
+    summary = {"parameters": 1e6, "steps": 500, "tokens": 1e6, "train_minutes": 9, "corpus_tokens": {},
+               "selected": ckpts[3], "gate": [{k: v for k, v in m.items() if k != "figures"} for m in measured]}
+    card = model_card(summary, measured[-1]["figures"], cfg)
+    assert "step-400" in card and "| step-300 | 0 of 1 |" in card and "| pivots among candidates | 0.3 |" in card
+
+
+def test_no_base_when_no_checkpoint_passes(tmp_path, monkeypatch):
+    import pivotrl.lab.gate as gate
+    import pivotrl.lab.pretrain as pretrain
+
+    monkeypatch.setattr(gate, "measure_gate", fake_gate(10**9, []))
+    cfg = pretrain.PretrainConfig(output_dir=str(tmp_path), gate_from=0)
+    trained = {"parameters": 1, "steps": 2, "tokens": 3, "train_minutes": 0.1, "corpus_tokens": {},
+               "checkpoints": [str(tmp_path / "c" / "step-1")], "config": json.loads(json.dumps(
+                   pretrain.asdict(cfg)))}
+    (tmp_path / "trained.json").write_text(json.dumps(trained))
+    summary = pretrain.pretrain(cfg, log=lambda *_: None)
+    assert summary["selected"] is None and summary["base"] is None and not (tmp_path / "base").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["gate"][0]["passed"] is False
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_documents_render_with_the_chat_template(family):
+    from transformers import AutoTokenizer
+
+    from pivotrl.lab import BASE_MODEL
+
+    tok = AutoTokenizer.from_pretrained(str(BASE_MODEL))
+    messages, tools = FAMILIES[family](random.Random(7))
+    text = tok.apply_chat_template(messages, tools=tools or None, tokenize=False)
+    assert messages[-1]["content"] in text
+
+
+def test_a_later_phase_goes_on_from_a_checkpoint_with_its_tokenizer(tmp_path):
+    """`init_from`: a second phase (here with a small in-domain share) keeps the first phase's
+    tokenizer and starts from its weights; a finished training is not redone for the gate's settings."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pivotrl.lab.pretrain import PretrainConfig, same_training, train_checkpoints
+
+    small = dict(hidden_size=16, layers=1, heads=2, vocab_size=300, block_size=256, max_positions=256, batch_size=2,
+                 steps=2, checkpoint_every=1, warmup_steps=1, sibling_docs=4, reasoning_items=8, toolcall_docs=4)
+    first = PretrainConfig(output_dir=str(tmp_path / "one"), **small)
+    one = train_checkpoints(first, log=lambda *_: None)
+    start = one["checkpoints"][-1]
+    second = PretrainConfig(output_dir=str(tmp_path / "two"), init_from=start,
+                            mix={"siblings": 1.0, "domains": 0.5},
+                            domain_tasks={"tooluse": 2, "terminal": 0, "search": 2, "code": 0}, **{**small, "steps": 1})
+    two = train_checkpoints(second, log=lambda *_: None)
+    assert two["corpus_tokens"]["domains"] > 0
+    assert AutoTokenizer.from_pretrained(two["checkpoints"][-1]).get_vocab() == AutoTokenizer.from_pretrained(start).get_vocab()
+    before, after = (AutoModelForCausalLM.from_pretrained(c).state_dict() for c in (start, two["checkpoints"][-1]))
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    # one Adam step at lr 3e-3 moves a weight by about the learning rate: it went on from `start`
+    assert max((before[k] - after[k]).abs().max().item() for k in before) < 0.01
+    assert same_training(one["config"], PretrainConfig(output_dir=str(tmp_path / "one"), **{**small, "gate_from": 1}))
+    assert not same_training(one["config"], PretrainConfig(output_dir=str(tmp_path / "one"), **{**small, "steps": 3}))
