@@ -149,22 +149,28 @@ def test_a_failing_stage_releases_its_lock(tmp_path):
     assert not (tmp_path / "s.json.lock").exists() and not (tmp_path / "s.json").exists()
 
 
-def test_cost_to_reach_uses_e2e_best_dev_point_and_only_where_e2e_learned():
-    from pivotrl.lab.report import cost_to_reach
+def test_cost_is_counted_to_the_lower_best_dev_point_and_only_beyond_three_standard_errors():
+    from pivotrl.lab.report import cost_to_match
 
     def run(*points, profiling=0):
         return {"curve": [{"rollout_turns": t, "wall_clock_s": t / 10, "eval_success": s} for t, s in points],
-                "profiling": {"rollout_turns": profiling, "wall_clock_s": 1.0}}
+                "profiling": {"rollout_turns": profiling, "wall_clock_s": 5.0}}
 
-    runs = {"pivotrl": [run((0, 0.1), (100, 0.2), (200, 0.3), profiling=50), run((0, 0.1), (100, 0.15)),
-                        run((0, 0.1), (100, 0.3))],
-            "e2e": [run((0, 0.1), (800, 0.25), (900, 0.2)), run((0, 0.1), (900, 0.2)), run((0, 0.1), (500, 0.1))]}
-    first, second, third = cost_to_reach(runs)
-    assert first["e2e_best_dev"] == 0.25 and first["e2e_turns"] == 800  # its best point, not its last
-    assert first["pivotrl_turns"] == 200 and first["turns_ratio"] == 4.0
-    assert first["turns_ratio_with_profiling"] == 800 / 250
-    assert second["e2e_learned"] and not second["pivotrl_reached"]  # seed 2 never got there
-    assert not third["e2e_learned"] and not third["pivotrl_reached"]  # no target where E2E never rose
+    # 100 dev episodes, base at 10%: add-one SE sqrt(11/102 * 91/102 / 100) = 0.031, so a target needs >= 0.193
+    runs = {"pivotrl": [run((0, 0.1), (100, 0.2), (200, 0.35), profiling=50),  # its best above E2E's: E2E's is the target
+                        run((0, 0.1), (100, 0.25), (300, 0.3)),                 # its best below E2E's: its own is
+                        run((0, 0.1), (100, 0.18))],                             # the lower best within 3 SE: no target
+            "e2e": [run((0, 0.1), (400, 0.15), (800, 0.25), (900, 0.2)), run((0, 0.1), (600, 0.31), (900, 0.2)),
+                    run((0, 0.1), (500, 0.4))]}
+    first, second, third = cost_to_match(runs, dev_episodes=100)
+    assert first["matched"] and first["matched_dev"] == 0.25 and first["e2e_turns"] == 800
+    assert first["pivotrl_turns"] == 200 and first["turns_ratio"] == 4.0 and first["turns_ratio_with_profiling"] == 800 / 250
+    assert first["seconds_ratio"] == 4.0 and first["seconds_ratio_with_profiling"] == 80 / 25
+    assert second["matched_dev"] == 0.3 and second["pivotrl_turns"] == 300 and second["e2e_turns"] == 600
+    assert not third["matched"] and "turns_ratio" not in third
+    assert third["dev_se"] == pytest.approx((11 / 102 * 91 / 102 / 100) ** 0.5)
+    zero = cost_to_match({"pivotrl": [run((0, 0.0), (10, 0.01))], "e2e": [run((0, 0.0), (10, 0.01))]}, 100)[0]
+    assert zero["dev_se"] > 0 and not zero["matched"]  # one success in 100 is not a gain over a base at 0%
 
 
 def test_paired_intervals_and_verdicts():
@@ -259,6 +265,10 @@ def test_a_preset_runs_on_one_domain_as_the_paper_trains(tmp_path):
         {"search": PRESETS["full"].trajectories["search"]}
     with pytest.raises(DataError, match="unknown lab domain"):
         tiny.for_domain("nope")
+    paper = PRESETS["paper"]  # the ablations on tooluse alone, E2E RL on repo alone, as the paper compares them
+    assert paper.for_domain("tooluse").arms == ("sft", "pivotrl", "sft_pivotrl", "pivotrl_no_filter", "pivotrl_exact")
+    assert paper.for_domain("repo").arms == ("sft", "pivotrl", "sft_pivotrl", "e2e")
+    assert paper.for_domain("search").arms == paper.arms == ("sft", "pivotrl", "sft_pivotrl")
     results = run_lab(replace(one, arms=("sft", "pivotrl")), tmp_path)
     work = tmp_path / "work"
     trajectories = [json.loads(line) for line in (work / "data" / "train_trajectories.jsonl").read_text().splitlines()]

@@ -35,7 +35,7 @@ class Preset:
     domain_weights: dict | None = None  # pivot sampling per domain (None: the data's own shares)
     # The GRPO arms' loss one group at a time with its shared prompt run once (`group_micro_batches`,
     # gradient checkpointing off, which a tiny model does not need): the same update, 1.9-2.3x the
-    # steps/s here. Off in the full preset, whose committed results (results/lab/) came before it.
+    # steps/s here. Off in the full preset, whose committed results (results/lab-v2/) came before it.
     fast_grpo: bool = False
     dev_tasks: int = 10                # dev episodes per domain at each dev evaluation
     dev_evals: int = 4                 # dev evaluations spread over the cap (plus one at step 0)
@@ -44,6 +44,9 @@ class Preset:
     # of equals). On a small dev set one episode is noise, and the more trained checkpoint is kept.
     dev_ties_within: int = 0
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Arms a domain adds when it trains alone (`for_domain`): the paper's ablations are on tau2 only,
+    # its E2E RL comparison on SWE-Bench only.
+    domain_arms: dict = field(default_factory=dict)
 
     @property
     def domains(self) -> tuple:
@@ -60,7 +63,8 @@ class Preset:
 
         get_domain(name)  # a clear error for an unknown name
         count = self.trajectories.get(name) or self.trajectories.get("code") or min(self.trajectories.values())
-        return replace(self, name=f"{self.name}/{name}", trajectories={name: count}, domain_weights=None,
+        arms = self.arms + tuple(a for a in self.domain_arms.get(name, ()) if a not in self.arms)
+        return replace(self, name=f"{self.name}/{name}", trajectories={name: count}, domain_weights=None, arms=arms,
                        eval=replace(self.eval, domains=(name,)))
 
     def learning_rates_of(self, arm: str) -> list[float]:
@@ -69,8 +73,22 @@ class Preset:
 
 
 PRESETS = {
+    # The paper's protocol (issue 24), registered before its runs, on a base that passes the regime
+    # gate: one model per domain (`lab run --preset paper --domain NAME`), SFT and PivotRL on the same
+    # trajectories, each swept over three learning rates on dev (seed 0) and kept at its best dev
+    # checkpoint, then 5 seeds (the power estimate in the README); SFT then PivotRL; generous caps with
+    # patience (an arm stops after 4 dev evaluations without a new best), PivotRL on the fast GRPO
+    # path; the filter and exact-match ablations on tooluse; E2E RL on the long-horizon repo domain,
+    # with dev sets large enough that three standard errors are ~15 points at 20% success.
+    "paper": Preset("paper", seeds=[0, 1, 2, 3, 4], arms=("sft", "pivotrl", "sft_pivotrl"),
+                    trajectories={"tooluse": 150, "terminal": 150, "search": 150, "code": 60, "repo": 60},
+                    seconds_per_arm=1800.0, learning_rates={"sft": [5e-5, 2e-4, 5e-4], "rl": [2e-5, 5e-5, 2e-4]},
+                    fast_grpo=True, dev_tasks=50, dev_evals=12, patience=4, dev_ties_within=1, e2e_max_turns=30,
+                    e2e_max_completion_length=1792,  # a whole repo episode's turns and tool outputs (TRL's bound)
+                    domain_arms={"tooluse": ("pivotrl_no_filter", "pivotrl_exact"), "repo": ("e2e",)},
+                    eval=EvalConfig(tasks_per_domain=200, ood_per_task=50, variant_tasks=100, next_action_states=50)),
     # Every arm swept over three learning rates on dev (seed 0), then three seeds at its best; two
-    # workers (`lab run` started twice on one folder) share the stages (results/lab/README.md).
+    # workers (`lab run` started twice on one folder) share the stages (results/lab-v2/README.md).
     "full": Preset("full", seeds=[0, 1, 2], trajectories={"tooluse": 150, "terminal": 150, "search": 150, "code": 60},
                    seconds_per_arm=480.0, learning_rates={"sft": [5e-5, 2e-4, 5e-4], "rl": [2e-5, 5e-5, 2e-4]},
                    domain_weights=BALANCED, dev_tasks=15, dev_evals=6,
