@@ -13,7 +13,7 @@ seeded sample, balanced by domain) with the full preset's GRPO settings (4 state
 step, at most 64 new tokens, the lab's verifiers), one process and one torch thread each, as a
 `lab run` worker trains. Reports steps/s over the steps after the first (warm-up) and the mean
 prompt length in each model's own chat template. Target: at least 2x the 0.17 steps/s that the
-full preset measured before (results/lab/README.md).
+full preset measured before (results/lab-v2/README.md).
 """
 
 from __future__ import annotations
