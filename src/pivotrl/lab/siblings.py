@@ -34,6 +34,7 @@ import json
 import random
 import re
 
+from pivotrl.lab.domains.base import shuffled
 from pivotrl.lab.domains.code import module_source
 
 SYLLABLES = ["pa", "ri", "zo", "ke", "mu", "sa", "tov", "qui", "bor", "fen", "ya", "do", "wen", "ix", "lu", "cha"]
@@ -63,12 +64,6 @@ def call(n: int, name: str, args: dict) -> dict:
 
 def answer(n: int, content: str) -> dict:
     return {"role": "tool", "tool_call_id": f"call_{n}", "content": content}
-
-
-def shuffled(args: dict, rng: random.Random) -> dict:
-    keys = list(args)
-    rng.shuffle(keys)
-    return {k: args[k] for k in keys}
 
 
 def word(rng: random.Random, n: int = 2) -> str:
