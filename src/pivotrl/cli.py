@@ -468,12 +468,14 @@ def _keys_help(options, trl_config: str) -> str:
             "and " + ", ".join(f.name for f in dataclasses.fields(options)) + ".")
 
 
-def _main_print(text: str, **kw) -> None:
-    """Once per run, not once per process of a multi-process launch."""
-    from pivotrl.train.distributed import is_main_process
+def _end_run(summary: str) -> None:
+    """The run's one line (once, not once per process of a multi-process launch), then every rank
+    leaves together."""
+    from pivotrl.train.distributed import end_process_group, is_main_process
 
     if is_main_process():
-        console.print(text, **kw)
+        console.print(summary, soft_wrap=True)
+    end_process_group()
 
 
 @app.command(context_settings=_TRAIN_CTX)
@@ -482,8 +484,8 @@ def train(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="
     from pivotrl.train.pivotrl_trainer import PivotRLConfig, train_pivotrl
 
     result = train_pivotrl(_config_from_cli(PivotRLConfig, config, ctx.args))
-    _main_print(f"trained {result['steps']} steps on {result['train_states']} pivots; model in "
-                f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
+    _end_run(f"trained {result['steps']} steps on {result['train_states']} pivots; model in "
+             f"{result['output_dir']}/final, ledger {result['ledger']}")
 
 
 @app.command(context_settings=_TRAIN_CTX)
@@ -492,8 +494,8 @@ def sft(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YA
     from pivotrl.train.sft import SFTRunConfig, train_sft
 
     result = train_sft(_config_from_cli(SFTRunConfig, config, ctx.args))
-    _main_print(f"trained {result['steps']} steps on {result['trajectories']} trajectories; model in "
-                f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
+    _end_run(f"trained {result['steps']} steps on {result['trajectories']} trajectories; model in "
+             f"{result['output_dir']}/final, ledger {result['ledger']}")
 
 
 @app.command(context_settings=_TRAIN_CTX)
@@ -502,8 +504,8 @@ def e2e(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YA
     from pivotrl.train.e2e import E2EConfig, train_e2e
 
     result = train_e2e(_config_from_cli(E2EConfig, config, ctx.args))
-    _main_print(f"trained {result['steps']} steps on {result['tasks']} tasks; model in "
-                f"{result['output_dir']}/final, ledger {result['ledger']}", soft_wrap=True)
+    _end_run(f"trained {result['steps']} steps on {result['tasks']} tasks; model in "
+             f"{result['output_dir']}/final, ledger {result['ledger']}")
 
 
 def _add_keys_help():

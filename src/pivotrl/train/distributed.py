@@ -28,6 +28,19 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def end_process_group() -> None:
+    """Wait for every rank, then take the process group down (torch's documented last call).
+
+    A rank that leaves with the group still up can abort in its exit ("terminate called without an
+    active exception", SIGABRT) while another rank is still saving, and the launcher then kills the
+    whole job (seen in CI with two CPU ranks on gloo)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def sum_over_ranks(values: list[float]) -> list[float]:
     """Element-wise sum over ranks (a collective: every rank must call it at the same point)."""
     if not _distributed():
