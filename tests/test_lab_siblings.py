@@ -240,3 +240,49 @@ def test_a_later_phase_goes_on_from_a_checkpoint_with_its_tokenizer(tmp_path):
     assert max((before[k] - after[k]).abs().max().item() for k in before) < 0.01
     assert same_training(one["config"], PretrainConfig(output_dir=str(tmp_path / "one"), **{**small, "gate_from": 1}))
     assert not same_training(one["config"], PretrainConfig(output_dir=str(tmp_path / "one"), **{**small, "steps": 3}))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, order=st.randoms())
+def test_a_drill_counts_as_copied_only_with_every_value_on_its_own_key(seed, order):
+    from pivotrl.lab.pretrain import drill_copied, toolcall_doc
+
+    doc = toolcall_doc(random.Random(seed))
+    fn = doc[0][1]["tool_calls"][0]["function"]
+    args = json.loads(fn["arguments"])
+    keys = list(args)
+    order.shuffle(keys)
+
+    def text(name, arguments):
+        return "<tool_call>" + json.dumps({"name": name, "arguments": arguments}) + "</tool_call>"
+
+    assert drill_copied(text(fn["name"], {k: args[k] for k in keys}), doc) == (True, True)  # key order aside
+    assert drill_copied(text(fn["name"] + "s", args), doc) == (False, False)
+    assert drill_copied("I would call " + fn["name"], doc) == (False, False)
+    assert drill_copied(text(fn["name"], {**args, keys[0]: "X" + str(args[keys[0]])}), doc) == (True, False)
+    if len(set(map(str, args.values()))) > 1:  # the same values, bound to the wrong keys
+        swapped = dict(zip(keys, [args[k] for k in keys[1:] + keys[:1]]))
+        assert drill_copied(text(fn["name"], swapped), doc) == (True, False)
+
+
+def test_copy_drills_are_measured_once_per_checkpoint_from_gate_from(tmp_path, monkeypatch):
+    import pivotrl.lab.pretrain as pretrain
+
+    made = []
+    monkeypatch.setattr(pretrain, "copy_drills", lambda c: made.append(c) or {"drills": 30, "names": 9, "values": 2})
+    cfg = pretrain.PretrainConfig(output_dir=str(tmp_path), gate_from=200)
+    trained = {"checkpoints": [str(tmp_path / "checkpoints" / f"step-{s}") for s in (100, 200, 300)]}
+    first = pretrain.measure_drills(trained, cfg, log=lambda *_: None)
+    assert [d["step"] for d in first] == [200, 300] and [c.rsplit("-", 1)[-1] for c in made] == ["200", "300"]
+    trained["checkpoints"].append(str(tmp_path / "checkpoints" / "step-400"))  # a later rerun: only the new one
+    again = pretrain.measure_drills(trained, cfg, log=lambda *_: None)
+    assert [d["step"] for d in again] == [200, 300, 400] and len(made) == 3 and again[2]["values"] == 2
+    assert json.loads((tmp_path / "drills.json").read_text()) == again
+
+
+def test_copy_drills_runs_a_real_model_on_fresh_drills():
+    from pivotrl.lab import BASE_MODEL
+    from pivotrl.lab.pretrain import copy_drills
+
+    got = copy_drills(str(BASE_MODEL), n=4)
+    assert got["drills"] == 4 and 0 <= got["values"] <= got["names"] <= 4

@@ -236,17 +236,25 @@ def lab_pretrain(
     domain_share: float = typer.Option(0.0, "--domain-share", help="Document weight of the lab domains' own expert "
                                                                    "trajectories (other tasks than the SFT data's; "
                                                                    "siblings weigh 1; default none)."),
+    train_only: bool = typer.Option(False, "--train-only", help="Train (or find the training done) and measure "
+                                                               "each checkpoint's copy drills, without the gate: "
+                                                               "a phase that a later --init-from goes on from."),
 ):
     """Pretrain the lab's generalist base from scratch, then gate its checkpoints in order and keep the
     earliest that passes as OUTPUT/base (reruns resume: a finished training and each gated checkpoint are
-    kept). Exits 1 when no checkpoint passes."""
+    kept). Exits 1 when no checkpoint passes. With --train-only, a phase: train and measure copy drills
+    (OUTPUT/drills.json), no gate; a later phase goes on with --init-from OUTPUT/checkpoints/step-N."""
     from pivotrl.cli import console
-    from pivotrl.lab.pretrain import PretrainConfig, pretrain
+    from pivotrl.lab.pretrain import PretrainConfig, finished_training, measure_drills, pretrain, train_checkpoints
 
     cfg = PretrainConfig(output_dir=str(output), minutes=minutes, seed=seed, init_from=init_from and str(init_from))
     cfg.mix = {**cfg.mix, "domains": domain_share}
     if steps is not None:
         cfg.steps = steps
+    if train_only:
+        trained = finished_training(cfg) or train_checkpoints(cfg, log=console.print)
+        measure_drills(trained, cfg, log=console.print)
+        return
     summary = pretrain(cfg, log=console.print)
     console.print(json.dumps({k: v for k, v in summary.items() if k != "checkpoints"}, indent=2, default=str))
     if summary["base"] is None:

@@ -92,6 +92,42 @@ def toolcall_doc(rng: random.Random) -> list[dict]:
     return [msgs, [tool]]
 
 
+def drill_copied(text: str, doc: list) -> tuple[bool, bool]:
+    """Whether a completion for tool-call drill `doc` calls its tool (name right) with every value
+    bound to its own key (values right: the drill's arguments exactly, key order aside)."""
+    from pivotrl.rewards.parse import parse_action
+
+    (messages, tools) = doc
+    want = messages[1]["tool_calls"][0]["function"]
+    action = parse_action(text, tools)
+    call = action.calls[0] if len(action.calls) == 1 else None
+    name_ok = call is not None and call.name == want["name"]
+    return name_ok, name_ok and call.arguments == json.loads(want["arguments"])
+
+
+def copy_drills(model_dir: str, n: int = 30, seed: str = "copy-drills") -> dict:
+    """Greedy answers to `n` fresh tool-call drills (a seed no pretraining draws with): how many
+    name the asked tool, and how many also copy every value to its key. A minute's proxy for the
+    regime gate, which needs tool names and values copied from the context in every domain."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rng = random.Random(seed)
+    docs = [toolcall_doc(rng) for _ in range(n)]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    names = values = 0
+    for messages, tools in docs:
+        prompt = tok.apply_chat_template(messages[:1], tools=tools, add_generation_prompt=True, return_tensors="pt",
+                                         return_dict=True)
+        with torch.no_grad():
+            out = model.generate(**prompt, max_new_tokens=96, do_sample=False)
+        text = tok.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+        name_ok, values_ok = drill_copied(text, (messages, tools))
+        names, values = names + name_ok, values + values_ok
+    return {"drills": n, "names": names, "values": values}
+
+
 def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
     import reasoning_gym
 
@@ -207,12 +243,11 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     in order and copy the earliest that passes to `base/`. Each checkpoint's gate is kept in
     `gate/step-N.json`, so an interrupted selection resumes where it stopped."""
     out = Path(cfg.output_dir)
-    done = out / "trained.json"
-    trained = json.loads(done.read_text()) if done.exists() else None
-    if trained is None or not same_training(trained["config"], cfg):
+    trained = finished_training(cfg)
+    if trained is None:
         trained = train_checkpoints(cfg, log)
     else:
-        log(f"{done}: trained already ({trained['steps']} steps); gating its checkpoints")
+        log(f"{out / 'trained.json'}: trained already ({trained['steps']} steps); gating its checkpoints")
     measured = select_base(trained["checkpoints"], cfg, log)
     chosen = next((m for m in measured if m["passed"]), None)
     base = out / "base"
@@ -229,6 +264,28 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
     else:
         (base / "README.md").write_text(model_card(summary, chosen["figures"], cfg))
     return summary
+
+
+def measure_drills(trained: dict, cfg: PretrainConfig, log=print) -> list[dict]:
+    """`copy_drills` on each checkpoint from `gate_from` on, kept in `drills.json` (a rerun measures
+    only what is new): a training phase's progress without the gate's hour."""
+    path = Path(cfg.output_dir) / "drills.json"
+    done = {d["checkpoint"]: d for d in json.loads(path.read_text())} if path.exists() else {}
+    for c in trained["checkpoints"]:
+        step = int(Path(c).name.split("-")[-1])
+        if step >= cfg.gate_from and c not in done:
+            done[c] = {"checkpoint": c, "step": step, **copy_drills(c)}
+            log(f"step-{step}: copy drills: tool named in {done[c]['names']}, every value copied in "
+                f"{done[c]['values']} of {done[c]['drills']}")
+            _write_json(path, sorted(done.values(), key=lambda d: d["step"]))
+    return sorted(done.values(), key=lambda d: d["step"])
+
+
+def finished_training(cfg: PretrainConfig) -> dict | None:
+    """`trained.json` of OUT when it records a training of what `cfg` asks, else None."""
+    done = Path(cfg.output_dir) / "trained.json"
+    trained = json.loads(done.read_text()) if done.exists() else None
+    return trained if trained is not None and same_training(trained["config"], cfg) else None
 
 
 def same_training(recorded: dict, cfg: PretrainConfig) -> bool:
@@ -326,10 +383,12 @@ def model_card(summary: dict, gate: dict, cfg: PretrainConfig) -> str:
     tried = "\n".join(f"| {m['checkpoint'].rsplit('/', 1)[-1]} | {m['held']} of {m['criteria']} | "
                        f"{', '.join(f'{d} {v:.2f}' for d, v in m['success'].items())} | {m['pivot_share']:.2f} |"
                        for m in summary["gate"])
+    origin = (f"from `{cfg.init_from}` (an earlier phase, its tokenizer and weights; its own card says how it was made)"
+              if cfg.init_from else "from scratch")
     return f"""# The lab's generalist base
 
 A {summary['parameters'] / 1e6:.2f}M-parameter Qwen3 (hidden {cfg.hidden_size}, {cfg.layers} layers, context
-{cfg.max_positions}, byte-level BPE of {cfg.vocab_size}) pretrained from scratch by `pivotrl lab pretrain`
+{cfg.max_positions}, byte-level BPE of {cfg.vocab_size}) pretrained {origin} by `pivotrl lab pretrain`
 (seed {cfg.seed}) for {summary['steps']} steps, {summary['tokens'] / 1e6:.1f}M tokens, {summary['train_minutes']:.0f}
 minutes on 2 CPU cores, on sibling agentic task families (`pivotrl.lab.siblings`: the lab domains'
 decision primitives at other desks, folders, catalogues and bug families), tool-call formatting and the
