@@ -107,7 +107,7 @@ def drill_copied(text: str, doc: list) -> tuple[bool, bool]:
 
 def copy_drills(model_dir: str, n: int = 30, seed: str = "copy-drills") -> dict:
     """Greedy answers to `n` fresh tool-call drills (a seed no pretraining draws with): how many
-    name the asked tool, and how many also copy every value to its key. A minute's proxy for the
+    name the asked tool, and how many also copy every value to its key. A cheap proxy for the
     regime gate, which needs tool names and values copied from the context in every domain."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -268,7 +268,7 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
 
 def measure_drills(trained: dict, cfg: PretrainConfig, log=print) -> list[dict]:
     """`copy_drills` on each checkpoint from `gate_from` on, kept in `drills.json` (a rerun measures
-    only what is new): a training phase's progress without the gate's hour."""
+    only what is new): a training phase's progress, at a fraction of the gate's cost."""
     path = Path(cfg.output_dir) / "drills.json"
     done = {d["checkpoint"]: d for d in json.loads(path.read_text())} if path.exists() else {}
     for c in trained["checkpoints"]:
@@ -383,7 +383,7 @@ def model_card(summary: dict, gate: dict, cfg: PretrainConfig) -> str:
     tried = "\n".join(f"| {m['checkpoint'].rsplit('/', 1)[-1]} | {m['held']} of {m['criteria']} | "
                        f"{', '.join(f'{d} {v:.2f}' for d, v in m['success'].items())} | {m['pivot_share']:.2f} |"
                        for m in summary["gate"])
-    origin = (f"from `{cfg.init_from}` (an earlier phase, its tokenizer and weights; its own card says how it was made)"
+    origin = (f"from `{cfg.init_from}` (an earlier phase: its tokenizer and weights)"
               if cfg.init_from else "from scratch")
     return f"""# The lab's generalist base
 
