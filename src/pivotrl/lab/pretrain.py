@@ -269,16 +269,22 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
 def measure_drills(trained: dict, cfg: PretrainConfig, log=print) -> list[dict]:
     """`copy_drills` on each checkpoint from `gate_from` on, kept in `drills.json` (a rerun measures
     only what is new): a training phase's progress, at a fraction of the gate's cost."""
+    from pivotrl.train.common import checkpoint_step
+
     path = Path(cfg.output_dir) / "drills.json"
     done = {d["checkpoint"]: d for d in json.loads(path.read_text())} if path.exists() else {}
     for c in trained["checkpoints"]:
-        step = int(Path(c).name.split("-")[-1])
+        step = checkpoint_step(c)
         if step >= cfg.gate_from and c not in done:
             done[c] = {"checkpoint": c, "step": step, **copy_drills(c)}
             log(f"step-{step}: copy drills: tool named in {done[c]['names']}, every value copied in "
                 f"{done[c]['values']} of {done[c]['drills']}")
-            _write_json(path, sorted(done.values(), key=lambda d: d["step"]))
-    return sorted(done.values(), key=lambda d: d["step"])
+            _write_json(path, _by_step(done))
+    return _by_step(done)
+
+
+def _by_step(drills: dict) -> list[dict]:
+    return sorted(drills.values(), key=lambda d: d["step"])
 
 
 def finished_training(cfg: PretrainConfig) -> dict | None:
@@ -349,10 +355,11 @@ def select_base(ckpts: list[str], cfg: PretrainConfig, log=print) -> list[dict]:
     (the earliest passing checkpoint is the base: the least pretraining that puts the lab in the
     paper's regime). Returns what was measured, one entry per checkpoint gated."""
     from pivotrl.lab.gate import GateConfig, measure_gate
+    from pivotrl.train.common import checkpoint_step
 
     measured = []
     for c in ckpts:
-        step = int(Path(c).name.split("-")[-1])
+        step = checkpoint_step(c)
         if step < cfg.gate_from:
             continue
         cached = Path(cfg.output_dir) / "gate" / f"step-{step}.json"
