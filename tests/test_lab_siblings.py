@@ -286,3 +286,25 @@ def test_copy_drills_runs_a_real_model_on_fresh_drills():
 
     got = copy_drills(str(BASE_MODEL), n=4)
     assert got["drills"] == 4 and 0 <= got["values"] <= got["names"] <= 4
+
+
+def test_pretrain_command_passes_a_phases_settings_to_its_config(tmp_path, monkeypatch):
+    """`lab pretrain --train-only` with a later phase's settings: they reach the training's config
+    (and so its trained.json), the rest stays PretrainConfig's."""
+    from typer.testing import CliRunner
+
+    import pivotrl.lab.pretrain as pretrain
+    from pivotrl.cli import app
+
+    got = []
+    monkeypatch.setattr(pretrain, "finished_training", lambda cfg: None)
+    monkeypatch.setattr(pretrain, "train_checkpoints", lambda cfg, log: got.append(cfg) or {"checkpoints": []})
+    monkeypatch.setattr(pretrain, "measure_drills", lambda trained, cfg, log: [])
+    res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", "--steps", "7",
+                                   "--learning-rate", "0.0015", "--warmup-steps", "5", "--gate-from", "400",
+                                   "--domain-share", "0.1", "--init-from", str(tmp_path / "phase1")])
+    assert res.exit_code == 0, res.output
+    (cfg,) = got
+    assert (cfg.steps, cfg.learning_rate, cfg.warmup_steps, cfg.gate_from) == (7, 0.0015, 5, 400)
+    assert cfg.mix["domains"] == 0.1 and cfg.init_from == str(tmp_path / "phase1")
+    assert cfg.batch_size == pretrain.PretrainConfig().batch_size

@@ -236,6 +236,12 @@ def lab_pretrain(
     domain_share: float = typer.Option(0.0, "--domain-share", help="Document weight of the lab domains' own expert "
                                                                    "trajectories (other tasks than the SFT data's; "
                                                                    "siblings weigh 1; default none)."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Peak learning rate (default "
+                                                  "PretrainConfig's 3e-3; a phase that goes on from another may "
+                                                  "want the rate where that one stopped)."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warmup (default 100)."),
+    gate_from: Optional[int] = typer.Option(None, "--gate-from", help="The first checkpoint step the gate measures "
+                                                                      "(default 800)."),
     train_only: bool = typer.Option(False, "--train-only", help="Train (or find the training done) and measure "
                                                                "each checkpoint's copy drills, without the gate: "
                                                                "a phase that a later --init-from goes on from."),
@@ -249,8 +255,10 @@ def lab_pretrain(
 
     cfg = PretrainConfig(output_dir=str(output), minutes=minutes, seed=seed, init_from=init_from and str(init_from))
     cfg.mix = {**cfg.mix, "domains": domain_share}
-    if steps is not None:
-        cfg.steps = steps
+    for name, value in (("steps", steps), ("learning_rate", learning_rate), ("warmup_steps", warmup_steps),
+                        ("gate_from", gate_from)):
+        if value is not None:
+            setattr(cfg, name, value)
     if train_only:
         trained = finished_training(cfg) or train_checkpoints(cfg, log=console.print)
         measure_drills(trained, cfg, log=console.print)
