@@ -146,7 +146,7 @@ def test_primitives_answer_from_the_prompt():
 
 
 def test_the_mixture_holds_no_lab_domain_trajectory_unless_asked(tmp_path):
-    from pivotrl.lab.pretrain import PretrainConfig, build_mixture
+    from pivotrl.lab.pretrain import PretrainConfig, build_mixture, corpus_documents
 
     names, _, _ = lab_vocabulary()
     cfg = PretrainConfig(output_dir=str(tmp_path), sibling_docs=20, reasoning_items=8, toolcall_docs=500,
@@ -156,7 +156,9 @@ def test_the_mixture_holds_no_lab_domain_trajectory_unless_asked(tmp_path):
     used = {t["function"]["name"] for docs in pools.values() for _, tools in docs for t in tools}
     assert not used & names
     cfg.mix = {**cfg.mix, "domains": 0.05}
-    assert len(build_mixture(cfg)["domains"]) == 7
+    with_domains = build_mixture(cfg)
+    assert len(with_domains["domains"]) == 7
+    assert corpus_documents(cfg) == {k: len(v) for k, v in with_domains.items()}
 
 
 def fake_gate(passing_from: int, calls_made: list):
@@ -308,3 +310,27 @@ def test_pretrain_command_passes_a_phases_settings_to_its_config(tmp_path, monke
     assert (cfg.steps, cfg.learning_rate, cfg.warmup_steps, cfg.gate_from) == (7, 0.0015, 5, 400)
     assert cfg.mix["domains"] == 0.1 and cfg.init_from == str(tmp_path / "phase1")
     assert cfg.batch_size == pretrain.PretrainConfig().batch_size
+
+
+def test_the_model_card_states_a_late_in_domain_share_and_the_phase_before(tmp_path):
+    """A base with in-domain trajectories must not be described as having none: the card gives the
+    share (weight and expected tokens) and the earlier phase it went on from."""
+    from pivotrl.lab.pretrain import PretrainConfig, model_card, token_shares
+
+    earlier = tmp_path / "phase1"
+    earlier.mkdir()
+    (earlier / "trained.json").write_text(json.dumps({"steps": 1793, "tokens": 13.7e6, "train_minutes": 86,
+                                                      "config": {"mix": {"siblings": 1.0}}}))
+    gate = {"config": {"tasks_per_domain": 100, "k": 8}, "checks": []}
+    summary = {"parameters": 1e6, "steps": 400, "tokens": 3e6, "train_minutes": 15, "selected": "c/step-400",
+               "gate": [], "corpus_tokens": {"siblings": 4000, "toolcall": 1000, "reasoning": 100, "domains": 300}}
+    plain = PretrainConfig(output_dir=str(tmp_path), sibling_docs=8, toolcall_docs=10, reasoning_items=10)
+    assert "no trajectory of a lab domain" in model_card(summary, gate, plain)
+    mixed = PretrainConfig(output_dir=str(tmp_path), sibling_docs=8, toolcall_docs=10, reasoning_items=10,
+                           init_from=str(earlier), mix={**plain.mix, "domains": 0.1},
+                           domain_tasks={"tooluse": 1, "terminal": 1, "search": 1, "code": 0})
+    shares = token_shares(mixed, summary["corpus_tokens"])
+    assert abs(sum(shares.values()) - 1) < 1e-3 and 0 < shares["domains"] < shares["siblings"]
+    card = model_card(summary, gate, mixed)
+    assert "no trajectory of a lab domain" not in card and "small late in-domain share" in card
+    assert f"{100 * shares['domains']:.1f}% of this phase's tokens" in card and "1793 steps" in card

@@ -1,6 +1,6 @@
 """`pivotrl lab pretrain`: the lab's generalist base model, from scratch, from a seed.
 
-Mixture (documents sampled by weight, packed into blocks), with no trajectory of a lab domain:
+Mixture (documents sampled by weight, packed into blocks); no trajectory of a lab domain unless a phase asks:
 - `siblings`: agentic task families that share the lab domains' decision primitives on other tools,
   entities and templates (`pivotrl.lab.siblings`: a hotel/library/clinic/airline desk, config and
   log folders, a catalogue, text and list bug families in one or several modules) and drills of the
@@ -150,6 +150,24 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
             pools["reasoning"].append(([{"role": "user", "content": e["question"]},
                                         {"role": "assistant", "content": str(e["answer"])}], []))
     return {k: v for k, v in pools.items() if v}
+
+
+def corpus_documents(cfg: PretrainConfig) -> dict[str, int]:
+    """How many documents `build_mixture(cfg)` makes of each kind (without building them)."""
+    per = max(1, cfg.reasoning_items // len(GENERATORS))
+    docs = {"toolcall": cfg.toolcall_docs, "siblings": cfg.sibling_docs * len(FAMILIES),
+            "domains": sum(cfg.domain_tasks[d] for d in IN_DOMAIN) if cfg.mix.get("domains") else 0,
+            "reasoning": per * len(GENERATORS)}
+    return {k: v for k, v in docs.items() if v}
+
+
+def token_shares(cfg: PretrainConfig, corpus_tokens: dict[str, int]) -> dict[str, float]:
+    """Each kind's expected share of the tokens trained on: documents are drawn by weight, so a
+    kind's share is its weight times its mean document length, over the sum of those."""
+    docs = corpus_documents(cfg)
+    mass = {k: cfg.mix.get(k, 0) * corpus_tokens[k] / docs[k] for k in corpus_tokens if docs.get(k)}
+    total = sum(mass.values())
+    return {k: round(v / total, 4) for k, v in mass.items()}
 
 
 def render_all(pools, template_tokenizer) -> dict[str, list[str]]:
@@ -390,8 +408,22 @@ def model_card(summary: dict, gate: dict, cfg: PretrainConfig) -> str:
     tried = "\n".join(f"| {m['checkpoint'].rsplit('/', 1)[-1]} | {m['held']} of {m['criteria']} | "
                        f"{', '.join(f'{d} {v:.2f}' for d, v in m['success'].items())} | {m['pivot_share']:.2f} |"
                        for m in summary["gate"])
-    origin = (f"from `{cfg.init_from}` (an earlier phase: its tokenizer and weights)"
-              if cfg.init_from else "from scratch")
+    origin, earlier = "from scratch", Path(cfg.init_from or "") / "trained.json"
+    if cfg.init_from:
+        origin = f"from `{cfg.init_from}` (an earlier phase: its tokenizer and weights"
+        if earlier.is_file():
+            e = json.loads(earlier.read_text())
+            origin += (f", {e['steps']} steps, {e['tokens'] / 1e6:.1f}M tokens, {e['train_minutes']:.0f} minutes, "
+                       f"mixture {json.dumps(e['config']['mix'])}")
+        origin += ")"
+    shares = token_shares(cfg, summary["corpus_tokens"]) if summary["corpus_tokens"] else {}
+    if cfg.mix.get("domains"):
+        data = (f"with a **small late in-domain share**: expert trajectories of the lab's four domains on "
+                f"{sum(cfg.domain_tasks[d] for d in IN_DOMAIN)} train-split tasks drawn with another seed than "
+                f"the SFT data's (document weight {cfg.mix['domains']:g}, about "
+                f"{100 * shares.get('domains', 0):.1f}% of this phase's tokens)")
+    else:
+        data = "with **no trajectory of a lab domain**"
     return f"""# The lab's generalist base
 
 A {summary['parameters'] / 1e6:.2f}M-parameter Qwen3 (hidden {cfg.hidden_size}, {cfg.layers} layers, context
@@ -399,8 +431,8 @@ A {summary['parameters'] / 1e6:.2f}M-parameter Qwen3 (hidden {cfg.hidden_size}, 
 (seed {cfg.seed}) for {summary['steps']} steps, {summary['tokens'] / 1e6:.1f}M tokens, {summary['train_minutes']:.0f}
 minutes on 2 CPU cores, on sibling agentic task families (`pivotrl.lab.siblings`: the lab domains'
 decision primitives at other desks, folders, catalogues and bug families), tool-call formatting and the
-OOD suite's reasoning-gym task types, with **no trajectory of a lab domain** (mixture weights per document:
-{json.dumps(cfg.mix)}). Corpus tokens: {json.dumps(summary['corpus_tokens'])}.
+OOD suite's reasoning-gym task types, {data} (mixture weights per document: {json.dumps(cfg.mix)}).
+Corpus tokens: {json.dumps(summary['corpus_tokens'])}; expected share of the tokens trained on: {json.dumps(shares)}.
 
 This is `{summary['selected'].rsplit('/', 1)[-1]}`, the earliest checkpoint that passes the regime gate
 (`pivotrl lab gate`, fixed before any arm trains; PivotRL, arXiv 2603.21383, post-trains a base that is
