@@ -304,12 +304,17 @@ def test_pretrain_command_passes_a_phases_settings_to_its_config(tmp_path, monke
     monkeypatch.setattr(pretrain, "measure_drills", lambda trained, cfg, log: [])
     res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", "--steps", "7",
                                    "--learning-rate", "0.0015", "--warmup-steps", "5", "--gate-from", "400",
-                                   "--domain-share", "0.1", "--init-from", str(tmp_path / "phase1")])
+                                   "--domain-share", "0.1", "--init-from", str(tmp_path / "phase1"),
+                                   "--domain-tasks", "tooluse=900, terminal=0"])
     assert res.exit_code == 0, res.output
     (cfg,) = got
     assert (cfg.steps, cfg.learning_rate, cfg.warmup_steps, cfg.gate_from) == (7, 0.0015, 5, 400)
     assert cfg.mix["domains"] == 0.1 and cfg.init_from == str(tmp_path / "phase1")
     assert cfg.batch_size == pretrain.PretrainConfig().batch_size
+    assert cfg.domain_tasks == {**pretrain.PretrainConfig().domain_tasks, "tooluse": 900, "terminal": 0}
+    for bad in ("tooluse", "repo=5", "code=-1", "search=many"):
+        res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", "--domain-tasks", bad])
+        assert res.exit_code == 2 and "--domain-tasks" in res.output and len(got) == 1, (bad, res.output)
 
 
 def test_the_model_card_states_a_late_in_domain_share_and_the_phase_before(tmp_path):

@@ -236,6 +236,11 @@ def lab_pretrain(
     domain_share: float = typer.Option(0.0, "--domain-share", help="Document weight of the lab domains' own expert "
                                                                    "trajectories (other tasks than the SFT data's; "
                                                                    "siblings weigh 1; default none)."),
+    domain_tasks: Optional[str] = typer.Option(None, "--domain-tasks", help="With --domain-share: tasks per domain "
+                                                                         "in the in-domain pool, as "
+                                                                         "tooluse=600,terminal=0 (a domain drawn "
+                                                                         "in proportion; unnamed ones keep "
+                                                                         "PretrainConfig's count)."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Peak learning rate (default "
                                                   "PretrainConfig's 3e-3; a phase that goes on from another may "
                                                   "want the rate where that one stopped)."),
@@ -259,6 +264,8 @@ def lab_pretrain(
                         ("gate_from", gate_from)):
         if value is not None:
             setattr(cfg, name, value)
+    if domain_tasks:
+        cfg.domain_tasks = {**cfg.domain_tasks, **parse_domain_counts(domain_tasks)}
     if train_only:
         trained = finished_training(cfg) or train_checkpoints(cfg, log=console.print)
         measure_drills(trained, cfg, log=console.print)
@@ -267,6 +274,20 @@ def lab_pretrain(
     console.print(json.dumps({k: v for k, v in summary.items() if k != "checkpoints"}, indent=2, default=str))
     if summary["base"] is None:
         raise typer.Exit(1)
+
+
+def parse_domain_counts(text: str) -> dict[str, int]:
+    """`tooluse=600,terminal=0` -> {"tooluse": 600, "terminal": 0}, for the lab's in-domain four."""
+    from pivotrl.lab.domains import IN_DOMAIN
+
+    counts = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, count = item.partition("=")
+        if not sep or name.strip() not in IN_DOMAIN or not count.strip().isdigit():
+            raise typer.BadParameter(f"{item!r}: expected NAME=COUNT with NAME one of {', '.join(IN_DOMAIN)} and "
+                                     f"COUNT a whole number", param_hint="--domain-tasks")
+        counts[name.strip()] = int(count)
+    return counts
 
 
 @app.command("base-path")
