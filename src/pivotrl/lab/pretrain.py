@@ -8,7 +8,8 @@ Mixture (documents sampled by weight, packed into blocks); no trajectory of a la
 - `toolcall`: generic tool-call formatting with random tools and values to copy;
 - `reasoning`: the OOD suite's reasoning-gym task types (other seeds than the OOD evaluation);
 - `domains` (weight 0 unless asked): expert trajectories of the lab's domains on tasks drawn with
-  another seed than the SFT data; the bundled v1 base used 5% of documents, the generalist none.
+  another seed than the SFT data; the bundled v1 base used 5% of documents, the generalist's phase 2
+  weight 0.1 (~6% of its tokens; `results/pretrain/phase2/`).
 A byte-level BPE tokenizer is trained on the rendered mixture; the model is transformers' Qwen3
 architecture. Training runs a fixed number of steps (so the same seed gives the same model; a
 wall-clock cap is optional), saving a checkpoint every `checkpoint_every` steps. The base is the
