@@ -144,7 +144,7 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
         for task in dom.tasks("train", cfg.domain_tasks[name], seed=1000 + cfg.seed):
             traj = dom.expert(task, drng)
             pools["domains"].append((traj["messages"], traj["tools"]))
-    per = max(1, cfg.reasoning_items // len(GENERATORS))
+    per = reasoning_per_generator(cfg)
     for name, gen in GENERATORS.items():
         ds = reasoning_gym.create_dataset(name, size=per, seed=7 + cfg.seed, **gen)
         for e in ds:
@@ -153,12 +153,16 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
     return {k: v for k, v in pools.items() if v}
 
 
+def reasoning_per_generator(cfg: PretrainConfig) -> int:
+    """Reasoning items drawn from each reasoning-gym generator (at least one)."""
+    return max(1, cfg.reasoning_items // len(GENERATORS))
+
+
 def corpus_documents(cfg: PretrainConfig) -> dict[str, int]:
     """How many documents `build_mixture(cfg)` makes of each kind (without building them)."""
-    per = max(1, cfg.reasoning_items // len(GENERATORS))
     docs = {"toolcall": cfg.toolcall_docs, "siblings": cfg.sibling_docs * len(FAMILIES),
             "domains": sum(cfg.domain_tasks[d] for d in IN_DOMAIN) if cfg.mix.get("domains") else 0,
-            "reasoning": per * len(GENERATORS)}
+            "reasoning": reasoning_per_generator(cfg) * len(GENERATORS)}
     return {k: v for k, v in docs.items() if v}
 
 
