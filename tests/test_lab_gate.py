@@ -72,3 +72,60 @@ def test_the_gate_command_measures_the_bundled_base(tmp_path):
     assert set(result["success"]) == {"tooluse", "terminal", "search", "code"}
     assert result["candidates"] == sum(row["states"] for rows in result["turns"].values() for row in rows.values())
     assert all(0 <= c["value"] for c in result["checks"]) and "regime gate" in r.output
+
+
+def gate_of(model: str, change=lambda f: None) -> dict:
+    figures = {"model": model, **in_regime()}
+    change(figures)
+    return figures
+
+
+def test_each_domain_takes_the_earliest_checkpoint_that_holds_its_own_criteria():
+    from pivotrl.lab.gate import choose_domain_bases
+
+    early = gate_of("step-200", lambda f: f["success"].update(terminal=0.7))  # terminal too easy here
+    late = gate_of("step-400", lambda f: f["success"].update(tooluse=0.02))   # tooluse lost, terminal in band
+    chosen = choose_domain_bases([early, late])
+    assert chosen["bases"] == {"tooluse": "step-200", "terminal": "step-400", "search": "step-200", "code": "step-200"}
+    assert chosen["passed"] and not verdict(early)["passed"] and not verdict(late)["passed"]
+    assert verdict(early)["domains"] == {"tooluse": True, "terminal": False, "search": True, "code": True}
+
+
+def test_the_criteria_across_domains_apply_to_the_chosen_set():
+    from pivotrl.lab.gate import choose_domain_bases
+
+    # every domain holds its own criteria, but only one is at or below the hard line
+    easy = gate_of("step-200", lambda f: f["success"].update(tooluse=0.3, search=0.3))
+    chosen = choose_domain_bases([easy])
+    assert set(chosen["bases"]) == {"tooluse", "terminal", "search", "code"} and not chosen["passed"]
+    assert [c["criterion"] for c in chosen["checks"] if not c["holds"]] == ["domains at or below the hard line"]
+    # the pivot share is the chosen domains' own: 17 pivots among 60 profiled states here
+    share = next(c for c in chosen["checks"] if c["criterion"] == "pivots among candidates")
+    assert share["value"] == round(17 / 60, 4)
+
+
+def test_a_domain_no_checkpoint_holds_has_no_base():
+    from pivotrl.lab.gate import choose_domain_bases
+
+    weak = lambda f: f["turns"]["code"].update({"edit/decision": dict(states=10, all_fail=9, pivots=1, greedy_correct=0)})  # noqa: E731
+    chosen = choose_domain_bases([gate_of("step-200", weak), gate_of("step-400", weak)])
+    assert "code" not in chosen["bases"] and not chosen["passed"]
+    assert "code: a checkpoint holds every criterion of the domain" in {c["criterion"] for c in chosen["checks"] if not c["holds"]}
+
+
+def test_the_bases_command_reads_gate_files_in_training_order(tmp_path):
+    from pivotrl.cli import app
+
+    files = []
+    for name, change in (("a", lambda f: f["success"].update(terminal=0.7)), ("b", lambda f: None)):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps(gate_of(f"step-{name}", change)))
+    out = tmp_path / "bases.json"
+    r = CliRunner().invoke(app, ["lab", "bases", *map(str, files), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["bases"]["terminal"] == "step-b"
+    r = CliRunner().invoke(app, ["lab", "bases", str(files[0]), "-o", str(out)])
+    assert r.exit_code == 1 and "terminal" in json.loads(out.read_text())["checks"][1]["criterion"]
+    (tmp_path / "bad.json").write_text('{"success": 1}')
+    r = CliRunner().invoke(app, ["lab", "bases", str(tmp_path / "bad.json"), "-o", str(out)])
+    assert r.exit_code == 2 and "bad.json" in r.output

@@ -225,6 +225,45 @@ def lab_gate(
         raise typer.Exit(1)
 
 
+@app.command("bases")
+def lab_bases(
+    gates: list[Path] = typer.Argument(..., help="Gate results (`pivotrl lab gate -o`), in training order."),
+    output: Path = typer.Option(Path("runs/lab/bases.json"), "-o", "--output"),
+):
+    """The gate per domain (README "A base per domain"): each domain's base is the earliest checkpoint
+    whose criteria for that domain all hold; the criteria across domains then apply to the chosen set.
+    Exit 1 when a domain has no base or the set fails."""
+    from pivotrl.artifacts import atomic_open
+    from pivotrl.cli import _table, console
+    from pivotrl.lab.gate import choose_domain_bases, verdict
+
+    results = []
+    for path in gates:
+        try:
+            results.append(json.loads(path.read_text()))
+            verdict(results[-1]), results[-1]["model"]  # every field the choice reads
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise typer.BadParameter(f"{path}: not a gate result ({type(e).__name__}: {e})", param_hint="GATES")
+    rows = []
+    for path, g in zip(gates, results):
+        checks = verdict(g)["checks"]
+        rows.append((str(path), *(f"{g['success'][d]:.0%}, {sum(c['holds'] for c in checks if c['domain'] == d)}/"
+                                  f"{sum(c['domain'] == d for c in checks)}" for d in results[0]["success"])))
+    console.print(_table("per domain: episode success, criteria held", rows, ("gate", *results[0]["success"])))
+    chosen = choose_domain_bases(results)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(output) as fh:
+        fh.write(json.dumps({"gates": [str(p) for p in gates], **chosen}, indent=2))
+    console.print(_table("bases", [(d, chosen["bases"].get(d, "none")) for d in results[0]["success"]],
+                         ("domain", "base")))
+    console.print(_table("the chosen set", [(c["criterion"], f"{c['value']:g}", c["rule"],
+                                             "holds" if c["holds"] else "FAILS") for c in chosen["checks"]],
+                         ("criterion", "value", "rule", "")))
+    console.print(f"{'passed' if chosen['passed'] else 'FAILED'}; written to {output}")
+    if not chosen["passed"]:
+        raise typer.Exit(1)
+
+
 @app.command("pretrain")
 def lab_pretrain(
     output: Path = typer.Option(Path("runs/lab/pretrain"), "-o", "--output"),

@@ -17,6 +17,10 @@ uninformative. The gate asks, per domain of the lab:
 
 A base that fails the gate is not used for the lab's comparison. The numbers are the ones registered
 in the README before any run; changing one needs a stated reason, before results exist.
+
+The comparison trains one model per domain, as the paper does, so the gate also chooses a base per
+domain (`choose_domain_bases`, `pivotrl lab bases`): the earliest checkpoint that holds every
+criterion of that domain, with the criteria across domains applied to the chosen set.
 """
 
 from __future__ import annotations
@@ -101,13 +105,14 @@ def verdict(figures: dict, t: GateThresholds = GateThresholds()) -> dict:
     """Each criterion with its figure and whether it holds; `passed` when all do."""
     checks = []
 
-    def check(name: str, value: float, holds: bool, rule: str):
-        checks.append({"criterion": name, "value": round(value, 4), "rule": rule, "holds": bool(holds)})
+    def check(name: str, value: float, holds: bool, rule: str, domain: str | None = None):
+        checks.append({"criterion": name, "value": round(value, 4), "rule": rule, "holds": bool(holds),
+                       "domain": domain})
 
     success = figures["success"]
     for domain, s in success.items():
         check(f"{domain}: episode success", s, t.success_low <= s <= t.success_high,
-              f"{t.success_low:g}-{t.success_high:g}")
+              f"{t.success_low:g}-{t.success_high:g}", domain)
     hard = sum(s <= t.hard_success for s in success.values())
     check("domains at or below the hard line", hard, hard >= t.hard_domains,
           f">= {t.hard_domains} at <= {t.hard_success:g}")
@@ -118,17 +123,43 @@ def verdict(figures: dict, t: GateThresholds = GateThresholds()) -> dict:
         for key in sorted(decisive):
             row = rows.get(key)
             if not row:  # e.g. turn_limit: no state to profile; the failure still counts against the base
-                check(f"{domain} {key}: decisive, profiled states", 0, False, "> 0")
+                check(f"{domain} {key}: decisive, profiled states", 0, False, "> 0", domain)
                 continue
             check(f"{domain} {key}: decisive, all-fail share", row["all_fail"] / row["states"],
-                  row["all_fail"] / row["states"] <= t.decisive_all_fail, f"<= {t.decisive_all_fail:g}")
+                  row["all_fail"] / row["states"] <= t.decisive_all_fail, f"<= {t.decisive_all_fail:g}", domain)
             check(f"{domain} {key}: decisive, pivot share", row["pivots"] / row["states"],
-                  row["pivots"] / row["states"] >= t.decisive_pivots, f">= {t.decisive_pivots:g}")
+                  row["pivots"] / row["states"] >= t.decisive_pivots, f">= {t.decisive_pivots:g}", domain)
         for key, row in sorted(rows.items()):
             if key not in decisive:
                 acc = row["greedy_correct"] / row["states"]
                 check(f"{domain} {key}: routine, greedy accuracy", acc, acc >= t.routine_accuracy,
-                      f">= {t.routine_accuracy:g}")
+                      f">= {t.routine_accuracy:g}", domain)
     share = figures["pivots"] / max(figures["candidates"], 1)
     check("pivots among candidates", share, t.pivots_low <= share <= t.pivots_high, f"{t.pivots_low:g}-{t.pivots_high:g}")
-    return {"thresholds": asdict(t), "checks": checks, "passed": all(c["holds"] for c in checks)}
+    domains = {d: all(c["holds"] for c in checks if c["domain"] == d) for d in success}
+    return {"thresholds": asdict(t), "checks": checks, "domains": domains, "passed": all(c["holds"] for c in checks)}
+
+
+def choose_domain_bases(gates: list[dict], t: GateThresholds = GateThresholds()) -> dict:
+    """The gate applied per domain, as the paper trains one model per domain: for each domain the
+    earliest of `gates` (each `measure_gate`'s result, in training order) whose criteria for that
+    domain all hold is its base; the criteria across domains (the hard line, the pivot share) then
+    apply to the chosen set, each domain's figures taken from its own base."""
+    domains = list(gates[0]["success"]) if gates else []
+    bases: dict = {}
+    for g in gates:
+        held = verdict(g, t)["domains"]  # recomputed: gate files written before per-domain verdicts lack it
+        for d in domains:
+            if d not in bases and held.get(d):
+                bases[d] = g
+    checks = [{"criterion": f"{d}: a checkpoint holds every criterion of the domain", "value": float(d in bases),
+               "rule": "1", "holds": d in bases, "domain": d} for d in domains]
+    if bases:
+        chosen = {"success": {d: g["success"][d] for d, g in bases.items()},
+                  "turns": {d: g["turns"].get(d, {}) for d, g in bases.items()}}
+        chosen["candidates"] = sum(r["states"] for rows in chosen["turns"].values() for r in rows.values())
+        chosen["pivots"] = sum(r["pivots"] for rows in chosen["turns"].values() for r in rows.values())
+        chosen["failures"] = {d: g["failures"].get(d, {}) for d, g in bases.items()}
+        checks += [c for c in verdict(chosen, t)["checks"] if c["domain"] is None]
+    return {"bases": {d: g["model"] for d, g in bases.items()}, "thresholds": asdict(t), "checks": checks,
+            "passed": all(c["holds"] for c in checks)}
