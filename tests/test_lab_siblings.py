@@ -305,10 +305,10 @@ def test_pretrain_command_passes_a_phases_settings_to_its_config(tmp_path, monke
     res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", "--steps", "7",
                                    "--learning-rate", "0.0015", "--warmup-steps", "5", "--gate-from", "400",
                                    "--domain-share", "0.1", "--init-from", str(tmp_path / "phase1"),
-                                   "--domain-tasks", "tooluse=900, terminal=0"])
+                                   "--domain-tasks", "tooluse=900, terminal=0", "--checkpoint-every", "100"])
     assert res.exit_code == 0, res.output
     (cfg,) = got
-    assert (cfg.steps, cfg.learning_rate, cfg.warmup_steps, cfg.gate_from) == (7, 0.0015, 5, 400)
+    assert (cfg.steps, cfg.learning_rate, cfg.warmup_steps, cfg.gate_from, cfg.checkpoint_every) == (7, 0.0015, 5, 400, 100)
     assert cfg.mix["domains"] == 0.1 and cfg.init_from == str(tmp_path / "phase1")
     assert cfg.batch_size == pretrain.PretrainConfig().batch_size
     assert cfg.domain_tasks == {**pretrain.PretrainConfig().domain_tasks, "tooluse": 900, "terminal": 0}
