@@ -209,7 +209,7 @@ def lab_gate(
     """Is the base in the paper's regime? The regime gate on the dev split (src/pivotrl/lab/gate.py,
     README "The regime gate"): every criterion with its figure; exit 1 when the base fails."""
     from pivotrl.artifacts import atomic_open
-    from pivotrl.cli import _table, console
+    from pivotrl.cli import console
     from pivotrl.lab.gate import GateConfig, measure_gate
 
     result = measure_gate(GateConfig(model=model or "", tasks_per_domain=tasks, trajectories=trajectories, k=k,
@@ -217,12 +217,19 @@ def lab_gate(
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(output) as fh:
         fh.write(json.dumps(result, indent=2, default=str))
-    rows = [(c["criterion"], f"{c['value']:g}", c["rule"], "holds" if c["holds"] else "FAILS") for c in result["checks"]]
-    console.print(_table(f"regime gate: {result['model']}", rows, ("criterion", "value", "rule", "")))
+    console.print(_checks_table(f"regime gate: {result['model']}", result["checks"]))
     console.print(f"{'passed' if result['passed'] else 'FAILED'}: {sum(c['holds'] for c in result['checks'])} of "
                   f"{len(result['checks'])} criteria hold; written to {output}")
     if not result["passed"]:
         raise typer.Exit(1)
+
+
+def _checks_table(title: str, checks: list[dict]):
+    """The gate's criteria as a table: each with its figure, rule and whether it holds."""
+    from pivotrl.cli import _table
+
+    rows = [(c["criterion"], f"{c['value']:g}", c["rule"], "holds" if c["holds"] else "FAILS") for c in checks]
+    return _table(title, rows, ("criterion", "value", "rule", ""))
 
 
 @app.command("bases")
@@ -237,18 +244,18 @@ def lab_bases(
     from pivotrl.cli import _table, console
     from pivotrl.lab.gate import choose_domain_bases, verdict
 
-    results = []
+    results, rows = [], []
     for path in gates:
         try:
-            results.append(json.loads(path.read_text()))
-            verdict(results[-1]), results[-1]["model"]  # every field the choice reads
+            g = json.loads(path.read_text())
+            checks = verdict(g)["checks"]  # also proves every field the choice reads is there
+            domains = (results[0] if results else g)["success"]  # the first file's domains, in every row
+            rows.append((str(path), *(f"{g['success'][d]:.0%}, {sum(c['holds'] for c in checks if c['domain'] == d)}/"
+                                      f"{sum(c['domain'] == d for c in checks)}" for d in domains)))
+            g["model"]  # the choice names each base by it
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise typer.BadParameter(f"{path}: not a gate result ({type(e).__name__}: {e})", param_hint="GATES")
-    rows = []
-    for path, g in zip(gates, results):
-        checks = verdict(g)["checks"]
-        rows.append((str(path), *(f"{g['success'][d]:.0%}, {sum(c['holds'] for c in checks if c['domain'] == d)}/"
-                                  f"{sum(c['domain'] == d for c in checks)}" for d in results[0]["success"])))
+        results.append(g)
     console.print(_table("per domain: episode success, criteria held", rows, ("gate", *results[0]["success"])))
     chosen = choose_domain_bases(results)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -256,9 +263,7 @@ def lab_bases(
         fh.write(json.dumps({"gates": [str(p) for p in gates], **chosen}, indent=2))
     console.print(_table("bases", [(d, chosen["bases"].get(d, "none")) for d in results[0]["success"]],
                          ("domain", "base")))
-    console.print(_table("the chosen set", [(c["criterion"], f"{c['value']:g}", c["rule"],
-                                             "holds" if c["holds"] else "FAILS") for c in chosen["checks"]],
-                         ("criterion", "value", "rule", "")))
+    console.print(_checks_table("the chosen set", chosen["checks"]))
     console.print(f"{'passed' if chosen['passed'] else 'FAILED'}; written to {output}")
     if not chosen["passed"]:
         raise typer.Exit(1)
