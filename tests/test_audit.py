@@ -13,7 +13,7 @@ from pivotrl.demo import render
 from pivotrl.lab.audit import on_track, summarise
 from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
-from pivotrl.lab.verifiers import task_of
+from pivotrl.lab.domains.base import task_of
 
 
 def _states(name, n=4, seed=3, rng_seed=0):

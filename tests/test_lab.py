@@ -91,7 +91,7 @@ def _judged(name, state) -> bool:
     """Whether a wrong version of this state's action must be refused. Accepted rightly: a question
     that still asks for the zip code (the store answers it the same), and any message where the
     task's check does not read the message (code's final turn, terminal "create" tasks)."""
-    from pivotrl.lab.verifiers import task_of
+    from pivotrl.lab.domains.base import task_of
 
     ref = state.reference
     if ref.kind == "message":
@@ -115,7 +115,7 @@ def _wrong_for(state):
     not list the document the reference finds (one that does list it is rightly accepted)."""
     from pivotrl.data.types import Action, ToolCall
     from pivotrl.lab.domains.search import SearchEnv
-    from pivotrl.lab.verifiers import task_of
+    from pivotrl.lab.domains.base import task_of
 
     ref = state.reference
     if ref.kind == "tool_calls" and ref.calls[0].name == "search":
@@ -346,7 +346,7 @@ def test_the_lab_verifier_judges_repo_states_by_their_effect():
     its functional verifier: a view of the same file by another path is paid (an argument match would
     not pay it), a view of another file is not."""
     from pivotrl.data.types import Action, ToolCall
-    from pivotrl.lab.evaluate import lab_verifier
+    from pivotrl.lab.verifiers import lab_verifier
 
     dom = get_domain("repo")
     task = dom.tasks("dev", 1, seed=4)[0]

@@ -9,14 +9,13 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from pivotrl.console import console, rows_table
 from pivotrl.errors import DataError
 
 # Plain help (no rich panels): the panels print a `<bool>` type beside every flag, --help included.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="PivotRL: RL on the informative turns of existing agent trajectories.")
-console = Console()
 
 
 def main() -> None:
@@ -27,15 +26,6 @@ def main() -> None:
 
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # [brackets] kept
         raise SystemExit(2) from None
-
-
-def _table(title: str, rows, columns=("", "count")) -> Table:
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(c, justify="left" if c == columns[0] else "right")
-    for r in rows:
-        t.add_row(*[str(x) for x in r])
-    return t
 
 
 def _parse_options(options: list[str]) -> dict:
@@ -93,7 +83,7 @@ def extract(
     rows += [(f"skipped record: {k}", v) for k, v in sorted(ts.skipped.items())]
     rows += [(f"skipped turn: {k}", v) for k, v in sorted(stats.skipped.items())]
     console.print(f"extract {trajectories} -> {output}", soft_wrap=True)
-    console.print(_table("", rows))
+    console.print(rows_table("", rows))
 
 
 @app.command()
@@ -150,14 +140,14 @@ def verify(
     mean = sum(rewards) / n if n else 0.0
     bins = Counter("1" if r == 1.0 else "0" if r == 0.0 else "(0,1)" if r > 0 else "< 0" for r in rewards)
     console.print(f"verify {pairs} with {verifier}: {n} completions, mean reward {mean:.3f}", soft_wrap=True)
-    console.print(_table("reward distribution", [(k, bins[k]) for k in ("1", "(0,1)", "0", "< 0") if bins[k]],
+    console.print(rows_table("reward distribution", [(k, bins[k]) for k in ("1", "(0,1)", "0", "< 0") if bins[k]],
                          ("reward", "count")))
-    console.print(_table("reasons", Counter(s["reason"] for s in scores).most_common(), ("reason", "count")))
+    console.print(rows_table("reasons", Counter(s["reason"] for s in scores).most_common(), ("reason", "count")))
     if by:
         groups: dict = {}
         for sc in scores:
             groups.setdefault(json.dumps(sc[by]) if not isinstance(sc[by], str) else sc[by], []).append(sc["reward"])
-        console.print(_table(f"by {by}", [(k, len(v), f"{sum(v) / len(v):.3f}", sum(r == 1.0 for r in v))
+        console.print(rows_table(f"by {by}", [(k, len(v), f"{sum(v) / len(v):.3f}", sum(r == 1.0 for r in v))
                                           for k, v in sorted(groups.items())],
                              (by, "completions", "mean reward", "reward 1")))
     recorded = [s for s in scores if isinstance(s["recorded"], (int, float))]
@@ -167,7 +157,7 @@ def verify(
                       f"({len(agree) / len(recorded):.1%})", soft_wrap=True)
         pairs_ = Counter((s["reason"], str(s["recorded_reason"]), abs(s["reward"] - float(s["recorded"])) < 1e-9)
                          for s in recorded)
-        console.print(_table("ours vs recorded", [(a, b, "yes" if same else "NO", n) for (a, b, same), n in
+        console.print(rows_table("ours vs recorded", [(a, b, "yes" if same else "NO", n) for (a, b, same), n in
                                                    pairs_.most_common()], ("our reason", "their reason", "agree", "rows")))
 
 
@@ -192,7 +182,7 @@ def info(file: Path = typer.Argument(..., help="A trajectory file, a states file
         profiled = [s for s in sts if "reward_mean" in (s.meta.get("gym") or {}).get("extra", {})]
         if profiled:
             rows.append(("rows with profiling columns", len(profiled)))
-        console.print(_table(f"{file}", rows, ("", "value")))
+        console.print(rows_table(f"{file}", rows, ("", "value")))
         return
     ts = load_trajectories(file)
     turns = sorted(sum(m["role"] == "assistant" for m in t.messages) for t in ts) or [0]
@@ -203,7 +193,7 @@ def info(file: Path = typer.Argument(..., help="A trajectory file, a states file
             ("distinct tools", len({n for t in ts for n in [x['function']['name'] for x in t.tools]}))]
     rows += [(f"domain {d}", c) for d, c in Counter(t.domain for t in ts).most_common()]
     rows += [(f"calls to {n}", c) for n, c in calls.most_common(10)]
-    console.print(_table(f"{file}", rows, ("", "value")))
+    console.print(rows_table(f"{file}", rows, ("", "value")))
 
 
 @app.command()
@@ -356,7 +346,7 @@ def _print_profile_summary(records: list[dict], output: Path) -> None:
             ("all wrong", sum(r["reward_var"] == 0 and r["reward_mean"] == 0 for r in ok)),
             ("truncated samples (scored 0)", f"{cut} ({cut / max(samples, 1):.1%})")]
     console.print(f"profile written to {output}", soft_wrap=True)
-    console.print(_table("", rows, ("", "value")))
+    console.print(rows_table("", rows, ("", "value")))
 
 
 @app.command("select")
@@ -384,15 +374,15 @@ def select_cmd(
                             else f" (k={top_k})" if r == "variance_top_k" else ""),
                        len(select(cands, r, lambda_diff=lambda_diff, top_k=top_k, lo=lo, hi=hi))))
     console.print(f"{len(cands)} candidate states; rule {rule!r} keeps {len(kept)} -> {output}", soft_wrap=True)
-    console.print(_table("states kept by each rule", counts, ("rule", "kept")))
+    console.print(rows_table("states kept by each rule", counts, ("rule", "kept")))
     b = breakdown(cands, kept)
-    console.print(_table(f"kept by {rule}, by domain", [(d, n, b["domain_kept"][d]) for d, n in sorted(b["domain"].items())],
+    console.print(rows_table(f"kept by {rule}, by domain", [(d, n, b["domain_kept"][d]) for d, n in sorted(b["domain"].items())],
                          ("domain", "candidates", "kept")))
     order = sorted(b["position"], key=lambda p: ("first", "middle", "last").index(p) if p in ("first", "middle", "last")
                    else 3 + int(p.split()[-1]))
-    console.print(_table(f"kept by {rule}, by turn position", [(p, b["position"][p], b["position_kept"][p]) for p in order],
+    console.print(rows_table(f"kept by {rule}, by turn position", [(p, b["position"][p], b["position_kept"][p]) for p in order],
                          ("position", "candidates", "kept")))
-    console.print(_table(f"kept by {rule}, by what the reference does",
+    console.print(rows_table(f"kept by {rule}, by what the reference does",
                          [(a, n, b["action_kept"][a]) for a, n in b["action"].most_common()],
                          ("reference action", "candidates", "kept")))
     kind_only = b["action_kept"]["message (any text paid)"]
@@ -539,7 +529,7 @@ def plan(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="T
     mem = plan_for(cfg, devices=devices, sharding=sharding, prompt_tokens=prompt_tokens,
                    device_bytes=device_gib * GiB)
     rows = [(k, f"{v:.2f} GiB" if isinstance(v, float) else f"{v:,}") for k, v in mem.as_gib().items()]
-    console.print(_table(f"one step per GPU: {cfg.model}, {devices} GPU(s), sharding {sharding}", rows,
+    console.print(rows_table(f"one step per GPU: {cfg.model}, {devices} GPU(s), sharding {sharding}", rows,
                          ("", "per GPU")))
     if mem.total > device_gib * GiB:
         console.print(f"[bold red]does not fit[/] in {device_gib:g} GiB: shard (--sharding zero3/fsdp with "
@@ -576,7 +566,7 @@ def eval_cmd(
     from pivotrl.artifacts import atomic_open
     from pivotrl.eval.heldout import HeldOutSet, measure, resolve_episodes
     from pivotrl.pivots.split import sample_eval
-    from pivotrl.pivots.state import load_states
+    from pivotrl.pivots.load import load_states
     from pivotrl.rewards import check_states, get_verifier
     from pivotrl.sampling import get_sampler
     from pivotrl.sampling.base import GENERATION_BUDGET
@@ -595,7 +585,7 @@ def eval_cmd(
     metrics = measure(sampler, HeldOutSet(sts, v, factory, task_list, max_turns), max_tokens or GENERATION_BUDGET)
     result = {"model": model, "states": str(states) if states else None, "tasks": str(tasks) if tasks else None,
               "verifier": verifier, "max_tokens": max_tokens or GENERATION_BUDGET, **metrics}
-    console.print(_table(f"eval of {model}", [(k, f"{v:.3f}" if isinstance(v, float) else v)
+    console.print(rows_table(f"eval of {model}", [(k, f"{v:.3f}" if isinstance(v, float) else v)
                                               for k, v in metrics.items()], ("measure", "value")))
     if output:
         with atomic_open(output) as fh:
@@ -623,7 +613,7 @@ def compare(
         rows.append((c["name"], c["trainer"], f"{c['values'][-1]:.3f}", "-" if r["turns"] is None else r["turns"],
                      "-" if r["seconds"] is None else f"{r['seconds']:.1f}", c["profiling"]["rollout_turns"]))
     title = f"to reach {metric} >= {target}" if target is not None else f"final {metric}"
-    console.print(_table(title, rows, ("run", "trainer", f"final {metric}", "rollout turns", "seconds",
+    console.print(rows_table(title, rows, ("run", "trainer", f"final {metric}", "rollout turns", "seconds",
                                        "of which profiling turns")))
     console.print(f"plot: {path}", soft_wrap=True)
 

@@ -67,7 +67,7 @@ def resolve_states(explicit: str | None, data: str | Path | None, held: set[str]
     """(held-out states, where they came from): `explicit`, else those of the `held` trajectories in
     the file beside `data`, else `fallback`. The caller keeps their trajectories out of training,
     then samples."""
-    from pivotrl.pivots.state import load_states
+    from pivotrl.pivots.load import load_states
 
     if explicit:
         states, source = load_states(explicit), str(explicit)

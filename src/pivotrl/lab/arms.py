@@ -10,8 +10,9 @@ from pathlib import Path
 
 from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
-from pivotrl.lab.evaluate import EvalConfig, evaluate_model, lab_verifier_options
+from pivotrl.lab.evaluate import EvalConfig, evaluate_model
 from pivotrl.lab.presets import Preset
+from pivotrl.lab.verifiers import lab_verifier_options
 from pivotrl.train.common import PeriodicEval
 
 

@@ -22,8 +22,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from pivotrl.lab.domains.base import Domain, get_domain, play_policy, replay
-from pivotrl.lab.verifiers import close, task_of
+from pivotrl.lab.domains.base import Domain, get_domain, play_policy, replay, task_of
+from pivotrl.lab.verifiers import close, lab_verifier
 from pivotrl.rewards.parse import parse_action
 
 
@@ -136,7 +136,6 @@ def audit_states(cfg: AuditConfig):
 
 def verdicts(states, completions: list[list[Any]], names: tuple) -> list[dict]:
     """One row per sampled action: domain, turn type, the truth and each verifier's verdict."""
-    from pivotrl.lab.evaluate import lab_verifier
     from pivotrl.rewards import get_verifier
     from pivotrl.rewards.base import safe_score
 

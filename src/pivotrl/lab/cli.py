@@ -46,13 +46,13 @@ def lab_generate(
     seed: int = typer.Option(0),
 ):
     """Write train/dev/test tasks and the experts' SFT trajectories."""
-    from pivotrl.cli import _table, console
+    from pivotrl.console import console, rows_table
     from pivotrl.lab.domains import IN_DOMAIN
     from pivotrl.lab.generate import generate
 
     domains = list(IN_DOMAIN) if domain == "all" else [domain]
     counts = generate(output, domains, {"train": train, "dev": dev, "test": test}, seed)
-    console.print(_table(f"lab data in {output}", [(d, c.get("train_tasks"), c.get("dev_tasks"), c.get("test_tasks"),
+    console.print(rows_table(f"lab data in {output}", [(d, c.get("train_tasks"), c.get("dev_tasks"), c.get("test_tasks"),
                                                     c.get("train_trajectories")) for d, c in counts.items()],
                          ("domain", "train", "dev", "test", "SFT trajectories")))
 
@@ -67,7 +67,7 @@ def lab_eval(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the results as JSON."),
 ):
     """Real episodes in all four environments (test split), the OOD suite, next-action accuracy."""
-    from pivotrl.cli import _table, console
+    from pivotrl.console import console, rows_table
     from pivotrl.lab.evaluate import EvalConfig, evaluate_model
 
     res = evaluate_model(model, EvalConfig(tasks, ood, variant, next_action), log=console.print)
@@ -77,7 +77,7 @@ def lab_eval(
     if "ood_reasoning_mean" in res:
         rows.append(("OOD mean (reasoning tasks; the variant on its own above)", f"{res['ood_reasoning_mean']:.3f}"))
     rows += [(f"next action: {d}", f"{v:.3f}") for d, v in res["next_action"].items()]
-    console.print(_table(f"lab eval of {model} ({res['eval_seconds']:.0f}s)", rows, ("measure", "value")))
+    console.print(rows_table(f"lab eval of {model} ({res['eval_seconds']:.0f}s)", rows, ("measure", "value")))
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({"model": model, **res}, indent=2))
@@ -99,7 +99,7 @@ def lab_run(
     whichever stage is free."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pivotrl.cli import console
+    from pivotrl.console import console
     from pivotrl.lab.experiment import PRESETS, Plan, run_lab
 
     if preset not in PRESETS:
@@ -133,7 +133,7 @@ def lab_run(
 
 
 def print_report(results: dict, preset: str, output: Path) -> None:
-    from pivotrl.cli import console
+    from pivotrl.console import console
     from pivotrl.lab.report import claims_table, markdown_table
 
     console.print(f"\n[bold]Preset {preset}[/]: in-domain success (real episodes, test split, each arm's best dev "
@@ -154,7 +154,7 @@ def lab_report(
     domain: Optional[str] = typer.Option(None, help="The run's one domain, if it was given one."),
 ):
     """The report of a run still going or stopped: the arms whose every seed is evaluated (the others named)."""
-    from pivotrl.cli import console
+    from pivotrl.console import console
     from pivotrl.lab.experiment import PRESETS, report_lab
 
     if preset not in PRESETS:
@@ -178,7 +178,7 @@ def lab_audit(
     """Do the verifiers' rewards mean what the environments mean? Precision and recall of each
     verifier against episode outcomes (the action played, the expert finishing)."""
     from pivotrl.artifacts import atomic_open, write_jsonl
-    from pivotrl.cli import console
+    from pivotrl.console import console
     from pivotrl.lab.audit import AuditConfig, audit_table, run_audit
     from pivotrl.lab.domains import IN_DOMAIN
 
@@ -209,7 +209,7 @@ def lab_gate(
     """Is the base in the paper's regime? The regime gate on the dev split (src/pivotrl/lab/gate.py,
     README "The regime gate"): every criterion with its figure; exit 1 when the base fails."""
     from pivotrl.artifacts import atomic_open
-    from pivotrl.cli import console
+    from pivotrl.console import console
     from pivotrl.lab.gate import GateConfig, measure_gate
 
     result = measure_gate(GateConfig(model=model or "", tasks_per_domain=tasks, trajectories=trajectories, k=k,
@@ -226,10 +226,10 @@ def lab_gate(
 
 def _checks_table(title: str, checks: list[dict]):
     """The gate's criteria as a table: each with its figure, rule and whether it holds."""
-    from pivotrl.cli import _table
+    from pivotrl.console import rows_table
 
     rows = [(c["criterion"], f"{c['value']:g}", c["rule"], "holds" if c["holds"] else "FAILS") for c in checks]
-    return _table(title, rows, ("criterion", "value", "rule", ""))
+    return rows_table(title, rows, ("criterion", "value", "rule", ""))
 
 
 @app.command("bases")
@@ -241,7 +241,7 @@ def lab_bases(
     whose criteria for that domain all hold; the criteria across domains then apply to the chosen set.
     Exit 1 when a domain has no base or the set fails."""
     from pivotrl.artifacts import atomic_open
-    from pivotrl.cli import _table, console
+    from pivotrl.console import console, rows_table
     from pivotrl.lab.gate import choose_domain_bases, verdict
 
     results, rows = [], []
@@ -256,12 +256,12 @@ def lab_bases(
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise typer.BadParameter(f"{path}: not a gate result ({type(e).__name__}: {e})", param_hint="GATES")
         results.append(g)
-    console.print(_table("per domain: episode success, criteria held", rows, ("gate", *results[0]["success"])))
+    console.print(rows_table("per domain: episode success, criteria held", rows, ("gate", *results[0]["success"])))
     chosen = choose_domain_bases(results)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(output) as fh:
         fh.write(json.dumps({"gates": [str(p) for p in gates], **chosen}, indent=2))
-    console.print(_table("bases", [(d, chosen["bases"].get(d, "none")) for d in results[0]["success"]],
+    console.print(rows_table("bases", [(d, chosen["bases"].get(d, "none")) for d in results[0]["success"]],
                          ("domain", "base")))
     console.print(_checks_table("the chosen set", chosen["checks"]))
     console.print(f"{'passed' if chosen['passed'] else 'FAILED'}; written to {output}")
@@ -302,7 +302,7 @@ def lab_pretrain(
     earliest that passes as OUTPUT/base (reruns resume: a finished training and each gated checkpoint are
     kept). Exits 1 when no checkpoint passes. With --train-only, a phase: train and measure copy drills
     (OUTPUT/drills.json), no gate; a later phase goes on with --init-from OUTPUT/checkpoints/step-N."""
-    from pivotrl.cli import console
+    from pivotrl.console import console
     from pivotrl.lab.pretrain import PretrainConfig, finished_training, measure_drills, pretrain, train_checkpoints
 
     cfg = PretrainConfig(output_dir=str(output), minutes=minutes, seed=seed, init_from=init_from and str(init_from))
@@ -340,7 +340,7 @@ def parse_domain_counts(text: str) -> dict[str, int]:
 @app.command("base-path")
 def lab_base_path():
     """Print where the bundled base model is."""
-    from pivotrl.cli import console
+    from pivotrl.console import console
     from pivotrl.lab import BASE_MODEL
 
     console.print(str(BASE_MODEL))

@@ -10,20 +10,9 @@ from dataclasses import dataclass
 from pivotrl.lab.domains import IN_DOMAIN, LONG_HORIZON
 from pivotrl.lab.domains import repo
 from pivotrl.lab.domains.base import get_domain
+from pivotrl.lab.verifiers import lab_verifier
 
 MAX_TURNS = {"tooluse": 7, "terminal": 5, "search": 7, "code": 7, "tooluse_variant": 7, "repo": repo.MAX_TURNS}
-
-
-def lab_verifier_options() -> dict:
-    """The lab's functional verifier as a `dispatch` config: each domain's own verifier."""
-    return {"default": "tool_call", "by_domain": {
-        name: {"name": get_domain(name).verifier, **get_domain(name).verifier_options} for name in IN_DOMAIN + LONG_HORIZON}}
-
-
-def lab_verifier():
-    from pivotrl.rewards import get_verifier
-
-    return get_verifier("dispatch", **lab_verifier_options())
 
 
 @dataclass

@@ -25,10 +25,11 @@ from pathlib import Path
 
 from pivotrl.artifacts import write_jsonl
 from pivotrl.lab.domains.base import get_domain
-from pivotrl.lab.evaluate import evaluate_model, lab_verifier
+from pivotrl.lab.evaluate import evaluate_model
 from pivotrl.lab.presets import ARMS, LABELS, PRESETS, Preset  # noqa: F401  (the lab's public names)
 from pivotrl.lab.report import aggregate, markdown_table, write_results  # noqa: F401
 from pivotrl.lab.stages import run_stage
+from pivotrl.lab.verifiers import lab_verifier
 
 PIVOT_ARMS = ("pivotrl", "pivotrl_exact", "sft_pivotrl")  # need a profile (no_filter does not)
 

@@ -69,7 +69,8 @@ def measure_gate(cfg: GateConfig, log=print) -> dict:
     from pivotrl.eval.next_action import next_action_scores
     from pivotrl.lab import BASE_MODEL
     from pivotrl.lab.domains import IN_DOMAIN
-    from pivotrl.lab.evaluate import MAX_TURNS, EvalConfig, evaluate_model, expert_states, lab_verifier
+    from pivotrl.lab.evaluate import MAX_TURNS, EvalConfig, evaluate_model, expert_states
+    from pivotrl.lab.verifiers import lab_verifier
     from pivotrl.pivots.profile import profile_states
     from pivotrl.pivots.select import candidates_from_records, select
     from pivotrl.sampling import SamplingParams

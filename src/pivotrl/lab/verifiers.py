@@ -24,26 +24,29 @@ from collections import OrderedDict
 from typing import Any
 
 from pivotrl import sandbox
-from pivotrl.rewards.base import Score, register_verifier, state_meta
+from pivotrl.errors import DataError
+from pivotrl.lab.domains import IN_DOMAIN, LONG_HORIZON
+from pivotrl.lab.domains.base import get_domain, replay, task_of
+from pivotrl.lab.domains.terminal import shows_fact
+from pivotrl.rewards import get_verifier
+from pivotrl.rewards.base import Score, register_verifier
 from pivotrl.rewards.parse import parse_action
 from pivotrl.rewards.shell import canonical_command
 
 
-def task_of(state) -> dict:
-    """The lab task a state came from; {} when the state carries none (or something else there)."""
-    meta = state_meta(state)
-    traj = meta.get("trajectory_meta") if isinstance(meta.get("trajectory_meta"), dict) else {}
-    for task in (traj.get("task"), meta.get("task")):
-        if isinstance(task, dict):
-            return task
-    return {}
+def lab_verifier_options() -> dict:
+    """The lab's functional verifier as a `dispatch` config: each domain's own verifier."""
+    return {"default": "tool_call", "by_domain": {
+        name: {"name": get_domain(name).verifier, **get_domain(name).verifier_options} for name in IN_DOMAIN + LONG_HORIZON}}
+
+
+def lab_verifier():
+    """The lab's functional verifier, as profiling, the gate and the audit score actions."""
+    return get_verifier("dispatch", **lab_verifier_options())
 
 
 def lab_domain(task: dict):
     """The lab domain a task belongs to, or None (a state from elsewhere)."""
-    from pivotrl.errors import DataError
-    from pivotrl.lab.domains.base import get_domain
-
     try:
         return get_domain(task["domain"]) if isinstance(task.get("domain"), str) else None
     except DataError:
@@ -63,9 +66,6 @@ class _NotReplayable(Exception):
 def _replayed(domain, task: dict, context):
     """The environment at the state; `_NotReplayable` when the state's task or context cannot be
     replayed, which `score` turns into 0 with a reason: a malformed state never crashes a run."""
-    from pivotrl import sandbox
-    from pivotrl.lab.domains.base import replay
-
     try:
         return replay(domain, task, context)
     except sandbox.SandboxUnavailable:
@@ -169,8 +169,6 @@ class TerminalVerifier(_LabVerifier):
             return Score(0.0, "different_command")
         (ref_out, ref_tree), (out, tree) = (self.effect(task, state, want.name, want.arguments),
                                             self.effect(task, state, got.name, got.arguments))
-        from pivotrl.lab.domains.terminal import shows_fact
-
         fact = f"{task['key_name']}={task['answer']}" if task.get("key_name") else None
         informs = fact is not None and shows_fact(ref_out, fact) and shows_fact(out, fact)
         same = ref_tree == tree and (ref_out == out or informs)

@@ -25,7 +25,8 @@ from pivotrl.sampling.base import Prompt, PromptResult, Sampler, SamplingParams
 
 class _Worker:
     def __init__(self, backend: str, options: dict):
-        import pivotrl.sampling  # noqa: F401  (registers the backends in the worker process)
+        # In the worker process this first imports the package `pivotrl.sampling`, whose `__init__`
+        # registers the backends.
         from pivotrl.sampling.base import get_sampler
 
         self.sampler = get_sampler(backend, **options)

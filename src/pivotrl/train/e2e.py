@@ -18,7 +18,7 @@ from pivotrl.eval.episodes import load_tasks
 from pivotrl.pivots.split import heldout_path, read_heldout
 from pivotrl.eval.heldout import HeldOutSet
 from pivotrl.pivots.split import sample_eval
-from pivotrl.pivots.state import load_states
+from pivotrl.pivots.load import load_states
 from pivotrl.rewards import get_verifier
 from pivotrl.train.common import (EvalCallback, LedgerCallback, WallClockLimit, bind_callbacks, claim_run_folder,
                                   load_policy, lora_config, open_ledger, require_vllm_if_used, train_and_save,

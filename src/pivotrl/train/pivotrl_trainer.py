@@ -84,7 +84,7 @@ def load_training_states(path: str, rule: str = "pivot", lambda_diff: float = 0.
     from pivotrl.artifacts import file_kind
     from pivotrl.pivots.profile import meta_path
     from pivotrl.pivots.select import load_candidates, select
-    from pivotrl.pivots.state import load_states
+    from pivotrl.pivots.load import load_states
 
     p = Path(path)
     if not p.exists():

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pivotrl.errors import DataError
+from pivotrl.rewards.base import state_meta
 
 SPLITS = {"train": range(0, 80), "dev": range(80, 90), "test": range(90, 100)}
 
@@ -88,18 +89,26 @@ def register_domain(domain: Domain) -> Domain:
     return domain
 
 
+# Importing this module first imports its package, `pivotrl.lab.domains`, whose `__init__` imports
+# every built-in domain: the registry is full before anyone can call these two.
 def get_domain(name: str) -> Domain:
-    import pivotrl.lab.domains  # noqa: F401  (registers the built-in domains)
-
     if name not in _DOMAINS:
         raise DataError(f"unknown lab domain {name!r}; choose one of {', '.join(sorted(_DOMAINS))}")
     return _DOMAINS[name]
 
 
 def list_domains() -> list[str]:
-    import pivotrl.lab.domains  # noqa: F401
-
     return sorted(_DOMAINS)
+
+
+def task_of(state) -> dict:
+    """The lab task a state came from; {} when the state carries none (or something else there)."""
+    meta = state_meta(state)
+    traj = meta.get("trajectory_meta") if isinstance(meta.get("trajectory_meta"), dict) else {}
+    for task in (traj.get("task"), meta.get("task")):
+        if isinstance(task, dict):
+            return task
+    return {}
 
 
 Step = tuple  # ("call", (name, args)) or ("say", text)

@@ -12,7 +12,7 @@ import random
 
 from pivotrl import sandbox
 from pivotrl.errors import DataError
-from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, tool_history
+from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, task_of, tool_history
 from pivotrl.lab.restricted_shell import RestrictedShell
 
 CITIES = ["oslo", "lima", "pune", "kyiv", "baku", "nice", "bern", "doha", "riga", "suva", "apia", "male", "lome",
@@ -127,8 +127,6 @@ def _expert(task: dict, rng: random.Random) -> dict:
 def terminal_tag(state) -> str:
     """Decision: answer with one value among several `key=value` lines the last command printed;
     the rest copies (file names from the question, a count, the content to write)."""
-    from pivotrl.lab.verifiers import task_of
-
     if state.reference.kind == "message" and task_of(state).get("kind") == "value":
         outputs = [out for _, _, out in tool_history(state.context)]
         if outputs and sum("=" in line for line in outputs[-1].splitlines()) > 1:

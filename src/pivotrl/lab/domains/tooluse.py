@@ -14,7 +14,7 @@ import random
 import re
 import sqlite3
 
-from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, shuffled, tool_history
+from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, shuffled, task_of, tool_history
 
 FIRST = ["Ada", "Ben", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jia", "Kofi", "Lena", "Mia", "Noor",
          "Omar", "Pia", "Raj", "Sara", "Tom", "Uma", "Vic", "Wen", "Yara", "Zoe"]
@@ -169,8 +169,6 @@ def _expert(task: dict, rng: random.Random) -> dict:
 def store_tag(state) -> str:
     """Decision: cancel one order among the listed ones, or report its status; the rest copies a
     value shown once (the name, the zip code, the user id, the order just cancelled)."""
-    from pivotrl.lab.verifiers import task_of
-
     ref = state.reference
     if ref.kind == "message":
         return "decision" if task_of(state).get("goal") == "status" else "copy"
