@@ -72,6 +72,19 @@ def test_the_gate_command_measures_the_bundled_base(tmp_path):
     assert set(result["success"]) == {"tooluse", "terminal", "search", "code"}
     assert result["candidates"] == sum(row["states"] for rows in result["turns"].values() for row in rows.values())
     assert all(0 <= c["value"] for c in result["checks"]) and "regime gate" in r.output
+    # one domain alone: the full gate's figures for it, and every criterion of that domain
+    alone = tmp_path / "terminal.json"
+    r = CliRunner().invoke(app, ["lab", "gate", "--tasks", "2", "--trajectories", "1", "--k", "2", "--domain",
+                                 "terminal", "-o", str(alone)])
+    part = json.loads(alone.read_text())
+    assert r.exit_code == 1, r.output  # the hard line needs two domains: a gate of one never passes whole
+    assert part["success"] == {"terminal": result["success"]["terminal"]}
+    assert part["turns"] == {"terminal": result["turns"]["terminal"]}
+    assert part["domains"] == {"terminal": result["domains"]["terminal"]}
+    own = lambda g: [c for c in g["checks"] if c["domain"] == "terminal"]  # noqa: E731
+    assert own(part) == own(result) and own(part)
+    r = CliRunner().invoke(app, ["lab", "gate", "--domain", "chess", "-o", str(alone)])
+    assert r.exit_code == 2 and "chess" in r.output
 
 
 def gate_of(model: str, change=lambda f: None) -> dict:
@@ -113,6 +126,18 @@ def test_a_domain_no_checkpoint_holds_has_no_base():
     assert "code: a checkpoint holds every criterion of the domain" in {c["criterion"] for c in chosen["checks"] if not c["holds"]}
 
 
+def test_a_gate_of_one_domain_can_be_its_base():
+    from pivotrl.lab.gate import choose_domain_bases
+
+    full = gate_of("step-200", lambda f: f["success"].update(tooluse=0.02))  # tooluse too hard here
+    alone = gate_of("step-300", lambda f: [f[k].pop(d, None) for k in ("success", "failures", "turns")
+                                           for d in ("terminal", "search", "code")])  # tooluse measured alone
+    chosen = choose_domain_bases([full, alone])
+    assert chosen["bases"] == {"tooluse": "step-300", "terminal": "step-200", "search": "step-200", "code": "step-200"}
+    assert chosen["passed"]
+    assert "tooluse" not in choose_domain_bases([full])["bases"]
+
+
 def test_the_bases_command_reads_gate_files_in_training_order(tmp_path):
     from pivotrl.cli import app
 
@@ -126,6 +151,10 @@ def test_the_bases_command_reads_gate_files_in_training_order(tmp_path):
     assert json.loads(out.read_text())["bases"]["terminal"] == "step-b"
     r = CliRunner().invoke(app, ["lab", "bases", str(files[0]), "-o", str(out)])
     assert r.exit_code == 1 and "terminal" in json.loads(out.read_text())["checks"][1]["criterion"]
+    (tmp_path / "c.json").write_text(json.dumps(gate_of("step-c", lambda f: [f["success"].pop(d) for d in ("tooluse", "code")])))
+    r = CliRunner().invoke(app, ["lab", "bases", str(files[0]), str(tmp_path / "c.json"), "-o", str(out)])
+    assert r.exit_code == 0, r.output  # terminal's base from c, measured on terminal and search only
+    assert json.loads(out.read_text())["bases"]["terminal"] == "step-c"
     (tmp_path / "bad.json").write_text('{"success": 1}')
     r = CliRunner().invoke(app, ["lab", "bases", str(tmp_path / "bad.json"), "-o", str(out)])
     assert r.exit_code == 2 and "bad.json" in r.output

@@ -204,16 +204,24 @@ def lab_gate(
     trajectories: int = typer.Option(30, help="Dev expert trajectories per domain whose states are profiled."),
     k: int = typer.Option(8, help="Samples per state."),
     seed: int = typer.Option(0),
+    domain: Optional[list[str]] = typer.Option(None, "--domain", help="Measure only this domain (repeatable; "
+                                               "default all four): the same figures as a full gate's for it, "
+                                               "all its criteria, a base for `lab bases`."),
     output: Path = typer.Option(Path("runs/lab/gate.json"), "-o", "--output"),
 ):
     """Is the base in the paper's regime? The regime gate on the dev split (src/pivotrl/lab/gate.py,
     README "The regime gate"): every criterion with its figure; exit 1 when the base fails."""
     from pivotrl.artifacts import atomic_open
     from pivotrl.console import console
+    from pivotrl.lab.domains import IN_DOMAIN
     from pivotrl.lab.gate import GateConfig, measure_gate
 
+    if unknown := sorted(set(domain or ()) - set(IN_DOMAIN)):
+        raise typer.BadParameter(f"{', '.join(unknown)}: not a lab domain; choose among {', '.join(IN_DOMAIN)}",
+                                 param_hint="--domain")
+    names = tuple(d for d in IN_DOMAIN if d in set(domain or ()))  # the gate's order, whatever the flags'
     result = measure_gate(GateConfig(model=model or "", tasks_per_domain=tasks, trajectories=trajectories, k=k,
-                                     seed=seed), log=console.print)
+                                     seed=seed, domains=names), log=console.print)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(output) as fh:
         fh.write(json.dumps(result, indent=2, default=str))
@@ -244,24 +252,25 @@ def lab_bases(
     from pivotrl.console import console, rows_table
     from pivotrl.lab.gate import choose_domain_bases, verdict
 
-    results, rows = [], []
+    results, held = [], []
     for path in gates:
         try:
             g = json.loads(path.read_text())
             checks = verdict(g)["checks"]  # also proves every field the choice reads is there
-            domains = (results[0] if results else g)["success"]  # the first file's domains, in every row
-            rows.append((str(path), *(f"{g['success'][d]:.0%}, {sum(c['holds'] for c in checks if c['domain'] == d)}/"
-                                      f"{sum(c['domain'] == d for c in checks)}" for d in domains)))
+            held.append({d: f"{g['success'][d]:.0%}, {sum(c['holds'] for c in checks if c['domain'] == d)}/"
+                            f"{sum(c['domain'] == d for c in checks)}" for d in g["success"]})
             g["model"]  # the choice names each base by it
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise typer.BadParameter(f"{path}: not a gate result ({type(e).__name__}: {e})", param_hint="GATES")
         results.append(g)
-    console.print(rows_table("per domain: episode success, criteria held", rows, ("gate", *results[0]["success"])))
+    domains = list(dict.fromkeys(d for h in held for d in h))  # a gate of some domains shows "-" for the rest
+    rows = [(str(p), *(h.get(d, "-") for d in domains)) for p, h in zip(gates, held)]
+    console.print(rows_table("per domain: episode success, criteria held", rows, ("gate", *domains)))
     chosen = choose_domain_bases(results)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(output) as fh:
         fh.write(json.dumps({"gates": [str(p) for p in gates], **chosen}, indent=2))
-    console.print(rows_table("bases", [(d, chosen["bases"].get(d, "none")) for d in results[0]["success"]],
+    console.print(rows_table("bases", [(d, chosen["bases"].get(d, "none")) for d in domains],
                          ("domain", "base")))
     console.print(_checks_table("the chosen set", chosen["checks"]))
     console.print(f"{'passed' if chosen['passed'] else 'FAILED'}; written to {output}")

@@ -53,6 +53,8 @@ class GateConfig:
     lambda_diff: float = 0.75     # the pivot rule's mean threshold (the lab's)
     max_tokens: int = 96
     seed: int = 0
+    domains: tuple = ()           # measure only these (default: the four); their criteria are complete, the
+    #                               ones across domains then cover only them (`choose_domain_bases` redoes those)
 
 
 def turn_key(state) -> str:
@@ -76,18 +78,21 @@ def measure_gate(cfg: GateConfig, log=print) -> dict:
     from pivotrl.sampling import SamplingParams
     from pivotrl.sampling.transformers_backend import TransformersSampler
 
-    model = cfg.model or str(BASE_MODEL)
+    model, names = cfg.model or str(BASE_MODEL), tuple(cfg.domains) or IN_DOMAIN
     sampler, verifier = TransformersSampler(model), lab_verifier()  # the model loaded once for all three
     episodes = evaluate_model(sampler.model, EvalConfig(cfg.tasks_per_domain, 0, 0, 0, cfg.max_tokens, cfg.seed,
-                                                        split="dev"), tokenizer=sampler.tokenizer, log=log)
-    states = expert_states("dev", IN_DOMAIN, cfg.trajectories, cfg.seed + 11, f"gate:{{name}}:{cfg.seed}")
-    log(f"profiling {len(states)} dev states, K={cfg.k}")
+                                                        split="dev", domains=names),
+                              tokenizer=sampler.tokenizer, log=log)
+    recs, greedy = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        recs = profile_states(states, sampler, verifier, k=cfg.k, output=Path(tmp) / "profile.jsonl",
-                              params=SamplingParams(cfg.k, 1.0, 1.0, cfg.max_tokens), seed=cfg.seed)
+        for name in names:  # domain by domain: its samples do not depend on which others are measured
+            states = expert_states("dev", (name,), cfg.trajectories, cfg.seed + 11, f"gate:{{name}}:{cfg.seed}")
+            log(f"profiling {len(states)} {name} dev states, K={cfg.k}")
+            recs += profile_states(states, sampler, verifier, k=cfg.k, output=Path(tmp) / f"{name}.jsonl",
+                                   params=SamplingParams(cfg.k, 1.0, 1.0, cfg.max_tokens), seed=cfg.seed)
+            greedy += next_action_scores(sampler, states, verifier, cfg.max_tokens)
     cands = candidates_from_records(recs)
     pivots = {id(c) for c in select(cands, "pivot", lambda_diff=cfg.lambda_diff)}
-    greedy = next_action_scores(sampler, states, verifier, cfg.max_tokens)
     turns: dict = {}
     for c, correct in zip(cands, greedy):
         row = turns.setdefault(c.state.domain, {}).setdefault(turn_key(c.state), dict(
@@ -145,12 +150,13 @@ def choose_domain_bases(gates: list[dict], t: GateThresholds = GateThresholds())
     """The gate applied per domain, as the paper trains one model per domain: for each domain the
     earliest of `gates` (each `measure_gate`'s result, in training order) whose criteria for that
     domain all hold is its base; the criteria across domains (the hard line, the pivot share) then
-    apply to the chosen set, each domain's figures taken from its own base."""
-    domains = list(gates[0]["success"]) if gates else []
+    apply to the chosen set, each domain's figures taken from its own base. A gate measured on some
+    domains only (`GateConfig.domains`) can be the base of those."""
+    domains = list(dict.fromkeys(d for g in gates for d in g["success"]))
     bases: dict = {}
     for g in gates:
         held = verdict(g, t)["domains"]  # recomputed: gate files written before per-domain verdicts lack it
-        for d in domains:
+        for d in g["success"]:
             if d not in bases and held.get(d):
                 bases[d] = g
     checks = [{"criterion": f"{d}: a checkpoint holds every criterion of the domain", "value": float(d in bases),
