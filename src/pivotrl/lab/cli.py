@@ -250,7 +250,7 @@ def lab_bases(
     Exit 1 when a domain has no base or the set fails."""
     from pivotrl.artifacts import atomic_open
     from pivotrl.console import console, rows_table
-    from pivotrl.lab.gate import choose_domain_bases, verdict
+    from pivotrl.lab.gate import choose_domain_bases, gate_domains, verdict
 
     results, held = [], []
     for path in gates:
@@ -263,7 +263,7 @@ def lab_bases(
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise typer.BadParameter(f"{path}: not a gate result ({type(e).__name__}: {e})", param_hint="GATES")
         results.append(g)
-    domains = list(dict.fromkeys(d for h in held for d in h))  # a gate of some domains shows "-" for the rest
+    domains = gate_domains(results)  # a gate of some domains shows "-" for the rest
     rows = [(str(p), *(h.get(d, "-") for d in domains)) for p, h in zip(gates, held)]
     console.print(rows_table("per domain: episode success, criteria held", rows, ("gate", *domains)))
     chosen = choose_domain_bases(results)

@@ -146,13 +146,18 @@ def verdict(figures: dict, t: GateThresholds = GateThresholds()) -> dict:
     return {"thresholds": asdict(t), "checks": checks, "domains": domains, "passed": all(c["holds"] for c in checks)}
 
 
+def gate_domains(gates: list[dict]) -> list[str]:
+    """The domains `gates` measured, in order of first appearance (a gate may hold some only)."""
+    return list(dict.fromkeys(d for g in gates for d in g["success"]))
+
+
 def choose_domain_bases(gates: list[dict], t: GateThresholds = GateThresholds()) -> dict:
     """The gate applied per domain, as the paper trains one model per domain: for each domain the
     earliest of `gates` (each `measure_gate`'s result, in training order) whose criteria for that
     domain all hold is its base; the criteria across domains (the hard line, the pivot share) then
     apply to the chosen set, each domain's figures taken from its own base. A gate measured on some
     domains only (`GateConfig.domains`) can be the base of those."""
-    domains = list(dict.fromkeys(d for g in gates for d in g["success"]))
+    domains = gate_domains(gates)
     bases: dict = {}
     for g in gates:
         held = verdict(g, t)["domains"]  # recomputed: gate files written before per-domain verdicts lack it
