@@ -327,6 +327,10 @@ def test_repo_episodes_are_long_and_name_the_failing_file():
     turns = [sum(m["role"] == "assistant" for m in dom.expert(t, random.Random(0))["messages"]) for t in tasks]
     assert all(12 <= n <= MAX_TURNS for n in turns) and 13 <= statistics.median(turns) <= 21, turns
     assert all(3 <= len(t["bugs"]) <= 5 and len({f for f in t["files"] if f.startswith("test_")}) >= 3 for t in tasks)
+    for t in tasks:  # each function once in the repository: a failing test names one function to fix
+        defined = [line.split("(")[0][4:] for f, text in t["files"].items() if not f.startswith("test_")
+                   for line in text.splitlines() if line.startswith("def ")]
+        assert len(defined) == len(set(defined)) >= 9 and set(t["bugs"]) <= set(defined)
     env = dom.environment()
     env.reset(**{k: v for k, v in tasks[0].items() if k == "files"})
     report = env.run_tests()  # the first failure in file order, with its file

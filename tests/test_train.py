@@ -502,7 +502,7 @@ def test_sft_and_pivotrl_hold_out_the_same_trajectories(tmp_path, tiny_model):
                             verifier=f"{__name__}:prefers_vowel", eval_max_states=1000))
     s = train_sft(SFTRunConfig(model=tiny_model, trajectories=str(trajs), heldout=str(heldout_path(states)),
                                output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=2, eval_every=0,
-                               eval_max_states=1000, report_to=[]))
+                               eval_max_states=1000, eval_max_tokens=2, report_to=[]))
     assert read_heldout(tmp_path / "rl" / "heldout.json") == held == read_heldout(tmp_path / "sft" / "heldout.json")
     assert s["trajectories"] == 90
     pivot_tids = [st.trajectory_id for st in load_states(pivots)]

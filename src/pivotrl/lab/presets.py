@@ -103,7 +103,8 @@ PRESETS = {
                    domain_weights=BALANCED, fast_grpo=True, dev_tasks=6, dev_evals=3, dev_ties_within=1,
                    eval=EvalConfig(tasks_per_domain=15, ood_per_task=25, variant_tasks=8, next_action_states=0)),
     "tiny": Preset("tiny", seeds=[0], arms=ARMS, trajectories={"tooluse": 3, "terminal": 3, "search": 3, "code": 2},
-                   profile_k=2, seconds_per_arm=4.0, learning_rates={"sft": [2e-4], "rl": [5e-5, 2e-4]},
+                   # one arm sweeps (the dev choice between two rates), the others run once
+                   profile_k=2, seconds_per_arm=4.0, learning_rates={"sft": [2e-4], "rl": [2e-4], "pivotrl": [5e-5, 2e-4]},
                    num_generations=2, prompts_per_step=1, max_completion_length=8, e2e_prompts_per_step=1,
                    fast_grpo=True,
                    e2e_max_completion_length=48, e2e_max_turns=2, dev_tasks=1, dev_evals=1,

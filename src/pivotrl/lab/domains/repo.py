@@ -4,7 +4,7 @@ files, view one, edit one (replace a string), run the tests (pytest over every t
 at the first failure, in `pivotrl.sandbox` as the code domain's). Success: every test passes at the
 end. The expert lists the files, runs the tests, and for each failure reads the failing test's file
 (once) and the module it names, fixes the line, and runs the tests again: 13-21 turns on 30
-training tasks (median 17; the episode cap is 30), against the code domain's four. It is the lab's
+training tasks (median 15; the episode cap is 30), against the code domain's four. It is the lab's
 long-horizon domain, where end-to-end RL pays for every turn of an episode and PivotRL for one turn
 a rollout.
 """
@@ -37,13 +37,25 @@ class RepoEnv(CodeEnv):
         return "\n".join(sorted(p.name for p in sandbox.walk(self.dir) if p.parent == self.dir and p.suffix == ".py"))
 
 
+def _distinct_functions(rng: random.Random, n: int) -> list:
+    """`n` functions with distinct names, a name already taken drawn again: drawing all `n` until
+    none repeats took ~200 tries a task (six of the ten templates have one name each)."""
+    funcs, names = [], set()
+    while len(funcs) < n:
+        f = _function(rng)
+        if f[0] not in names:
+            names.add(f[0])
+            funcs.append(f)
+    return funcs
+
+
 def _sample(rng: random.Random) -> dict:
     modules = rng.sample(MODULES, rng.choice([3, 4]))
     while True:
-        funcs = [_function(rng) for _ in range(3 * len(modules))]
+        funcs = _distinct_functions(rng, 3 * len(modules))
         bugs = sorted(rng.sample(range(len(funcs)), rng.choice([3, 4, 5])))
-        # distinct names; every fix unambiguous (neither body appears in another function); tests that catch each bug
-        if len({f[0] for f in funcs}) == len(funcs) and all(_caught(funcs[b][1], funcs[b][3], funcs[b][4]) for b in bugs) \
+        # every fix unambiguous (neither body appears in another function); tests that catch each bug
+        if all(_caught(funcs[b][1], funcs[b][3], funcs[b][4]) for b in bugs) \
                 and all(f[i] not in (o[2], o[3]) for b in bugs for f in [funcs[b]] for i in (2, 3)
                         for o in funcs if o is not f):
             break
