@@ -159,6 +159,14 @@ def test_the_mixture_holds_no_lab_domain_trajectory_unless_asked(tmp_path):
     with_domains = build_mixture(cfg)
     assert len(with_domains["domains"]) == 7
     assert corpus_documents(cfg) == {k: len(v) for k, v in with_domains.items()}
+    # a family's own count: more of its documents (the first ones the same), the others as before
+    cfg.family_docs = {"files": 50, "lookup": 0}
+    weighted = build_mixture(cfg)
+    assert len(weighted["siblings"]) == 20 * (len(FAMILIES) - 2) + 50
+    assert corpus_documents(cfg) == {k: len(v) for k, v in weighted.items()}
+    assert list(FAMILIES)[:3] == ["desk", "files", "lookup"]
+    old, new = pools["siblings"], weighted["siblings"]
+    assert new[:40] == old[:40] and new[70:] == old[60:] and new[40:70] != old[40:70]
 
 
 def fake_gate(passing_from: int, calls_made: list):
@@ -305,16 +313,21 @@ def test_pretrain_command_passes_a_phases_settings_to_its_config(tmp_path, monke
     res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", "--steps", "7",
                                    "--learning-rate", "0.0015", "--warmup-steps", "5", "--gate-from", "400",
                                    "--domain-share", "0.1", "--init-from", str(tmp_path / "phase1"),
-                                   "--domain-tasks", "tooluse=900, terminal=0", "--checkpoint-every", "100"])
+                                   "--domain-tasks", "tooluse=900, terminal=0", "--checkpoint-every", "100",
+                                   "--family-docs", "files=32000,primitives=0", "--mix", "siblings=3, toolcall=0.5"])
     assert res.exit_code == 0, res.output
     (cfg,) = got
     assert (cfg.steps, cfg.learning_rate, cfg.warmup_steps, cfg.gate_from, cfg.checkpoint_every) == (7, 0.0015, 5, 400, 100)
-    assert cfg.mix["domains"] == 0.1 and cfg.init_from == str(tmp_path / "phase1")
+    assert cfg.mix == {**pretrain.PretrainConfig().mix, "domains": 0.1, "siblings": 3.0, "toolcall": 0.5}
+    assert cfg.init_from == str(tmp_path / "phase1")
     assert cfg.batch_size == pretrain.PretrainConfig().batch_size
     assert cfg.domain_tasks == {**pretrain.PretrainConfig().domain_tasks, "tooluse": 900, "terminal": 0}
-    for bad in ("tooluse", "repo=5", "code=-1", "search=many"):
-        res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", "--domain-tasks", bad])
-        assert res.exit_code == 2 and "--domain-tasks" in res.output and len(got) == 1, (bad, res.output)
+    assert cfg.family_docs == {"files": 32000, "primitives": 0}
+    for option, bad in [("--domain-tasks", b) for b in ("tooluse", "repo=5", "code=-1", "search=many")] + \
+                       [("--family-docs", b) for b in ("files", "tooluse=5", "desk=-1", "desk=1.5")] + \
+                       [("--mix", b) for b in ("siblings", "files=1", "toolcall=-1", "reasoning=nan", "domains=x")]:
+        res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", option, bad])
+        assert res.exit_code == 2 and option in res.output and len(got) == 1, (bad, res.output)
 
 
 def test_the_model_card_states_a_late_in_domain_share_and_the_phase_before(tmp_path):
@@ -331,6 +344,10 @@ def test_the_model_card_states_a_late_in_domain_share_and_the_phase_before(tmp_p
                "gate": [], "corpus_tokens": {"siblings": 4000, "toolcall": 1000, "reasoning": 100, "domains": 300}}
     plain = PretrainConfig(output_dir=str(tmp_path), sibling_docs=8, toolcall_docs=10, reasoning_items=10)
     assert "no trajectory of a lab domain" in model_card(summary, gate, plain)
+    assert "per family" not in model_card(summary, gate, plain)
+    plain.family_docs = {"files": 32}
+    assert 'sibling documents per family: {"files": 32}, others 8' in model_card(summary, gate, plain)
+    plain.family_docs = {}
     mixed = PretrainConfig(output_dir=str(tmp_path), sibling_docs=8, toolcall_docs=10, reasoning_items=10,
                            init_from=str(earlier), mix={**plain.mix, "domains": 0.1},
                            domain_tasks={"tooluse": 1, "terminal": 1, "search": 1, "code": 0})

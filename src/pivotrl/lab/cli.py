@@ -294,6 +294,14 @@ def lab_pretrain(
                                                                          "tooluse=600,terminal=0 (a domain drawn "
                                                                          "in proportion; unnamed ones keep "
                                                                          "PretrainConfig's count)."),
+    weights: Optional[str] = typer.Option(None, "--mix", help="Document weights of the mixture's kinds, as "
+                                                               "siblings=3,reasoning=1 (kinds: siblings, "
+                                                               "toolcall, reasoning, domains; unnamed ones keep "
+                                                               "theirs)."),
+    family_docs: Optional[str] = typer.Option(None, "--family-docs", help="Documents of a sibling family instead of "
+                                                                         "PretrainConfig's count, as files=32000 "
+                                                                         "(a family drawn in proportion: "
+                                                                         "desk, files, lookup, bugs, primitives)."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Peak learning rate (default "
                                                   "PretrainConfig's 3e-3; a phase that goes on from another may "
                                                   "want the rate where that one stopped)."),
@@ -312,16 +320,22 @@ def lab_pretrain(
     kept). Exits 1 when no checkpoint passes. With --train-only, a phase: train and measure copy drills
     (OUTPUT/drills.json), no gate; a later phase goes on with --init-from OUTPUT/checkpoints/step-N."""
     from pivotrl.console import console
+    from pivotrl.lab.domains import IN_DOMAIN
     from pivotrl.lab.pretrain import PretrainConfig, finished_training, measure_drills, pretrain, train_checkpoints
+    from pivotrl.lab.siblings import FAMILIES
 
     cfg = PretrainConfig(output_dir=str(output), minutes=minutes, seed=seed, init_from=init_from and str(init_from))
     cfg.mix = {**cfg.mix, "domains": domain_share}
+    if weights:
+        cfg.mix = {**cfg.mix, **parse_counts(weights, list(cfg.mix), "--mix", number=float)}
     for name, value in (("steps", steps), ("learning_rate", learning_rate), ("warmup_steps", warmup_steps),
                         ("gate_from", gate_from), ("checkpoint_every", checkpoint_every)):
         if value is not None:
             setattr(cfg, name, value)
     if domain_tasks:
-        cfg.domain_tasks = {**cfg.domain_tasks, **parse_domain_counts(domain_tasks)}
+        cfg.domain_tasks = {**cfg.domain_tasks, **parse_counts(domain_tasks, IN_DOMAIN, "--domain-tasks")}
+    if family_docs:
+        cfg.family_docs = parse_counts(family_docs, FAMILIES, "--family-docs")
     if train_only:
         trained = finished_training(cfg) or train_checkpoints(cfg, log=console.print)
         measure_drills(trained, cfg, log=console.print)
@@ -332,17 +346,21 @@ def lab_pretrain(
         raise typer.Exit(1)
 
 
-def parse_domain_counts(text: str) -> dict[str, int]:
-    """`tooluse=600,terminal=0` -> {"tooluse": 600, "terminal": 0}, for the lab's in-domain four."""
-    from pivotrl.lab.domains import IN_DOMAIN
-
+def parse_counts(text: str, names, option: str, number=int) -> dict:
+    """`tooluse=600,terminal=0` -> {"tooluse": 600, "terminal": 0}, each NAME one of `names` and each
+    value a whole number (with `number=float`, any number at or above 0)."""
     counts = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, count = item.partition("=")
-        if not sep or name.strip() not in IN_DOMAIN or not count.strip().isdigit():
-            raise typer.BadParameter(f"{item!r}: expected NAME=COUNT with NAME one of {', '.join(IN_DOMAIN)} and "
-                                     f"COUNT a whole number", param_hint="--domain-tasks")
-        counts[name.strip()] = int(count)
+        try:
+            value = number(count.strip())
+        except ValueError:
+            value = None
+        if not sep or name.strip() not in names or value is None or not 0 <= value < float("inf"):
+            kind = "a whole number" if number is int else "a number at or above 0"
+            raise typer.BadParameter(f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(names)} and "
+                                     f"VALUE {kind}", param_hint=option)
+        counts[name.strip()] = value
     return counts
 
 

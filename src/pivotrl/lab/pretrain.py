@@ -59,6 +59,9 @@ class PretrainConfig:
     # sibling episodes, after 1,400 steps.
     mix: dict = field(default_factory=lambda: {"siblings": 1.0, "toolcall": 1.0, "reasoning": 2.0, "domains": 0.0})
     sibling_docs: int = 8000          # per family
+    # A family's own count instead (e.g. {"files": 32000}): drawn uniformly from the sibling pool, a
+    # family with more documents weighs more; none repeated, so none learnt by heart.
+    family_docs: dict = field(default_factory=dict)
     domain_tasks: dict = field(default_factory=lambda: {"tooluse": 600, "terminal": 600, "search": 600, "code": 200})
     reasoning_items: int = 3000
     toolcall_docs: int = 30000        # seen about once each: values to copy, never to learn by heart
@@ -137,7 +140,7 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
              "reasoning": []}
     for name, family in FAMILIES.items():
         frng = random.Random(f"pretrain:{name}:{cfg.seed}")
-        pools["siblings"] += [family(frng) for _ in range(cfg.sibling_docs)]
+        pools["siblings"] += [family(frng) for _ in range(cfg.family_docs.get(name, cfg.sibling_docs))]
     for name in IN_DOMAIN if cfg.mix.get("domains") else ():
         dom = get_domain(name)
         drng = random.Random(f"pretrain:{name}:{cfg.seed}")
@@ -160,7 +163,7 @@ def reasoning_per_generator(cfg: PretrainConfig) -> int:
 
 def corpus_documents(cfg: PretrainConfig) -> dict[str, int]:
     """How many documents `build_mixture(cfg)` makes of each kind (without building them)."""
-    docs = {"toolcall": cfg.toolcall_docs, "siblings": cfg.sibling_docs * len(FAMILIES),
+    docs = {"toolcall": cfg.toolcall_docs, "siblings": sum(cfg.family_docs.get(f, cfg.sibling_docs) for f in FAMILIES),
             "domains": sum(cfg.domain_tasks[d] for d in IN_DOMAIN) if cfg.mix.get("domains") else 0,
             "reasoning": reasoning_per_generator(cfg) * len(GENERATORS)}
     return {k: v for k, v in docs.items() if v}
@@ -429,6 +432,8 @@ def model_card(summary: dict, gate: dict, cfg: PretrainConfig) -> str:
                 f"{100 * shares.get('domains', 0):.1f}% of this phase's tokens)")
     else:
         data = "with **no trajectory of a lab domain**"
+    families = f"; sibling documents per family: {json.dumps(cfg.family_docs)}, others {cfg.sibling_docs}" \
+        if cfg.family_docs else ""
     return f"""# The lab's generalist base
 
 A {summary['parameters'] / 1e6:.2f}M-parameter Qwen3 (hidden {cfg.hidden_size}, {cfg.layers} layers, context
@@ -436,7 +441,7 @@ A {summary['parameters'] / 1e6:.2f}M-parameter Qwen3 (hidden {cfg.hidden_size}, 
 (seed {cfg.seed}) for {summary['steps']} steps, {summary['tokens'] / 1e6:.1f}M tokens, {summary['train_minutes']:.0f}
 minutes on 2 CPU cores, on sibling agentic task families (`pivotrl.lab.siblings`: the lab domains'
 decision primitives at other desks, folders, catalogues and bug families), tool-call formatting and the
-OOD suite's reasoning-gym task types, {data} (mixture weights per document: {json.dumps(cfg.mix)}).
+OOD suite's reasoning-gym task types, {data} (mixture weights per document: {json.dumps(cfg.mix)}{families}).
 Corpus tokens: {json.dumps(summary['corpus_tokens'])}; expected share of the tokens trained on: {json.dumps(shares)}.
 
 This is `{summary['selected'].rsplit('/', 1)[-1]}`, the earliest checkpoint that passes the regime gate
