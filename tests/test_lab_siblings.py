@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pivotrl.lab import siblings
-from pivotrl.lab.siblings import BUG_FAMILIES, FAMILIES
+from pivotrl.lab.siblings import BUG_FAMILIES, FAMILIES, LATER_FAMILIES
+
+EVERY_FAMILY = {**FAMILIES, **LATER_FAMILIES}
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -22,9 +24,9 @@ def calls(messages):
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=seeds, family=st.sampled_from(sorted(FAMILIES)))
+@given(seed=seeds, family=st.sampled_from(sorted(EVERY_FAMILY)))
 def test_every_document_is_a_well_formed_trajectory(seed, family):
-    messages, tools = FAMILIES[family](random.Random(seed))
+    messages, tools = EVERY_FAMILY[family](random.Random(seed))
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     answered = {m["tool_call_id"] for m in messages if m["role"] == "tool"}
     for name, args, call_id in calls(messages):
@@ -53,7 +55,7 @@ def lab_vocabulary():
 def test_no_tool_prompt_or_entity_of_a_lab_domain_appears():
     names, systems, words = lab_vocabulary()
     rng = random.Random(0)
-    for family, make in FAMILIES.items():
+    for family, make in EVERY_FAMILY.items():
         for _ in range(300):
             messages, tools = make(rng)
             assert not {t["function"]["name"] for t in tools} & names, family
@@ -81,6 +83,30 @@ def test_desk_acts_on_and_reports_the_record_the_customer_named(seed):
         assert list(rest[0][1].values()) == [target[0][record_id]]
     else:
         assert target[0]["status"] in messages[-1]["content"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=seeds)
+def test_keyed_reads_the_asked_file_and_answers_the_asked_keys_value(seed):
+    """Every entity made up, none repeated within a document: the only way to the answer is the
+    asked file's name copied into `cat` and the asked key's line found among the others."""
+    messages, _ = siblings.keyed_doc(random.Random(seed))
+    question, final = messages[1]["content"], messages[-1]["content"]
+    commands = [list(args.values())[0] for _, args, _ in calls(messages)]
+    outputs = [m["content"] for m in messages if m["role"] == "tool"]
+    written = re.fullmatch(r"Put (\w+) into a new file (\S+)\.|Make (\S+) hold the word (\w+)\.", question)
+    if written:
+        content, target = (written[1], written[2]) if written[1] else (written[4], written[3])
+        assert commands[0].endswith(f"> {target}") and content in commands[0]
+        assert commands[-1] == f"cat {target}" and outputs[-1] == content
+        return
+    asked = re.fullmatch(r"Which (\w+) does (\w+) have\?|Look up (\w+) for (\w+) in \w+\.|Read (\w+) from the (\w+) file\.",
+                         question)
+    key, name = [w for w in asked.groups() if w]
+    assert re.fullmatch(rf"cat \w+/{name}\.\w+", commands[-1])
+    lines = dict(line.split("=") for line in outputs[-1].splitlines())
+    assert len(lines) >= 3 and name not in lines and key in lines
+    assert lines[key] in final.replace(".", " ").split()
 
 
 @settings(max_examples=80, deadline=None)
@@ -167,6 +193,9 @@ def test_the_mixture_holds_no_lab_domain_trajectory_unless_asked(tmp_path):
     assert list(FAMILIES)[:3] == ["desk", "files", "lookup"]
     old, new = pools["siblings"], weighted["siblings"]
     assert new[:40] == old[:40] and new[70:] == old[60:] and new[40:70] != old[40:70]
+    cfg.family_docs = {"keyed": 7}  # a later family: only when named, after the others
+    later = build_mixture(cfg)["siblings"]
+    assert later[:-7] == old and corpus_documents(cfg)["siblings"] == len(later) == 20 * len(FAMILIES) + 7
 
 
 def fake_gate(passing_from: int, calls_made: list):
@@ -213,14 +242,14 @@ def test_no_base_when_no_checkpoint_passes(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "summary.json").read_text())["gate"][0]["passed"] is False
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(EVERY_FAMILY))
 def test_documents_render_with_the_chat_template(family):
     from transformers import AutoTokenizer
 
     from pivotrl.lab import BASE_MODEL
 
     tok = AutoTokenizer.from_pretrained(str(BASE_MODEL))
-    messages, tools = FAMILIES[family](random.Random(7))
+    messages, tools = EVERY_FAMILY[family](random.Random(7))
     text = tok.apply_chat_template(messages, tools=tools or None, tokenize=False)
     assert messages[-1]["content"] in text
 

@@ -301,7 +301,8 @@ def lab_pretrain(
     family_docs: Optional[str] = typer.Option(None, "--family-docs", help="Documents of a sibling family instead of "
                                                                          "PretrainConfig's count, as files=32000 "
                                                                          "(a family drawn in proportion: "
-                                                                         "desk, files, lookup, bugs, primitives)."),
+                                                                         "desk, files, lookup, bugs, primitives; "
+                                                                         "keyed only when named)."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Peak learning rate (default "
                                                   "PretrainConfig's 3e-3; a phase that goes on from another may "
                                                   "want the rate where that one stopped)."),
@@ -322,7 +323,7 @@ def lab_pretrain(
     from pivotrl.console import console
     from pivotrl.lab.domains import IN_DOMAIN
     from pivotrl.lab.pretrain import PretrainConfig, finished_training, measure_drills, pretrain, train_checkpoints
-    from pivotrl.lab.siblings import FAMILIES
+    from pivotrl.lab.siblings import FAMILIES, LATER_FAMILIES
 
     cfg = PretrainConfig(output_dir=str(output), minutes=minutes, seed=seed, init_from=init_from and str(init_from))
     cfg.mix = {**cfg.mix, "domains": domain_share}
@@ -335,7 +336,7 @@ def lab_pretrain(
     if domain_tasks:
         cfg.domain_tasks = {**cfg.domain_tasks, **parse_counts(domain_tasks, IN_DOMAIN, "--domain-tasks")}
     if family_docs:
-        cfg.family_docs = parse_counts(family_docs, FAMILIES, "--family-docs")
+        cfg.family_docs = parse_counts(family_docs, {**FAMILIES, **LATER_FAMILIES}, "--family-docs")
     if train_only:
         trained = finished_training(cfg) or train_checkpoints(cfg, log=console.print)
         measure_drills(trained, cfg, log=console.print)

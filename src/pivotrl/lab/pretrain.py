@@ -30,7 +30,7 @@ from pathlib import Path
 from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
 from pivotrl.lab.ood import GENERATORS
-from pivotrl.lab.siblings import FAMILIES
+from pivotrl.lab.siblings import FAMILIES, LATER_FAMILIES
 from pivotrl.models.tiny import train_tokenizer
 
 # No verb_noun here names a lab domain's tool (no "user": `find_user` is the store's).
@@ -138,9 +138,9 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
     rng = random.Random(cfg.seed)
     pools = {"toolcall": [toolcall_doc(rng) for _ in range(cfg.toolcall_docs)], "siblings": [], "domains": [],
              "reasoning": []}
-    for name, family in FAMILIES.items():
+    for name, family in sibling_families(cfg).items():
         frng = random.Random(f"pretrain:{name}:{cfg.seed}")
-        pools["siblings"] += [family(frng) for _ in range(cfg.family_docs.get(name, cfg.sibling_docs))]
+        pools["siblings"] += [family(frng) for _ in range(family_count(cfg, name))]
     for name in IN_DOMAIN if cfg.mix.get("domains") else ():
         dom = get_domain(name)
         drng = random.Random(f"pretrain:{name}:{cfg.seed}")
@@ -156,6 +156,15 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
     return {k: v for k, v in pools.items() if v}
 
 
+def sibling_families(cfg: PretrainConfig) -> dict:
+    """The sibling families of the mixture: every one of `FAMILIES`, and a later one if named."""
+    return {**FAMILIES, **{k: v for k, v in LATER_FAMILIES.items() if cfg.family_docs.get(k)}}
+
+
+def family_count(cfg: PretrainConfig, name: str) -> int:
+    return cfg.family_docs.get(name, cfg.sibling_docs)
+
+
 def reasoning_per_generator(cfg: PretrainConfig) -> int:
     """Reasoning items drawn from each reasoning-gym generator (at least one)."""
     return max(1, cfg.reasoning_items // len(GENERATORS))
@@ -163,7 +172,7 @@ def reasoning_per_generator(cfg: PretrainConfig) -> int:
 
 def corpus_documents(cfg: PretrainConfig) -> dict[str, int]:
     """How many documents `build_mixture(cfg)` makes of each kind (without building them)."""
-    docs = {"toolcall": cfg.toolcall_docs, "siblings": sum(cfg.family_docs.get(f, cfg.sibling_docs) for f in FAMILIES),
+    docs = {"toolcall": cfg.toolcall_docs, "siblings": sum(family_count(cfg, f) for f in sibling_families(cfg)),
             "domains": sum(cfg.domain_tasks[d] for d in IN_DOMAIN) if cfg.mix.get("domains") else 0,
             "reasoning": reasoning_per_generator(cfg) * len(GENERATORS)}
     return {k: v for k, v in docs.items() if v}

@@ -17,7 +17,11 @@ entities and templates, so that a lab domain is new to it but not foreign:
   code's arithmetic), one file or several, fixed through tools of other names, with the tests run
   first (map the failing test to its function) or the file read first;
 - `primitives`: single-turn drills of the decisions themselves (pick one of N records by an
-  attribute, copy the id from the matching line, name the function a failing test points at).
+  attribute, copy the id from the matching line, name the function a failing test points at);
+- `keyed` (a later family, in a mixture only when asked for): `files`' value lookup after `cat` and
+  its file writing with every folder, file, key and word made up in each document, so that the
+  lookup and the copying can be learnt and no entity can (weighting `files` up taught its folders
+  and file names as much as its lookup).
 
 The generators simulate each tool's answer in the format the real tool would print (a JSON list,
 `ls` lines, `N:line` from `grep -n`, pytest's `FAILED test_x; 1 failed, 2 passed`); every document is
@@ -172,6 +176,12 @@ SHELL_PARAMS = ["command", "cmd", "script", "line"]
 CONTENT_WORDS = ["ready", "synced", "clean", "ok", "passed", "closed"]
 
 
+def write_and_read_back(rng: random.Random, run, target: str, content: str) -> None:
+    """The shell families' file writing: echo the content into the file, then read it back."""
+    run(rng.choice([f"echo {content} > {target}", f"echo '{content}' > {target}"]), "(no output)")
+    run(f"cat {target}", content)
+
+
 def files_doc(rng: random.Random) -> tuple[list, list]:
     f = rng.choice(FOLDERS)
     shell, param = tool_word(rng, SHELLS), rng.choice(SHELL_PARAMS)
@@ -211,8 +221,7 @@ def files_doc(rng: random.Random) -> tuple[list, list]:
     else:
         target, content = rng.choice(["status.txt", "flag.txt", "note.txt"]), rng.choice(CONTENT_WORDS)
         ask = rng.choice([f"Create {target} containing {content}.", f"Write {content} into a new file {target}."])
-        run(rng.choice([f"echo {content} > {target}", f"echo '{content}' > {target}"]), "(no output)")
-        run(f"cat {target}", content)
+        write_and_read_back(rng, run, target, content)
         final = rng.choice([f"Created {target}.", "Done."])
     return [{"role": "system", "content": system}, {"role": "user", "content": ask}, *msgs,
             {"role": "assistant", "content": final}], tools
@@ -434,4 +443,52 @@ def primitive_doc(rng: random.Random) -> tuple[list, list]:
     return [{"role": "user", "content": q}, {"role": "assistant", "content": a}], []
 
 
+# --- keyed: the terminal's lookup and writing, every entity made up ------------------------------
+EXTS = [".txt", ".cfg", ".env", ".ini", ".conf"]
+
+
+def made_up(rng: random.Random, n: int) -> list[str]:
+    """`n` distinct made-up lower-case words."""
+    out: list[str] = []
+    while len(out) < n:
+        w = word(rng, rng.choice([2, 3])).lower()
+        if w not in out:
+            out.append(w)
+    return out
+
+
+def keyed_doc(rng: random.Random) -> tuple[list, list]:
+    shell, param = tool_word(rng, SHELLS), rng.choice(SHELL_PARAMS)
+    n_names, n_keys = rng.randint(3, 5), rng.randint(3, 5)
+    folder, *words = made_up(rng, 1 + n_names + n_keys)  # one draw: no key is also a file's name
+    names, keys = words[:n_names], words[n_names:]
+    ext = rng.choice(EXTS)
+    tools = [tool(shell, "Run a shell command in the workspace.", **{param: "The command line."})]
+    system = f"Agent in the {folder} workspace. Use {shell} to run commands, then answer."
+    msgs: list = []
+
+    def run(cmd: str, out: str):
+        msgs.extend([call(len(msgs) // 2, shell, {param: cmd}), answer(len(msgs) // 2, out)])
+
+    if rng.random() < 0.75:  # the value on the asked key among several lines, read with cat
+        name = rng.choice(names)
+        lines = {k: str(rng.randint(0, 99)) for k in keys}
+        key = rng.choice(list(lines))
+        ask = rng.choice([f"Which {key} does {name} have?", f"Look up {key} for {name} in {folder}.",
+                          f"Read {key} from the {name} file."])
+        run(rng.choice([f"ls {folder}", f"ls -1 {folder}", f"ls {folder}/"]), "\n".join(sorted(n + ext for n in names)))
+        run(f"cat {folder}/{name}{ext}", "\n".join(f"{k}={v}" for k, v in lines.items()))
+        final = rng.choice([f"The {key} is {lines[key]}.", lines[key], f"It is {lines[key]}."])
+    else:  # write the asked word into the asked file, read it back
+        target, content = names[0] + rng.choice([".txt", ".out", ".flag"]), names[1]
+        ask = rng.choice([f"Put {content} into a new file {target}.", f"Make {target} hold the word {content}."])
+        write_and_read_back(rng, run, target, content)
+        final = rng.choice([f"Wrote {target}.", "Done."])
+    return [{"role": "system", "content": system}, {"role": "user", "content": ask}, *msgs,
+            {"role": "assistant", "content": final}], tools
+
+
 FAMILIES = {"desk": desk_doc, "files": files_doc, "lookup": lookup_doc, "bugs": bugs_doc, "primitives": primitive_doc}
+# Families added after phases 1-5 were trained: in a mixture only when `family_docs` names them, so
+# that those phases' commands build the same mixtures as before.
+LATER_FAMILIES = {"keyed": keyed_doc}
