@@ -307,16 +307,56 @@ def test_a_drill_counts_as_copied_only_with_every_value_on_its_own_key(seed, ord
 def test_copy_drills_are_measured_once_per_checkpoint_from_gate_from(tmp_path, monkeypatch):
     import pivotrl.lab.pretrain as pretrain
 
-    made = []
+    made, looked = [], []
     monkeypatch.setattr(pretrain, "copy_drills", lambda c: made.append(c) or {"drills": 30, "names": 9, "values": 2})
+    monkeypatch.setattr(pretrain, "lookup_drills", lambda c: looked.append(c) or {"drills": 20, "cat": 5, "values": 1})
     cfg = pretrain.PretrainConfig(output_dir=str(tmp_path), gate_from=200)
     trained = {"checkpoints": [str(tmp_path / "checkpoints" / f"step-{s}") for s in (100, 200, 300)]}
     first = pretrain.measure_drills(trained, cfg, log=lambda *_: None)
     assert [d["step"] for d in first] == [200, 300] and [c.rsplit("-", 1)[-1] for c in made] == ["200", "300"]
+    assert looked == made and first[1]["lookup"] == {"drills": 20, "cat": 5, "values": 1}
     trained["checkpoints"].append(str(tmp_path / "checkpoints" / "step-400"))  # a later rerun: only the new one
     again = pretrain.measure_drills(trained, cfg, log=lambda *_: None)
     assert [d["step"] for d in again] == [200, 300, 400] and len(made) == 3 and again[2]["values"] == 2
-    assert json.loads((tmp_path / "drills.json").read_text()) == again
+    assert json.loads((tmp_path / "drills.json").read_text()) == again and len(looked) == 3
+    # a drills.json written before the lookup drills: only those are measured, the copy drills kept
+    older = [{k: v for k, v in d.items() if k != "lookup"} for d in again]
+    (tmp_path / "drills.json").write_text(json.dumps(older))
+    filled = pretrain.measure_drills(trained, cfg, log=lambda *_: None)
+    assert len(made) == 3 and len(looked) == 6 and all(d["lookup"]["cat"] == 5 for d in filled)
+
+
+def test_lookup_drills_count_the_asked_file_and_the_asked_value(monkeypatch):
+    """Scored on what the documents ask: the exact `cat` call, and the asked key's value in the
+    answer (not another line's)."""
+    import pivotrl.lab.pretrain as pretrain
+
+    def answers(right_cat: bool, right_value: bool):
+        def complete(model_dir, prompts, max_new_tokens=96):
+            n = len(prompts) // 2
+            out = []
+            for messages, _ in prompts[:n]:  # the `cat` prompts: up to the listing
+                want = messages[-1]["content"]  # the listing; the document's own cat call is not in the prompt
+                shell = messages[0]["content"].split("Use ")[1].split(" to run")[0]
+                name = re.search(r"(?:does|for|the) (\w+)(?: have| in| file)", messages[1]["content"]).group(1)
+                path = next(f for f in want.splitlines() if f.split(".")[0] == name)
+                folder = re.search(r"ls (?:-1 )?(\w+)", json.dumps(messages[2])).group(1)
+                target = path if right_cat else "other" + path
+                param = json.loads(messages[2]["tool_calls"][0]["function"]["arguments"])
+                out.append("<tool_call>" + json.dumps({"name": shell, "arguments": {
+                    k: f"cat {folder}/{target}" for k in param}}) + "</tool_call>")
+            for messages, _ in prompts[n:]:  # the answer prompts: up to cat's lines
+                lines = dict(line.split("=") for line in messages[-1]["content"].splitlines())
+                key = next(k for k in lines if k in messages[1]["content"].split())
+                other = next(v for k, v in lines.items() if v != lines[key]) if not right_value else lines[key]
+                out.append(f"The {key} is {other}.")
+            return out
+        return complete
+
+    monkeypatch.setattr(pretrain, "greedy_completions", answers(True, True))
+    assert pretrain.lookup_drills("unused", n=12) == {"drills": 12, "cat": 12, "values": 12}
+    monkeypatch.setattr(pretrain, "greedy_completions", answers(False, False))
+    assert pretrain.lookup_drills("unused", n=12) == {"drills": 12, "cat": 0, "values": 0}
 
 
 def test_copy_drills_runs_a_real_model_on_fresh_drills():
@@ -325,6 +365,10 @@ def test_copy_drills_runs_a_real_model_on_fresh_drills():
 
     got = copy_drills(str(BASE_MODEL), n=4)
     assert got["drills"] == 4 and 0 <= got["values"] <= got["names"] <= 4
+    from pivotrl.lab.pretrain import lookup_drills
+
+    got = lookup_drills(str(BASE_MODEL), n=2)
+    assert got["drills"] == 2 and 0 <= got["cat"] <= 2 and 0 <= got["values"] <= 2
 
 
 def test_pretrain_command_passes_a_phases_settings_to_its_config(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ from pathlib import Path
 from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
 from pivotrl.lab.ood import GENERATORS
-from pivotrl.lab.siblings import FAMILIES, LATER_FAMILIES
+from pivotrl.lab.siblings import FAMILIES, LATER_FAMILIES, keyed_doc
 from pivotrl.models.tiny import train_tokenizer
 
 # No verb_noun here names a lab domain's tool (no "user": `find_user` is the store's).
@@ -109,27 +109,55 @@ def drill_copied(text: str, doc: list) -> tuple[bool, bool]:
     return name_ok, name_ok and call.arguments == json.loads(want["arguments"])
 
 
+def greedy_completions(model_dir: str, prompts: list[tuple[list, list]], max_new_tokens: int = 96) -> list[str]:
+    """The checkpoint's greedy completion of each `(messages, tools)` prompt, one at a time."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    texts = []
+    for messages, tools in prompts:
+        prompt = tok.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True,
+                                         return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            out = model.generate(**prompt, max_new_tokens=max_new_tokens, do_sample=False)
+        texts.append(tok.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True))
+    return texts
+
+
 def copy_drills(model_dir: str, n: int = 30, seed: str = "copy-drills") -> dict:
     """Greedy answers to `n` fresh tool-call drills (a seed no pretraining draws with): how many
     name the asked tool, and how many also copy every value to its key. A cheap proxy for the
     regime gate, which needs tool names and values copied from the context in every domain."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     rng = random.Random(seed)
     docs = [toolcall_doc(rng) for _ in range(n)]
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    names = values = 0
-    for messages, tools in docs:
-        prompt = tok.apply_chat_template(messages[:1], tools=tools, add_generation_prompt=True, return_tensors="pt",
-                                         return_dict=True)
-        with torch.no_grad():
-            out = model.generate(**prompt, max_new_tokens=96, do_sample=False)
-        text = tok.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
-        name_ok, values_ok = drill_copied(text, (messages, tools))
-        names, values = names + name_ok, values + values_ok
-    return {"drills": n, "names": names, "values": values}
+    texts = greedy_completions(model_dir, [(messages[:1], tools) for messages, tools in docs])
+    scored = [drill_copied(text, doc) for text, doc in zip(texts, docs)]
+    return {"drills": n, "names": sum(a for a, _ in scored), "values": sum(b for _, b in scored)}
+
+
+def lookup_drills(model_dir: str, n: int = 20, seed: str = "lookup-drills") -> dict:
+    """Greedy on `n` fresh `keyed` documents that read a value (a seed no pretraining draws with):
+    how many `cat` the asked file after its listing (the call exactly), and how many answer the
+    asked key's value from the lines `cat` printed (as the terminal's reward reads an answer). The
+    terminal's lookup, a routine turn of the gate that no phase has taught (README)."""
+    from pivotrl.rewards.parse import parse_action
+
+    rng, docs = random.Random(seed), []
+    while len(docs) < n:
+        messages, tools = keyed_doc(rng)
+        if "=" in messages[-2]["content"]:  # the file-writing ones read back one word
+            docs.append((messages, tools))
+    texts = greedy_completions(model_dir, [(m[:4], t) for m, t in docs] + [(m[:-1], t) for m, t in docs])
+    cats = values = 0
+    for (messages, tools), cat_text, answer_text in zip(docs, texts[:n], texts[n:]):
+        want = messages[4]["tool_calls"][0]["function"]
+        calls = parse_action(cat_text, tools).calls
+        cats += len(calls) == 1 and calls[0].name == want["name"] and calls[0].arguments == json.loads(want["arguments"])
+        value = messages[-1]["content"].rstrip(".").split()[-1]
+        values += value in answer_text.replace(".", " ").split()
+    return {"drills": n, "cat": cats, "values": values}
 
 
 def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
@@ -302,8 +330,8 @@ def pretrain(cfg: PretrainConfig, log=print) -> dict:
 
 
 def measure_drills(trained: dict, cfg: PretrainConfig, log=print) -> list[dict]:
-    """`copy_drills` on each checkpoint from `gate_from` on, kept in `drills.json` (a rerun measures
-    only what is new): a training phase's progress, at a fraction of the gate's cost."""
+    """`copy_drills` and `lookup_drills` on each checkpoint from `gate_from` on, kept in `drills.json`
+    (a rerun measures only what is new): a training phase's progress, at a fraction of the gate's cost."""
     from pivotrl.train.common import checkpoint_step
 
     path = Path(cfg.output_dir) / "drills.json"
@@ -314,6 +342,11 @@ def measure_drills(trained: dict, cfg: PretrainConfig, log=print) -> list[dict]:
             done[c] = {"checkpoint": c, "step": step, **copy_drills(c)}
             log(f"step-{step}: copy drills: tool named in {done[c]['names']}, every value copied in "
                 f"{done[c]['values']} of {done[c]['drills']}")
+            _write_json(path, _by_step(done))
+        if step >= cfg.gate_from and "lookup" not in done[c]:  # measured since phase 6t; older files lack it
+            done[c]["lookup"] = lookup_drills(c)
+            log(f"step-{step}: lookup drills: the asked file read in {done[c]['lookup']['cat']}, the asked "
+                f"key's value answered in {done[c]['lookup']['values']} of {done[c]['lookup']['drills']}")
             _write_json(path, _by_step(done))
     return _by_step(done)
 
