@@ -343,7 +343,7 @@ def measure_drills(trained: dict, cfg: PretrainConfig, log=print) -> list[dict]:
             log(f"step-{step}: copy drills: tool named in {done[c]['names']}, every value copied in "
                 f"{done[c]['values']} of {done[c]['drills']}")
             _write_json(path, _by_step(done))
-        if step >= cfg.gate_from and "lookup" not in done[c]:  # measured since phase 6t; older files lack it
+        if step >= cfg.gate_from and "lookup" not in done[c]:  # a drills.json from before lookup drills lacks it
             done[c]["lookup"] = lookup_drills(c)
             log(f"step-{step}: lookup drills: the asked file read in {done[c]['lookup']['cat']}, the asked "
                 f"key's value answered in {done[c]['lookup']['values']} of {done[c]['lookup']['drills']}")
