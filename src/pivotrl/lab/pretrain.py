@@ -96,13 +96,13 @@ def toolcall_doc(rng: random.Random) -> list[dict]:
     return [msgs, [tool]]
 
 
-def drill_copied(text: str, doc: list) -> tuple[bool, bool]:
-    """Whether a completion for tool-call drill `doc` calls its tool (name right) with every value
-    bound to its own key (values right: the drill's arguments exactly, key order aside)."""
+def drill_copied(text: str, doc: list, turn: int = 1) -> tuple[bool, bool]:
+    """Whether a completion for the call at message `turn` of drill `doc` calls its tool (name
+    right) with every value bound to its own key (values right: its arguments exactly, key order aside)."""
     from pivotrl.rewards.parse import parse_action
 
     (messages, tools) = doc
-    want = messages[1]["tool_calls"][0]["function"]
+    want = messages[turn]["tool_calls"][0]["function"]
     action = parse_action(text, tools)
     call = action.calls[0] if len(action.calls) == 1 else None
     name_ok = call is not None and call.name == want["name"]
@@ -142,8 +142,6 @@ def lookup_drills(model_dir: str, n: int = 20, seed: str = "lookup-drills") -> d
     how many `cat` the asked file after its listing (the call exactly), and how many answer the
     asked key's value from the lines `cat` printed (as the terminal's reward reads an answer). The
     terminal's lookup, a routine turn of the gate that no phase has taught (README)."""
-    from pivotrl.rewards.parse import parse_action
-
     rng, docs = random.Random(seed), []
     while len(docs) < n:
         messages, tools = keyed_doc(rng)
@@ -151,11 +149,9 @@ def lookup_drills(model_dir: str, n: int = 20, seed: str = "lookup-drills") -> d
             docs.append((messages, tools))
     texts = greedy_completions(model_dir, [(m[:4], t) for m, t in docs] + [(m[:-1], t) for m, t in docs])
     cats = values = 0
-    for (messages, tools), cat_text, answer_text in zip(docs, texts[:n], texts[n:]):
-        want = messages[4]["tool_calls"][0]["function"]
-        calls = parse_action(cat_text, tools).calls
-        cats += len(calls) == 1 and calls[0].name == want["name"] and calls[0].arguments == json.loads(want["arguments"])
-        value = messages[-1]["content"].rstrip(".").split()[-1]
+    for doc, cat_text, answer_text in zip(docs, texts[:n], texts[n:]):
+        cats += drill_copied(cat_text, doc, turn=4)[1]  # message 4: the `cat` call, after the listing
+        value = doc[0][-1]["content"].rstrip(".").split()[-1]
         values += value in answer_text.replace(".", " ").split()
     return {"drills": n, "cat": cats, "values": values}
 
@@ -338,12 +334,14 @@ def measure_drills(trained: dict, cfg: PretrainConfig, log=print) -> list[dict]:
     done = {d["checkpoint"]: d for d in json.loads(path.read_text())} if path.exists() else {}
     for c in trained["checkpoints"]:
         step = checkpoint_step(c)
-        if step >= cfg.gate_from and c not in done:
+        if step < cfg.gate_from:
+            continue
+        if c not in done:
             done[c] = {"checkpoint": c, "step": step, **copy_drills(c)}
             log(f"step-{step}: copy drills: tool named in {done[c]['names']}, every value copied in "
                 f"{done[c]['values']} of {done[c]['drills']}")
             _write_json(path, _by_step(done))
-        if step >= cfg.gate_from and "lookup" not in done[c]:  # a drills.json from before lookup drills lacks it
+        if "lookup" not in done[c]:  # a drills.json from before lookup drills lacks it
             done[c]["lookup"] = lookup_drills(c)
             log(f"step-{step}: lookup drills: the asked file read in {done[c]['lookup']['cat']}, the asked "
                 f"key's value answered in {done[c]['lookup']['values']} of {done[c]['lookup']['drills']}")
