@@ -4,6 +4,7 @@ the regime gate (earliest passing checkpoint)."""
 
 import json
 import random
+from pathlib import Path
 import re
 
 import pytest
@@ -281,6 +282,44 @@ def test_a_later_phase_goes_on_from_a_checkpoint_with_its_tokenizer(tmp_path):
     assert not same_training(one["config"], PretrainConfig(output_dir=str(tmp_path / "one"), **{**small, "steps": 3}))
 
 
+def test_an_interrupted_pretraining_goes_on_from_its_last_checkpoint_as_if_never_stopped(tmp_path, monkeypatch):
+    """Killed after its second checkpoint, a rerun of the same training (another --minutes) goes on
+    from there: the same blocks, optimizer state and schedule, so its weights equal an uninterrupted
+    run's; a different training does not take that state."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import pivotrl.lab.pretrain as pretrain
+    from pivotrl.lab.pretrain import RESUME_FILE, PretrainConfig, resume_state, train_checkpoints
+
+    small = dict(hidden_size=16, layers=1, heads=2, vocab_size=300, block_size=256, max_positions=256, batch_size=2,
+                 steps=4, checkpoint_every=1, warmup_steps=1, sibling_docs=4, reasoning_items=8, toolcall_docs=4)
+    whole = train_checkpoints(PretrainConfig(output_dir=str(tmp_path / "whole"), **small), log=lambda *_: None)
+    cfg = PretrainConfig(output_dir=str(tmp_path / "cut"), minutes=5, **small)
+    save = pretrain._save
+
+    def killed_at_step_3(model, tok, path):
+        if path.name == "step-3":
+            raise KeyboardInterrupt
+        return save(model, tok, path)
+
+    monkeypatch.setattr(pretrain, "_save", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_checkpoints(cfg, log=lambda *_: None)
+    monkeypatch.setattr(pretrain, "_save", save)
+    assert resume_state(cfg)["step"] == 2
+    assert resume_state(PretrainConfig(output_dir=cfg.output_dir, **{**small, "learning_rate": 1e-3})) is None
+    cfg.minutes = 9  # the next sitting's cap
+    logged = []
+    cut = train_checkpoints(cfg, log=logged.append)
+    assert any("resuming from" in line and "step 2 of 4" in line for line in logged)
+    assert (cut["steps"], cut["tokens"], [Path(c).name for c in cut["checkpoints"]]) == \
+           (4, whole["tokens"], [f"step-{i}" for i in range(1, 5)])
+    a, b = (AutoModelForCausalLM.from_pretrained(r["checkpoints"][-1]).state_dict() for r in (whole, cut))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not (tmp_path / "cut" / RESUME_FILE).exists()  # finished: nothing left to resume
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=seeds, order=st.randoms())
 def test_a_drill_counts_as_copied_only_with_every_value_on_its_own_key(seed, order):
@@ -401,6 +440,13 @@ def test_pretrain_command_passes_a_phases_settings_to_its_config(tmp_path, monke
                        [("--mix", b) for b in ("siblings", "files=1", "toolcall=-1", "reasoning=nan", "domains=x")]:
         res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", option, bad])
         assert res.exit_code == 2 and option in res.output and len(got) == 1, (bad, res.output)
+    res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", "--hidden-size", "192",
+                                   "--layers", "6", "--heads", "6"])
+    assert res.exit_code == 0, res.output
+    assert (got[-1].hidden_size, got[-1].layers, got[-1].heads, got[-1].init_from) == (192, 6, 6, None)
+    for bad in (["--hidden-size", "192", "--init-from", str(tmp_path)], ["--hidden-size", "100", "--heads", "3"]):
+        res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", *bad])
+        assert res.exit_code == 2 and bad[-2] in res.output and len(got) == 2, (bad, res.output)
 
 
 def test_the_model_card_states_a_late_in_domain_share_and_the_phase_before(tmp_path):

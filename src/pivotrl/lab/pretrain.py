@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pivotrl.artifacts import atomic_open
 from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
 from pivotrl.lab.ood import GENERATORS
@@ -227,10 +228,13 @@ def train_checkpoints(cfg: PretrainConfig, log=print) -> dict:
     t0 = time.time()
     pools = build_mixture(cfg)
     log(f"mixture: {', '.join(f'{k} {len(v)} docs' for k, v in pools.items())} ({time.time() - t0:.0f}s)")
-    if cfg.init_from:  # a later phase: the same tokenizer and weights, training goes on
+    resume = resume_state(cfg)
+    if resume:
+        log(f"resuming from {resume['checkpoint']} (step {resume['step']} of {cfg.steps})")
+    if cfg.init_from or resume:  # a later phase, or this one resumed: its tokenizer, training goes on
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(cfg.init_from)
+        tok = AutoTokenizer.from_pretrained(resume["checkpoint"] if resume else cfg.init_from)
         texts = render_all(pools, tok)
     else:
         boot = train_tokenizer([json.dumps(m) for docs in pools.values() for m, _ in docs[:200]], 300, compact_tools=True)
@@ -242,8 +246,8 @@ def train_checkpoints(cfg: PretrainConfig, log=print) -> dict:
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    if cfg.init_from:
-        model = Qwen3ForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+    if cfg.init_from or resume:
+        model = Qwen3ForCausalLM.from_pretrained(resume["checkpoint"] if resume else cfg.init_from, dtype=torch.float32)
     else:
         config = Qwen3Config(vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
                              num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
@@ -261,11 +265,25 @@ def train_checkpoints(cfg: PretrainConfig, log=print) -> dict:
     weights = [cfg.mix[k] for k in names]
     blocks = packed_blocks(lambda: rng.choice(ids[rng.choices(names, weights)[0]]), cfg.block_size + 1, PAD)
 
-    start, step, seen = time.time(), 0, 0
-    ckpts, history = [], []
+    step, seen, ckpts, history, before = 0, 0, [], [], 0.0
+    if resume:
+        opt.load_state_dict(resume["optimizer"])
+        step, seen, ckpts, history, before = (resume[k] for k in ("step", "seen", "checkpoints", "history", "seconds"))
+        for _ in range(step * cfg.batch_size):  # the same blocks as an uninterrupted run from here on
+            next(blocks)
+    sitting = time.time()
+    start = sitting - before  # seconds and tokens/s count every sitting; --minutes caps this one
+
+    def checkpoint():
+        ckpts.append(_save(model, tok, out / "checkpoints" / f"step-{step}"))
+        state = {"checkpoint": ckpts[-1], "step": step, "seen": seen, "checkpoints": list(ckpts), "history": history,
+                 "seconds": time.time() - start, "optimizer": opt.state_dict(), "config": asdict(cfg)}
+        with atomic_open(out / RESUME_FILE, "wb") as fh:
+            torch.save(state, fh)
+
     model.train()
     while step < cfg.steps:
-        if cfg.minutes is not None and time.time() - start >= cfg.minutes * 60:
+        if cfg.minutes is not None and time.time() - sitting >= cfg.minutes * 60:
             break
         progress = step / cfg.steps  # warmup, then cosine to 10% of the peak
         lr = cfg.learning_rate * min(1.0, (step + 1) / cfg.warmup_steps) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
@@ -285,15 +303,17 @@ def train_checkpoints(cfg: PretrainConfig, log=print) -> dict:
                             "tokens": seen, "lr": lr})
             log(f"step {step} loss {loss.item():.4f} tokens {seen / 1e6:.2f}M {seen / (time.time() - start):.0f} tok/s")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            ckpts.append(_save(model, tok, out / "checkpoints" / f"step-{step}"))
+            checkpoint()
     if not ckpts or not ckpts[-1].endswith(f"step-{step}"):
-        ckpts.append(_save(model, tok, out / "checkpoints" / f"step-{step}"))
+        checkpoint()
     (out / "pretrain_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     train_seconds = time.time() - start
     log(f"trained {step} steps, {seen / 1e6:.1f}M tokens in {train_seconds / 60:.1f} min")
     trained = {"parameters": n_params, "steps": step, "tokens": seen, "train_minutes": round(train_seconds / 60, 2),
                "corpus_tokens": tokens, "checkpoints": ckpts, "config": asdict(cfg)}
     _write_json(out / "trained.json", trained)
+    if step == cfg.steps:
+        (out / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing to go on from
     return trained
 
 
@@ -360,18 +380,34 @@ def finished_training(cfg: PretrainConfig) -> dict | None:
     return trained if trained is not None and same_training(trained["config"], cfg) else None
 
 
-def same_training(recorded: dict, cfg: PretrainConfig) -> bool:
+def same_training(recorded: dict, cfg: PretrainConfig, aside: tuple = ()) -> bool:
     """Whether `recorded` (a finished training's config) trained what `cfg` asks: every setting both
-    know, the gate's aside (a field added later counts only if it moved from its default)."""
+    know, the gate's and `aside` apart (a field added later counts only if it moved from its default)."""
     now = json.loads(json.dumps(asdict(cfg)))
     default = json.loads(json.dumps(asdict(PretrainConfig())))
-    gate_only = {"gate_from", "gate_tasks"}
-    return all(recorded.get(k, default[k]) == v for k, v in now.items() if k not in gate_only)
+    skip = {"gate_from", "gate_tasks", *aside}
+    return all(recorded.get(k, default[k]) == v for k, v in now.items() if k not in skip)
+
+
+RESUME_FILE = "resume.pt"
+
+
+def resume_state(cfg: PretrainConfig) -> dict | None:
+    """What the last checkpoint of an unfinished training of `cfg` left to go on from (its step,
+    tokens, optimizer state), or None. A run stopped by its wall-clock cap or killed resumes here:
+    rerun it with another --minutes (the cap is per sitting; the schedule and data run on as if
+    never stopped)."""
+    import torch
+
+    path = Path(cfg.output_dir) / RESUME_FILE
+    if not path.exists():
+        return None
+    state = torch.load(path, weights_only=True)
+    fits = same_training(state["config"], cfg, aside=("minutes",)) and Path(state["checkpoint"]).exists()
+    return state if fits and state["step"] < cfg.steps else None
 
 
 def _write_json(path: Path, data) -> None:
-    from pivotrl.artifacts import atomic_open
-
     with atomic_open(path) as fh:
         fh.write(json.dumps(data, indent=2, default=str))
 
