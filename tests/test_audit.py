@@ -184,3 +184,18 @@ def test_a_failed_episode_is_traced_to_its_first_off_track_turn():
     # every turn right, but the episode stopped before the end: the turn limit
     cut = good[:len(task["prompt"]) + 2]
     assert first_off_track(dom, task, cut, dom.tools())["turn"] == "turn_limit"
+
+
+def test_a_long_repo_episode_is_placed_at_its_first_wasted_turn():
+    """The repo expert needs 13-21 turns: a failure is still placed at the turn that lost it (here the
+    first, a final answer before any repair), not read as the turn limit."""
+    from pivotrl.lab.audit import expert_turns_left, first_off_track
+
+    dom = get_domain("repo")
+    task = dom.tasks("dev", 1, seed=3)[0]
+    good = dom.expert(task, random.Random(0))["messages"]
+    start = len(task["prompt"])
+    assert expert_turns_left(dom, task, good[:start]) == sum(m["role"] == "assistant" for m in good[start:]) > 12
+    where = first_off_track(dom, task, good[:start] + [{"role": "assistant", "content": "All fixed."}], dom.tools())
+    first = good[start]
+    assert (where["turn_index"], where["turn"]) == (0, first["tool_calls"][0]["function"]["name"])

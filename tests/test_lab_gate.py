@@ -85,6 +85,12 @@ def test_the_gate_command_measures_the_bundled_base(tmp_path):
     assert own(part) == own(result) and own(part)
     r = CliRunner().invoke(app, ["lab", "gate", "--domain", "chess", "-o", str(alone)])
     assert r.exit_code == 2 and "chess" in r.output
+    # the long-horizon domain, gated by name (the full gate is the four)
+    r = CliRunner().invoke(app, ["lab", "gate", "--tasks", "1", "--trajectories", "1", "--k", "2", "--domain",
+                                 "repo", "-o", str(alone)])
+    repo = json.loads(alone.read_text())
+    assert r.exit_code == 1 and set(repo["success"]) == set(repo["turns"]) == {"repo"}, r.output
+    assert {c["domain"] for c in repo["checks"]} == {"repo", None}
 
 
 def gate_of(model: str, change=lambda f: None) -> dict:

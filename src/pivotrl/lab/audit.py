@@ -56,8 +56,10 @@ def on_track_within(domain: Domain, task: dict, context: list, completion: Any, 
         close(env)
 
 
-def expert_turns_left(domain: Domain, task: dict, context: list, max_turns: int = 12) -> int | None:
-    """How many turns the expert needs to finish from `context` (None: it cannot)."""
+def expert_turns_left(domain: Domain, task: dict, context: list, max_turns: int = 40) -> int | None:
+    """How many turns the expert needs to finish from `context` (None: it cannot). `max_turns` lies
+    above every domain's episode cap (repo's 30; its expert takes 13-21 turns): at 12, no repo
+    episode could be placed and every failed one read as `turn_limit`."""
     env = replay(domain, task, context)
     try:
         messages, finished = play_policy(env, list(context), domain.policy, task, None, max_turns,

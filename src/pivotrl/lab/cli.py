@@ -205,21 +205,23 @@ def lab_gate(
     k: int = typer.Option(8, help="Samples per state."),
     seed: int = typer.Option(0),
     domain: Optional[list[str]] = typer.Option(None, "--domain", help="Measure only this domain (repeatable; "
-                                               "default all four): the same figures as a full gate's for it, "
-                                               "all its criteria, a base for `lab bases`."),
+                                               "default the four; repo, the long-horizon one, only by name): "
+                                               "the same figures as a full gate's for it, all its criteria, "
+                                               "a base for `lab bases`."),
     output: Path = typer.Option(Path("runs/lab/gate.json"), "-o", "--output"),
 ):
     """Is the base in the paper's regime? The regime gate on the dev split (src/pivotrl/lab/gate.py,
     README "The regime gate"): every criterion with its figure; exit 1 when the base fails."""
     from pivotrl.artifacts import atomic_open
     from pivotrl.console import console
-    from pivotrl.lab.domains import IN_DOMAIN
+    from pivotrl.lab.domains import IN_DOMAIN, LONG_HORIZON
     from pivotrl.lab.gate import GateConfig, measure_gate
 
-    if unknown := sorted(set(domain or ()) - set(IN_DOMAIN)):
-        raise typer.BadParameter(f"{', '.join(unknown)}: not a lab domain; choose among {', '.join(IN_DOMAIN)}",
+    gated = IN_DOMAIN + LONG_HORIZON
+    if unknown := sorted(set(domain or ()) - set(gated)):
+        raise typer.BadParameter(f"{', '.join(unknown)}: not a lab domain; choose among {', '.join(gated)}",
                                  param_hint="--domain")
-    names = tuple(d for d in IN_DOMAIN if d in set(domain or ()))  # the gate's order, whatever the flags'
+    names = tuple(d for d in gated if d in set(domain or ()))  # the gate's order, whatever the flags'
     result = measure_gate(GateConfig(model=model or "", tasks_per_domain=tasks, trajectories=trajectories, k=k,
                                      seed=seed, domains=names), log=console.print)
     output.parent.mkdir(parents=True, exist_ok=True)
