@@ -282,6 +282,42 @@ def test_a_later_phase_goes_on_from_a_checkpoint_with_its_tokenizer(tmp_path):
     assert not same_training(one["config"], PretrainConfig(output_dir=str(tmp_path / "one"), **{**small, "steps": 3}))
 
 
+def test_a_phase_can_hold_the_long_horizon_domains_trajectories_when_named():
+    """repo's expert trajectories join the in-domain pool only when `domain_tasks` names it, drawn
+    from the train split with the pool's own seed (the default pool, and older phases', stay the four)."""
+    from pivotrl.lab.domains import get_domain
+    from pivotrl.lab.pretrain import PretrainConfig, build_mixture, corpus_documents
+
+    small = dict(sibling_docs=1, reasoning_items=8, toolcall_docs=1, mix={"siblings": 1.0, "domains": 1.0})
+    none = dict.fromkeys(("tooluse", "terminal", "search", "code"), 0)
+    cfg = PretrainConfig(domain_tasks={**none, "repo": 2}, **small)
+    pool = build_mixture(cfg)["domains"]
+    repo_tools = {t["function"]["name"] for t in get_domain("repo").tools()}
+    assert len(pool) == corpus_documents(cfg)["domains"] == 2
+    assert all({t["function"]["name"] for t in tools} == repo_tools and len(messages) > 20 for messages, tools in pool)
+    assert "repo" not in PretrainConfig().domain_tasks
+
+
+def test_the_in_domain_pool_never_holds_a_task_of_the_comparisons_sft_data(monkeypatch):
+    """A pool task that is also SFT data (here made so) is replaced by the next one drawn."""
+    import pivotrl.lab.pretrain as pretrain
+    from pivotrl.lab.domains import get_domain
+    from pivotrl.lab.presets import PRESETS
+
+    dom = get_domain("tooluse")
+    sft = pretrain.sft_task_ids("tooluse")
+    assert sft == {t["id"] for t in dom.tasks("train", PRESETS["paper"].trajectories["tooluse"], seed=0)}
+    drawn = dom.tasks("train", 3, seed=1000)
+    assert not sft & {t["id"] for t in dom.tasks("train", 600, seed=1000)}  # the default pool's, as it is
+    monkeypatch.setattr(pretrain, "sft_task_ids", lambda name: {drawn[0]["id"]} if name == "tooluse" else set())
+    cfg = pretrain.PretrainConfig(sibling_docs=1, reasoning_items=8, toolcall_docs=1,
+                                  mix={"siblings": 1.0, "domains": 1.0},
+                                  domain_tasks={"tooluse": 2, "terminal": 0, "search": 0, "code": 0})
+    pool = pretrain.build_mixture(cfg)["domains"]
+    prompts = [messages[:len(t["prompt"])] for (messages, _), t in zip(pool, drawn[1:])]
+    assert len(pool) == 2 and prompts == [t["prompt"] for t in drawn[1:]]
+
+
 def test_an_interrupted_pretraining_goes_on_from_its_last_checkpoint_as_if_never_stopped(tmp_path, monkeypatch):
     """Killed after its second checkpoint, a rerun of the same training (another --minutes) goes on
     from there: the same blocks, optimizer state and schedule, so its weights equal an uninterrupted
@@ -425,7 +461,7 @@ def test_pretrain_command_passes_a_phases_settings_to_its_config(tmp_path, monke
     res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", "--steps", "7",
                                    "--learning-rate", "0.0015", "--warmup-steps", "5", "--gate-from", "400",
                                    "--domain-share", "0.1", "--init-from", str(tmp_path / "phase1"),
-                                   "--domain-tasks", "tooluse=900, terminal=0", "--checkpoint-every", "100",
+                                   "--domain-tasks", "tooluse=900, terminal=0, repo=40", "--checkpoint-every", "100",
                                    "--family-docs", "files=32000,primitives=0", "--mix", "siblings=3, toolcall=0.5"])
     assert res.exit_code == 0, res.output
     (cfg,) = got
@@ -433,9 +469,9 @@ def test_pretrain_command_passes_a_phases_settings_to_its_config(tmp_path, monke
     assert cfg.mix == {**pretrain.PretrainConfig().mix, "domains": 0.1, "siblings": 3.0, "toolcall": 0.5}
     assert cfg.init_from == str(tmp_path / "phase1")
     assert cfg.batch_size == pretrain.PretrainConfig().batch_size
-    assert cfg.domain_tasks == {**pretrain.PretrainConfig().domain_tasks, "tooluse": 900, "terminal": 0}
+    assert cfg.domain_tasks == {**pretrain.PretrainConfig().domain_tasks, "tooluse": 900, "terminal": 0, "repo": 40}
     assert cfg.family_docs == {"files": 32000, "primitives": 0}
-    for option, bad in [("--domain-tasks", b) for b in ("tooluse", "repo=5", "code=-1", "search=many")] + \
+    for option, bad in [("--domain-tasks", b) for b in ("tooluse", "chess=5", "code=-1", "search=many")] + \
                        [("--family-docs", b) for b in ("files", "tooluse=5", "desk=-1", "desk=1.5")] + \
                        [("--mix", b) for b in ("siblings", "files=1", "toolcall=-1", "reasoning=nan", "domains=x")]:
         res = CliRunner().invoke(app, ["lab", "pretrain", "-o", str(tmp_path), "--train-only", option, bad])

@@ -295,7 +295,8 @@ def lab_pretrain(
                                                                          "in the in-domain pool, as "
                                                                          "tooluse=600,terminal=0 (a domain drawn "
                                                                          "in proportion; unnamed ones keep "
-                                                                         "PretrainConfig's count)."),
+                                                                         "PretrainConfig's count; repo, the "
+                                                                         "long-horizon one, 0 unless named)."),
     weights: Optional[str] = typer.Option(None, "--mix", help="Document weights of the mixture's kinds, as "
                                                                "siblings=3,reasoning=1 (kinds: siblings, "
                                                                "toolcall, reasoning, domains; unnamed ones keep "
@@ -326,11 +327,11 @@ def lab_pretrain(
     """Pretrain the lab's generalist base from scratch, then gate its checkpoints in order and keep the
     earliest that passes as OUTPUT/base (reruns resume: a finished training and each gated checkpoint are
     kept; an unfinished training, stopped by --minutes or killed, goes on from its last checkpoint when
-    rerun with the same settings, --minutes aside). Exits 1 when no checkpoint passes. With --train-only, a phase: train and measure copy drills
-    (OUTPUT/drills.json), no gate; a later phase goes on with --init-from OUTPUT/checkpoints/step-N."""
+    rerun with the same settings, --minutes aside). Exits 1 when no checkpoint passes. With --train-only,
+    a phase: train and measure copy drills (OUTPUT/drills.json), no gate; a later phase goes on with --init-from OUTPUT/checkpoints/step-N."""
     from pivotrl.console import console
-    from pivotrl.lab.domains import IN_DOMAIN
-    from pivotrl.lab.pretrain import PretrainConfig, finished_training, measure_drills, pretrain, train_checkpoints
+    from pivotrl.lab.pretrain import (POOL_DOMAINS, PretrainConfig, finished_training, measure_drills, pretrain,
+                                      train_checkpoints)
     from pivotrl.lab.siblings import FAMILIES, LATER_FAMILIES
 
     cfg = PretrainConfig(output_dir=str(output), minutes=minutes, seed=seed, init_from=init_from and str(init_from))
@@ -350,7 +351,7 @@ def lab_pretrain(
         raise typer.BadParameter(f"{cfg.heads} heads do not divide a width of {cfg.hidden_size}",
                                  param_hint="--heads")
     if domain_tasks:
-        cfg.domain_tasks = {**cfg.domain_tasks, **parse_counts(domain_tasks, IN_DOMAIN, "--domain-tasks")}
+        cfg.domain_tasks = {**cfg.domain_tasks, **parse_counts(domain_tasks, POOL_DOMAINS, "--domain-tasks")}
     if family_docs:
         cfg.family_docs = parse_counts(family_docs, {**FAMILIES, **LATER_FAMILIES}, "--family-docs")
     if train_only:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pivotrl.artifacts import atomic_open
-from pivotrl.lab.domains import IN_DOMAIN
+from pivotrl.lab.domains import IN_DOMAIN, LONG_HORIZON
 from pivotrl.lab.domains.base import get_domain
 from pivotrl.lab.ood import GENERATORS
 from pivotrl.lab.siblings import FAMILIES, LATER_FAMILIES, keyed_doc
@@ -37,6 +37,9 @@ from pivotrl.models.tiny import train_tokenizer
 # No verb_noun here names a lab domain's tool (no "user": `find_user` is the store's).
 TOOL_WORDS = ["get", "set", "find", "list", "open", "send", "book", "check", "move", "track", "order", "note"]
 NOUNS = ["badge", "file", "room", "price", "ticket", "city", "item", "song", "task", "score", "car", "plan"]
+
+
+POOL_DOMAINS = IN_DOMAIN + LONG_HORIZON  # whose expert trajectories a phase's in-domain share may hold
 
 
 @dataclass
@@ -63,6 +66,7 @@ class PretrainConfig:
     # A family's own count instead (e.g. {"files": 32000}): drawn uniformly from the sibling pool, a
     # family with more documents weighs more; none repeated, so none learnt by heart.
     family_docs: dict = field(default_factory=dict)
+    # (repo, the long-horizon domain, only when named: a default without it keeps older phases' configs)
     domain_tasks: dict = field(default_factory=lambda: {"tooluse": 600, "terminal": 600, "search": 600, "code": 200})
     reasoning_items: int = 3000
     toolcall_docs: int = 30000        # seen about once each: values to copy, never to learn by heart
@@ -166,10 +170,12 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
     for name, family in sibling_families(cfg).items():
         frng = random.Random(f"pretrain:{name}:{cfg.seed}")
         pools["siblings"] += [family(frng) for _ in range(family_count(cfg, name))]
-    for name in IN_DOMAIN if cfg.mix.get("domains") else ():
+    for name in POOL_DOMAINS if cfg.mix.get("domains") else ():
         dom = get_domain(name)
         drng = random.Random(f"pretrain:{name}:{cfg.seed}")
-        for task in dom.tasks("train", cfg.domain_tasks[name], seed=1000 + cfg.seed):
+        n, held_out = cfg.domain_tasks.get(name, 0), sft_task_ids(name)
+        drawn = dom.tasks("train", n + len(held_out), seed=1000 + cfg.seed) if n else []
+        for task in [t for t in drawn if t["id"] not in held_out][:n]:  # the same first n when none is held out
             traj = dom.expert(task, drng)
             pools["domains"].append((traj["messages"], traj["tools"]))
     per = reasoning_per_generator(cfg)
@@ -179,6 +185,16 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
             pools["reasoning"].append(([{"role": "user", "content": e["question"]},
                                         {"role": "assistant", "content": str(e["answer"])}], []))
     return {k: v for k, v in pools.items() if v}
+
+
+def sft_task_ids(domain: str) -> set[str]:
+    """The train-split tasks of any preset's SFT data for `domain` (`lab.experiment.make_data` draws
+    them with seed 0, so the largest preset's hold every smaller one's): a base pretrained on their
+    trajectories would have seen the comparison's SFT data before SFT does."""
+    from pivotrl.lab.presets import PRESETS
+
+    most = max(p.trajectories.get(domain, 0) for p in PRESETS.values())
+    return {t["id"] for t in get_domain(domain).tasks("train", most, seed=0)}
 
 
 def sibling_families(cfg: PretrainConfig) -> dict:
@@ -198,7 +214,7 @@ def reasoning_per_generator(cfg: PretrainConfig) -> int:
 def corpus_documents(cfg: PretrainConfig) -> dict[str, int]:
     """How many documents `build_mixture(cfg)` makes of each kind (without building them)."""
     docs = {"toolcall": cfg.toolcall_docs, "siblings": sum(family_count(cfg, f) for f in sibling_families(cfg)),
-            "domains": sum(cfg.domain_tasks[d] for d in IN_DOMAIN) if cfg.mix.get("domains") else 0,
+            "domains": sum(cfg.domain_tasks.get(d, 0) for d in POOL_DOMAINS) if cfg.mix.get("domains") else 0,
             "reasoning": reasoning_per_generator(cfg) * len(GENERATORS)}
     return {k: v for k, v in docs.items() if v}
 
@@ -503,7 +519,7 @@ def model_card(summary: dict, gate: dict, cfg: PretrainConfig) -> str:
     shares = token_shares(cfg, summary["corpus_tokens"]) if summary["corpus_tokens"] else {}
     if cfg.mix.get("domains"):
         data = (f"with a **small late in-domain share**: expert trajectories of the lab's four domains on "
-                f"{sum(cfg.domain_tasks[d] for d in IN_DOMAIN)} train-split tasks drawn with another seed than "
+                f"{sum(cfg.domain_tasks.get(d, 0) for d in POOL_DOMAINS)} train-split tasks drawn with another seed than "
                 f"the SFT data's (document weight {cfg.mix['domains']:g}, about "
                 f"{100 * shares.get('domains', 0):.1f}% of this phase's tokens)")
     else:
