@@ -4,8 +4,8 @@ the regime gate (earliest passing checkpoint)."""
 
 import json
 import random
-from pathlib import Path
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings

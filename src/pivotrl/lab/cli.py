@@ -316,7 +316,7 @@ def lab_pretrain(
                                                    help="Steps between checkpoints (default 200); with a base "
                                                         "chosen per domain, closer ones miss less."),
     hidden_size: Optional[int] = typer.Option(None, "--hidden-size", min=8, help="Model width from scratch "
-                                              "(default 128; 192 trains at ~0.6x the tokens/s here)."),
+                                              "(default 128)."),
     layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Transformer layers from scratch (default 4)."),
     heads: Optional[int] = typer.Option(None, "--heads", min=1, help="Attention heads from scratch (default 4; "
                                                                      "must divide --hidden-size)."),
@@ -328,7 +328,8 @@ def lab_pretrain(
     earliest that passes as OUTPUT/base (reruns resume: a finished training and each gated checkpoint are
     kept; an unfinished training, stopped by --minutes or killed, goes on from its last checkpoint when
     rerun with the same settings, --minutes aside). Exits 1 when no checkpoint passes. With --train-only,
-    a phase: train and measure copy drills (OUTPUT/drills.json), no gate; a later phase goes on with --init-from OUTPUT/checkpoints/step-N."""
+    a phase: train and measure copy drills (OUTPUT/drills.json), no gate; a later phase goes on with
+    --init-from OUTPUT/checkpoints/step-N."""
     from pivotrl.console import console
     from pivotrl.lab.pretrain import (POOL_DOMAINS, PretrainConfig, finished_training, measure_drills, pretrain,
                                       train_checkpoints)
