@@ -247,10 +247,12 @@ def train_checkpoints(cfg: PretrainConfig, log=print) -> dict:
     resume = resume_state(cfg)
     if resume:
         log(f"resuming from {resume['checkpoint']} (step {resume['step']} of {cfg.steps})")
-    if cfg.init_from or resume:  # a later phase, or this one resumed: its tokenizer, training goes on
+    # a later phase, or this one resumed, goes on from that checkpoint's tokenizer and weights
+    start_from = resume["checkpoint"] if resume else cfg.init_from
+    if start_from:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(resume["checkpoint"] if resume else cfg.init_from)
+        tok = AutoTokenizer.from_pretrained(start_from)
         texts = render_all(pools, tok)
     else:
         boot = train_tokenizer([json.dumps(m) for docs in pools.values() for m, _ in docs[:200]], 300, compact_tools=True)
@@ -262,8 +264,8 @@ def train_checkpoints(cfg: PretrainConfig, log=print) -> dict:
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    if cfg.init_from or resume:
-        model = Qwen3ForCausalLM.from_pretrained(resume["checkpoint"] if resume else cfg.init_from, dtype=torch.float32)
+    if start_from:
+        model = Qwen3ForCausalLM.from_pretrained(start_from, dtype=torch.float32)
     else:
         config = Qwen3Config(vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
                              num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
