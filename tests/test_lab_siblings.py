@@ -2,6 +2,7 @@
 decision primitives but none of their tools, entities or trajectories; and the base's selection by
 the regime gate (earliest passing checkpoint)."""
 
+import dataclasses
 import json
 import random
 import re
@@ -296,6 +297,25 @@ def test_a_phase_can_hold_the_long_horizon_domains_trajectories_when_named():
     assert len(pool) == corpus_documents(cfg)["domains"] == 2
     assert all({t["function"]["name"] for t in tools} == repo_tools and len(messages) > 20 for messages, tools in pool)
     assert "repo" not in PretrainConfig().domain_tasks
+
+
+def test_a_phases_in_domain_trajectories_are_played_once_and_taken_again_on_a_rerun(tmp_path, monkeypatch):
+    """A rerun (a resumed phase) takes the kept trajectories, equal to those played, without playing
+    any; another task count plays them again."""
+    import pivotrl.lab.pretrain as pretrain
+    from pivotrl.lab.domains import get_domain
+
+    cfg = pretrain.PretrainConfig(domain_tasks={"code": 2}, mix={"domains": 1.0})
+    played = pretrain.domain_trajectories(cfg, "code", tmp_path)
+    assert (tmp_path / "code.json").exists() and len(played) == 2
+
+    def no_play(*a, **k):
+        raise AssertionError("played again")
+
+    monkeypatch.setattr(pretrain, "get_domain", lambda name: dataclasses.replace(get_domain(name), expert=no_play))
+    assert pretrain.domain_trajectories(cfg, "code", tmp_path) == played
+    with pytest.raises(AssertionError, match="played again"):
+        pretrain.domain_trajectories(pretrain.PretrainConfig(domain_tasks={"code": 3}), "code", tmp_path)
 
 
 def test_the_in_domain_pool_never_holds_a_task_of_the_comparisons_sft_data(monkeypatch):

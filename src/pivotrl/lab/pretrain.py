@@ -161,7 +161,8 @@ def lookup_drills(model_dir: str, n: int = 20, seed: str = "lookup-drills") -> d
     return {"drills": n, "cat": cats, "values": values}
 
 
-def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
+def build_mixture(cfg: PretrainConfig, keep_in: Path | None = None) -> dict[str, list[tuple[list, list]]]:
+    """Every document kind's pool; the in-domain trajectories kept in (and taken again from) `keep_in`."""
     import reasoning_gym
 
     rng = random.Random(cfg.seed)
@@ -171,13 +172,7 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
         frng = random.Random(f"pretrain:{name}:{cfg.seed}")
         pools["siblings"] += [family(frng) for _ in range(family_count(cfg, name))]
     for name in POOL_DOMAINS if cfg.mix.get("domains") else ():
-        dom = get_domain(name)
-        drng = random.Random(f"pretrain:{name}:{cfg.seed}")
-        n, held_out = cfg.domain_tasks.get(name, 0), sft_task_ids(name)
-        drawn = dom.tasks("train", n + len(held_out), seed=1000 + cfg.seed) if n else []
-        for task in [t for t in drawn if t["id"] not in held_out][:n]:  # the same first n when none is held out
-            traj = dom.expert(task, drng)
-            pools["domains"].append((traj["messages"], traj["tools"]))
+        pools["domains"] += domain_trajectories(cfg, name, keep_in)
     per = reasoning_per_generator(cfg)
     for name, gen in GENERATORS.items():
         ds = reasoning_gym.create_dataset(name, size=per, seed=7 + cfg.seed, **gen)
@@ -185,6 +180,33 @@ def build_mixture(cfg: PretrainConfig) -> dict[str, list[tuple[list, list]]]:
             pools["reasoning"].append(([{"role": "user", "content": e["question"]},
                                         {"role": "assistant", "content": str(e["answer"])}], []))
     return {k: v for k, v in pools.items() if v}
+
+
+def domain_trajectories(cfg: PretrainConfig, name: str, keep_in: Path | None = None) -> list[tuple[list, list]]:
+    """The expert trajectories of `name` in a phase's in-domain pool, kept in `keep_in` once played
+    (a phase keeps them in OUT/domain_pool/): repo's expert runs its tests in the sandbox, ~2.5 s an
+    episode here, which a resumed phase should not pay again."""
+    n = cfg.domain_tasks.get(name, 0)
+    if not n:
+        return []
+    held_out = sft_task_ids(name)
+    key = {"tasks": n, "seed": cfg.seed, "held_out": len(held_out)}
+    cache = keep_in / f"{name}.json" if keep_in else None
+    if cache and cache.exists():
+        kept = json.loads(cache.read_text())
+        if kept["key"] == key:
+            return [tuple(doc) for doc in kept["trajectories"]]
+    dom = get_domain(name)
+    drng = random.Random(f"pretrain:{name}:{cfg.seed}")
+    drawn = dom.tasks("train", n + len(held_out), seed=1000 + cfg.seed)
+    docs = []
+    for task in [t for t in drawn if t["id"] not in held_out][:n]:  # the same first n when none is held out
+        traj = dom.expert(task, drng)
+        docs.append((traj["messages"], traj["tools"]))
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(cache, {"key": key, "trajectories": docs})
+    return docs
 
 
 def sft_task_ids(domain: str) -> set[str]:
@@ -242,7 +264,7 @@ def train_checkpoints(cfg: PretrainConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     t0 = time.time()
-    pools = build_mixture(cfg)
+    pools = build_mixture(cfg, keep_in=out / "domain_pool")
     log(f"mixture: {', '.join(f'{k} {len(v)} docs' for k, v in pools.items())} ({time.time() - t0:.0f}s)")
     resume = resume_state(cfg)
     if resume:
