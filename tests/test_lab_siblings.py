@@ -531,3 +531,21 @@ def test_the_model_card_states_a_late_in_domain_share_and_the_phase_before(tmp_p
     card = model_card(summary, gate, mixed)
     assert "no trajectory of a lab domain" not in card and "small late in-domain share" in card
     assert f"{100 * shares['domains']:.1f}% of this phase's tokens" in card and "1793 steps" in card
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=seeds)
+def test_records_answers_every_question_from_the_printed_lines(seed):
+    """One `cat` of the file the question names, then each answer holds the asked key's value."""
+    messages, _ = siblings.records_doc(random.Random(seed))
+    (_, args, _), = calls(messages)
+    path = re.fullmatch(r"(?:What is the \w+ in|Read \w+ from) (\S+?)\??\.?", messages[1]["content"])[1]
+    assert list(args.values()) == [f"cat {path}"]
+    lines = dict(line.split("=") for line in messages[3]["content"].splitlines())
+    assert len(lines) >= 3
+    questions = [messages[1]["content"]] + [m["content"] for m in messages[5::2]]
+    answers = [m["content"] for m in messages[4::2]]
+    assert len(questions) == len(answers) >= 3
+    for q, a in zip(questions, answers):
+        key = next(k for k in lines if re.search(rf"\b{k}\b", q.replace(path, "")))
+        assert lines[key] in a.rstrip(".").split()

@@ -21,7 +21,9 @@ entities and templates, so that a lab domain is new to it but not foreign:
 - `keyed` (a later family, in a mixture only when asked for): `files`' value lookup after `cat` and
   its file writing with every folder, file, key and word made up in each document, so that the
   lookup and the copying can be learnt and no entity can (weighting `files` up taught its folders
-  and file names as much as its lookup).
+  and file names as much as its lookup);
+- `records` (later, only when asked for): one `cat` of `key=value` lines and 3-6 questions about it,
+  each answered from the same lines: the lookup at a density `keyed` lacks.
 
 The generators simulate each tool's answer in the format the real tool would print (a JSON list,
 `ls` lines, `N:line` from `grep -n`, pytest's `FAILED test_x; 1 failed, 2 passed`); every document is
@@ -488,7 +490,36 @@ def keyed_doc(rng: random.Random) -> tuple[list, list]:
             {"role": "assistant", "content": final}], tools
 
 
+# --- records: many lookups by key in one printed record -------------------------------------------
+# `keyed` holds one lookup a document: a few answer tokens against hundreds of others, and 300 steps of
+# it did not teach the lookup (README, phase 6t). Here one `cat` is followed by 3-6 questions, each
+# its own turn and each answered from the same lines, so most answer tokens are lookups.
+ATTRIBUTES = ["size", "cost", "age", "depth", "speed", "level", "score", "height", "width", "weight", "price",
+              "stock", "volume", "length", "rank", "grade", "load", "margin", "quota", "limit"]
+
+
+def records_doc(rng: random.Random) -> tuple[list, list]:
+    shell, param = tool_word(rng, SHELLS), rng.choice(SHELL_PARAMS)
+    folder, name, *made = made_up(rng, 2 + 5)
+    pool = made + [a for a in ATTRIBUTES if a not in made]
+    keys = rng.sample(pool if rng.random() < 0.5 else ATTRIBUTES, rng.randint(3, 5))
+    lines = {k: str(rng.randint(0, 99)) for k in keys}
+    tools = [tool(shell, "Run a shell command in the workspace.", **{param: "The command line."})]
+    path = f"{folder}/{name}{rng.choice(EXTS)}"
+    asked = [rng.choice(keys) for _ in range(rng.randint(3, 6))]
+    msgs = [call(0, shell, {param: f"cat {path}"}), answer(0, "\n".join(f"{k}={v}" for k, v in lines.items())),
+            {"role": "assistant", "content": rng.choice([f"The {asked[0]} is {lines[asked[0]]}.", lines[asked[0]],
+                                                         f"It is {lines[asked[0]]}."])}]
+    for key in asked[1:]:
+        msgs += [{"role": "user", "content": rng.choice([f"And {key}?", f"What about {key}?", f"Now {key}."])},
+                 {"role": "assistant", "content": rng.choice([f"The {key} is {lines[key]}.", lines[key],
+                                                              f"It is {lines[key]}."])}]
+    ask = rng.choice([f"What is the {asked[0]} in {path}?", f"Read {asked[0]} from {path}."])
+    return [{"role": "system", "content": f"Agent in the {folder} workspace. Use {shell} to run commands, then answer."},
+            {"role": "user", "content": ask}, *msgs], tools
+
+
 FAMILIES = {"desk": desk_doc, "files": files_doc, "lookup": lookup_doc, "bugs": bugs_doc, "primitives": primitive_doc}
 # Families added after phases 1-5 were trained: in a mixture only when `family_docs` names them, so
 # that those phases' commands build the same mixtures as before.
-LATER_FAMILIES = {"keyed": keyed_doc}
+LATER_FAMILIES = {"keyed": keyed_doc, "records": records_doc}
