@@ -534,17 +534,28 @@ def test_the_model_card_states_a_late_in_domain_share_and_the_phase_before(tmp_p
 
 
 @settings(max_examples=80, deadline=None)
-@given(seed=seeds)
-def test_records_answers_every_question_from_the_printed_lines(seed):
-    """One `cat` of the file the question names, then each answer holds the asked key's value."""
-    messages, _ = siblings.records_doc(random.Random(seed))
-    (_, args, _), = calls(messages)
-    path = re.fullmatch(r"(?:What is the \w+ in|Read \w+ from) (\S+?)\??\.?", messages[1]["content"])[1]
-    assert list(args.values()) == [f"cat {path}"]
-    lines = dict(line.split("=") for line in messages[3]["content"].splitlines())
+@given(seed=seeds, listed=st.booleans())
+def test_records_answers_every_question_from_the_printed_lines(seed, listed):
+    """One `cat` of the file the question names (listed first, by its stem, in `listed_records`), then
+    each answer holds the asked key's value."""
+    make = siblings.listed_records_doc if listed else siblings.records_doc
+    messages, _ = make(random.Random(seed))
+    commands = [list(args.values())[0] for _, args, _ in calls(messages)]
+    if listed:
+        ask = re.fullmatch(r"What is the \w+ value for (\w+)\?|Find the \w+ of (\w+) in (\w+)\.", messages[1]["content"])
+        stem = ask[1] or ask[2]
+        assert commands[0].startswith("ls ") and any(f.startswith(stem + ".") for f in messages[3]["content"].split())
+        path = commands[1].removeprefix("cat ")
+        assert path.split("/")[-1].startswith(stem + ".") and len(commands) == 2
+        first = 5
+    else:
+        path = re.fullmatch(r"(?:What is the \w+ in|Read \w+ from) (\S+?)\??\.?", messages[1]["content"])[1]
+        assert commands == [f"cat {path}"]
+        first = 3
+    lines = dict(line.split("=") for line in messages[first]["content"].splitlines())
     assert len(lines) >= 3
-    questions = [messages[1]["content"]] + [m["content"] for m in messages[5::2]]
-    answers = [m["content"] for m in messages[4::2]]
+    questions = [messages[1]["content"]] + [m["content"] for m in messages[first + 2::2]]
+    answers = [m["content"] for m in messages[first + 1::2]]
     assert len(questions) == len(answers) >= 3
     for q, a in zip(questions, answers):
         key = next(k for k in lines if re.search(rf"\b{k}\b", q.replace(path, "")))

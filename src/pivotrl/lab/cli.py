@@ -305,7 +305,7 @@ def lab_pretrain(
                                                                          "PretrainConfig's count, as files=32000 "
                                                                          "(a family drawn in proportion: "
                                                                          "desk, files, lookup, bugs, primitives; "
-                                                                         "keyed and records only when named)."),
+                                                                         "keyed, records, listed_records only when named)."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Peak learning rate (default "
                                                   "PretrainConfig's 3e-3; a phase that goes on from another may "
                                                   "want the rate where that one stopped)."),
