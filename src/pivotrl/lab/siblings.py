@@ -450,6 +450,11 @@ def primitive_doc(rng: random.Random) -> tuple[list, list]:
 EXTS = [".txt", ".cfg", ".env", ".ini", ".conf"]
 
 
+def value_answer(rng: random.Random, key: str, value: str) -> str:
+    """An answer that gives a looked-up value, in one of the terminal expert's three shapes."""
+    return rng.choice([f"The {key} is {value}.", value, f"It is {value}."])
+
+
 def made_up(rng: random.Random, n: int) -> list[str]:
     """`n` distinct made-up lower-case words."""
     out: list[str] = []
@@ -481,7 +486,7 @@ def keyed_doc(rng: random.Random) -> tuple[list, list]:
                           f"Read {key} from the {name} file."])
         run(rng.choice([f"ls {folder}", f"ls -1 {folder}", f"ls {folder}/"]), "\n".join(sorted(n + ext for n in names)))
         run(f"cat {folder}/{name}{ext}", "\n".join(f"{k}={v}" for k, v in lines.items()))
-        final = rng.choice([f"The {key} is {lines[key]}.", lines[key], f"It is {lines[key]}."])
+        final = value_answer(rng, key, lines[key])
     else:  # write the asked word into the asked file, read it back
         target, content = names[0] + rng.choice([".txt", ".out", ".flag"]), names[1]
         ask = rng.choice([f"Put {content} into a new file {target}.", f"Make {target} hold the word {content}."])
@@ -515,25 +520,23 @@ def records_doc(rng: random.Random, listed: bool = False) -> tuple[list, list]:
         msgs = [call(0, shell, {param: f"ls {folder}"}), answer(0, "\n".join(sorted(n + ext for n in [name, *others])))]
     n = len(msgs) // 2
     msgs += [call(n, shell, {param: f"cat {path}"}), answer(n, "\n".join(f"{k}={v}" for k, v in lines.items())),
-             {"role": "assistant", "content": rng.choice([f"The {asked[0]} is {lines[asked[0]]}.", lines[asked[0]],
-                                                          f"It is {lines[asked[0]]}."])}]
+             {"role": "assistant", "content": value_answer(rng, asked[0], lines[asked[0]])}]
     for key in asked[1:]:
         msgs += [{"role": "user", "content": rng.choice([f"And {key}?", f"What about {key}?", f"Now {key}."])},
-                 {"role": "assistant", "content": rng.choice([f"The {key} is {lines[key]}.", lines[key],
-                                                              f"It is {lines[key]}."])}]
+                 {"role": "assistant", "content": value_answer(rng, key, lines[key])}]
     ask = rng.choice([f"What is the {asked[0]} value for {name}?", f"Find the {asked[0]} of {name} in {folder}."]
                      if listed else [f"What is the {asked[0]} in {path}?", f"Read {asked[0]} from {path}."])
     return [{"role": "system", "content": f"Agent in the {folder} workspace. Use {shell} to run commands, then answer."},
             {"role": "user", "content": ask}, *msgs], tools
 
 
-FAMILIES = {"desk": desk_doc, "files": files_doc, "lookup": lookup_doc, "bugs": bugs_doc, "primitives": primitive_doc}
-# Families added after phases 1-5 were trained: in a mixture only when `family_docs` names them, so
-# that those phases' commands build the same mixtures as before.
 def listed_records_doc(rng: random.Random) -> tuple[list, list]:
     """`records` after an `ls` of the folder, the question naming the file by its stem (phase 8t's
     lookup, learnt in `records`, did not carry to a listing and a question of that shape)."""
     return records_doc(rng, listed=True)
 
 
+FAMILIES = {"desk": desk_doc, "files": files_doc, "lookup": lookup_doc, "bugs": bugs_doc, "primitives": primitive_doc}
+# Families added after phases 1-5 were trained: in a mixture only when `family_docs` names them, so
+# that those phases' commands build the same mixtures as before.
 LATER_FAMILIES = {"keyed": keyed_doc, "records": records_doc, "listed_records": listed_records_doc}
