@@ -239,6 +239,8 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
     work.mkdir(parents=True, exist_ok=True)
     (work / "preset.json").write_text(json.dumps(asdict(preset), indent=2, default=str))
     t_start = time.time()
+    if not (work / "data" / "train_tasks.jsonl").exists():  # a resumed run on a fresh checkout: the stage
+        (work / "data.json").unlink(missing_ok=True)        # file is committed, the data is not (seeded, the same)
     run_stage(work / "data.json", lambda: make_data(preset, work / "data"), progress, "generating expert trajectories")
     plan = Plan(preset, base_model, work)
     # Each round: every stage whose inputs exist, unless another worker holds it (left for later).
