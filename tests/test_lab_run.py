@@ -88,6 +88,14 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     again = []
     run_lab(preset, tmp_path, progress=again.append)
     assert all("skipped" in s for s in again) and len(again) == 1  # only the data stage is even asked
+    # a fresh checkout of a committed run has its stage files, not its data: regenerated, the same
+    import shutil
+
+    data = (work / "data" / "train_trajectories.jsonl").read_bytes()
+    shutil.rmtree(work / "data")
+    regenerated = []
+    run_lab(preset, tmp_path, progress=regenerated.append)
+    assert regenerated == ["generating expert trajectories"] and (work / "data" / "train_trajectories.jsonl").read_bytes() == data
     # where GRPO can learn: every profiled state counted once by domain/tag, pivots as select() keeps them
     prof = results["profiles"]["profile"]
     outcomes = prof["outcomes_by_tag"]
@@ -196,6 +204,27 @@ def test_paired_intervals_and_verdicts():
     assert out["tasks"]["n"] == 8 and out["tasks"]["mean"] == pytest.approx(sum([1, 0, 0, 1, 1, 0, 1, 0]) / 8)
 
 
+def test_what_builds_on_a_trained_sft_model_runs_before_new_training(tmp_path):
+    """Models are not committed: SFT then PivotRL follows its SFT run before other arms train, so
+    that an SFT model is seldom left waiting at the end of a sitting."""
+    from dataclasses import replace
+
+    from pivotrl.lab.experiment import PRESETS, Plan
+
+    preset = replace(PRESETS["tiny"], arms=("sft", "pivotrl", "sft_pivotrl"), seeds=[0, 1],
+                     learning_rates={"sft": [1e-4], "rl": [1e-5]})
+    for name in ("eval_base", "profile", "train_sft-lr0.0001-s0"):
+        (tmp_path / f"{name}.json").write_text("{}")
+    (tmp_path / "sft-lr0.0001-s0" / "best").mkdir(parents=True)
+    (tmp_path / "sft-lr0.0001-s0" / "best" / "config.json").write_text("{}")
+    plan = Plan(preset, "base", tmp_path)
+    assert [s[0] for s in plan.stages()][0] == "profile_sft-s0"
+    (tmp_path / "profile_sft-s0.json").write_text("{}")
+    stages = [s[0] for s in plan.stages()]
+    assert stages[0] == "train_sft_pivotrl-lr1e-05-s0" and "train_sft-lr0.0001-s1" in stages[1:]
+    assert stages.index("eval_sft-lr0.0001-s0") < stages.index("train_pivotrl-lr1e-05-s0")  # otherwise as listed
+
+
 def test_a_run_whose_model_was_lost_is_trained_again_only_where_needed(tmp_path):
     """Stage files are committed, models are not: a fresh checkout retrains what it still needs."""
     from dataclasses import replace
@@ -277,3 +306,42 @@ def test_a_preset_runs_on_one_domain_as_the_paper_trains(tmp_path):
     assert all(list(results["table"][arm]["in_domain"]) == ["repo"] for arm in ("base", "sft", "pivotrl"))
     head = (tmp_path / "table.md").read_text().splitlines()[0]
     assert "| repo |" in head and "tooluse" not in head
+    # `lab claims` reads one-domain runs: here one, so the mean over domains is repo's own difference
+    r = CliRunner().invoke(app, ["lab", "claims", str(tmp_path), "-o", str(tmp_path / "claims")])
+    assert r.exit_code == 0, r.output
+    claims = json.loads((tmp_path / "claims" / "claims.json").read_text())["claims"]
+    assert claims["pivotrl_vs_sft_in_domain"]["per_seed"] == pytest.approx(results["claims"]["pivotrl_vs_sft_in_domain"]["per_seed"])
+    assert claims["pivotrl_vs_sft_in_domain"]["domains"] == ["repo"]
+
+
+def test_the_registered_claims_are_read_over_domains_seed_by_seed(tmp_path):
+    from pivotrl.errors import DataError
+    from pivotrl.lab.report import across_domains, across_table, paired
+
+    def run(domain, base, sft, pivot, seeds=3):
+        def ev(score, ood):
+            return {"in_domain_mean": score, "ood_reasoning_mean": ood, "episodes": {domain: [score]}, "ood_items": [ood]}
+
+        evals = {"base": [ev(base, 0.5)], "sft": [ev(sft + 0.01 * s, 0.3) for s in range(seeds)],
+                 "pivotrl": [ev(pivot + 0.02 * s, 0.5 - 0.001 * s) for s in range(seeds)]}
+        claims = {n: {"paper": n, **paired(evals, a, b, key, d)} for n, a, b, key, d in
+                  (("pivotrl_vs_sft_in_domain", "pivotrl", "sft", "in_domain", "+"),
+                   ("sft_vs_base_ood", "sft", "base", "ood", "-"), ("pivotrl_vs_base_ood", "pivotrl", "base", "ood", "keeps"))}
+        table = {a: {"in_domain_mean": {"mean": e[0]["in_domain_mean"], "std": 0.0, "n": len(e)}} for a, e in evals.items()}
+        return {"seeds": list(range(seeds)), "claims": claims, "table": table}
+
+    out = across_domains({"search": run("search", 0.3, 0.5, 0.45), "code": run("code", 0.4, 0.5, 0.6)})
+    one = out["claims"]["pivotrl_vs_sft_in_domain"]
+    # per seed: search -0.05 + 0.01 s, code +0.10 + 0.01 s, averaged
+    assert one["per_seed"] == pytest.approx([0.025, 0.035, 0.045]) and one["domains"] == ["code", "search"]
+    assert one["verdict"].startswith("holds")
+    assert out["claims"]["sft_vs_base_ood"]["verdict"] == "holds (interval below 0)"
+    assert out["claims"]["pivotrl_vs_base_ood"]["verdict"].startswith("holds")
+    # a domain whose seeds are not all evaluated is left out, and named
+    short = run("repo", 0.1, 0.2, 0.1, seeds=2)
+    short["seeds"] = [0, 1, 2]
+    out = across_domains({"search": run("search", 0.3, 0.5, 0.45), "repo": short})
+    assert out["claims"]["pivotrl_vs_sft_in_domain"]["domains"] == ["search"] and out["pending"]["sft_vs_base_ood"] == ["repo"]
+    assert "Not yet counted" in across_table(out) and "| search |" in across_table(out)
+    with pytest.raises(DataError, match="different numbers of seeds"):
+        across_domains({"search": run("search", 0.3, 0.5, 0.45), "repo": run("repo", 0.1, 0.2, 0.1, seeds=2)})

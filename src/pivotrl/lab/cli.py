@@ -165,6 +165,42 @@ def lab_report(
         console.print(f"not finished yet (left out): {', '.join(results['pending'])}", soft_wrap=True)
 
 
+@app.command("claims")
+def lab_claims(
+    runs: list[Path] = typer.Argument(..., help="One-domain run folders (`lab run --domain NAME -o DIR`), each with "
+                                                "its results.json (`lab run` or `lab report` writes it)."),
+    output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="Where claims.json and claims.md go."),
+):
+    """The registered claims over the per-domain runs (README, "Claims registered"): per seed, the mean
+    over domains of each domain's paired difference, with its 95% interval over seeds and verdict."""
+    from pivotrl.artifacts import atomic_open
+    from pivotrl.console import console
+    from pivotrl.lab.report import across_domains, across_table
+
+    by_domain = {}
+    for run in runs:
+        path = run / "results.json"
+        if not path.exists():
+            raise DataError("no results.json: run `pivotrl lab report --preset paper --domain NAME -o DIR` first",
+                            file=str(path))
+        res = json.loads(path.read_text())
+        domains = list(res["table"]["base"]["in_domain"])
+        if len(domains) != 1:
+            raise DataError(f"a run of {len(domains)} domains ({', '.join(domains)}); `lab claims` reads one-domain "
+                            "runs (`lab run --domain NAME`)", file=str(path))
+        if domains[0] in by_domain:
+            raise DataError(f"a second run of domain {domains[0]!r}", file=str(path))
+        by_domain[domains[0]] = res
+    result = across_domains(by_domain)
+    output.mkdir(parents=True, exist_ok=True)
+    with atomic_open(output / "claims.json") as fh:
+        fh.write(json.dumps(result, indent=2))
+    table = across_table(result)
+    with atomic_open(output / "claims.md") as fh:
+        fh.write(table + "\n")
+    console.print(table, soft_wrap=True)
+
+
 @app.command("audit")
 def lab_audit(
     model: Optional[str] = typer.Option(None, help="Whose actions to audit (default: the bundled base, as profiling sees it)."),

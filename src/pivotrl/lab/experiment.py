@@ -187,6 +187,9 @@ class Plan:
                 if lr == chosen and self.has(f"train_{name}"):
                     out.append((f"eval_{name}", f"evaluating {LABELS[arm]} (seed {seed}, best dev checkpoint, test split)",
                                 partial(evaluate_model, str(work / name / "best"), replace(p.eval, seed=0))))
+        # What builds on a trained SFT model (its profile, SFT then PivotRL) goes first: models are not
+        # committed, so an SFT model left waiting at the end of a sitting would be trained again.
+        out.sort(key=lambda s: not s[0].startswith(("profile_sft-", "train_sft_pivotrl-")))
         return [s for s in out if not self.has(s[0])]
 
     def complete(self) -> bool:

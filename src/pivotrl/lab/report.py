@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 from pivotrl.artifacts import atomic_open
+from pivotrl.errors import DataError
 from pivotrl.lab.presets import ARMS, LABELS
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (a table rather than a SciPy
@@ -412,3 +413,68 @@ def plot_results(results: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "in_domain_vs_ood.png", dpi=120)
     plt.close(fig)
+
+
+# The claims registered for the per-domain comparison (README, "Claims registered"), read over the
+# domains' runs: (claim in each domain's results, direction, what is claimed over the domains).
+ACROSS = [
+    ("pivotrl_vs_sft_in_domain", "keeps", "PivotRL - SFT >= 0 in-domain, on the mean over domains"),
+    ("sft_vs_base_ood", "-", "SFT loses OOD reasoning (each domain against its own base)"),
+    ("pivotrl_vs_base_ood", "keeps", "PivotRL stays within 2 points of its base OOD"),
+]
+ABLATIONS = ("no_filter_vs_pivotrl_in_domain", "exact_vs_pivotrl_in_domain")
+
+
+def across_domains(by_domain: dict[str, dict]) -> dict:
+    """The registered claims over one-domain runs (`lab run --domain`, one model per domain as the
+    paper trains): per seed, the mean over domains of each domain's paired difference, then the t
+    interval over seeds. A domain counts for a claim once its every seed is evaluated for both arms;
+    the others are named in `pending`. The cost and ablation claims are the domains' own (repo's E2E
+    RL, tooluse's ablations), carried over as measured there."""
+    claims, pending = {}, {}
+    for name, direction, says in ACROSS:
+        have = {d: r["claims"][name]["per_seed"] for d, r in by_domain.items()
+                if name in r.get("claims", {}) and len(r["claims"][name]["per_seed"]) == len(r["seeds"])}
+        pending[name] = sorted(set(by_domain) - set(have))
+        if len({len(v) for v in have.values()}) > 1:
+            raise DataError(f"{name}: the domains' runs have different numbers of seeds "
+                             f"({', '.join(f'{d}: {len(v)}' for d, v in have.items())})")
+        if not have:
+            continue
+        per_seed = [statistics.fmean(col) for col in zip(*have.values())]
+        iv = mean_interval(per_seed)
+        claims[name] = {"claim": says, "domains": sorted(have), "per_seed": per_seed, "seeds": iv,
+                        "by_domain": {d: by_domain[d]["claims"][name]["seeds"] for d in sorted(have)},
+                        "verdict": verdict(iv, direction) if len(per_seed) > 1 else "no interval (one seed)"}
+    for d, r in sorted(by_domain.items()):
+        for name in ABLATIONS:
+            if name in r.get("claims", {}):
+                claims[f"{d}: {name}"] = {"claim": r["claims"][name]["paper"], "domains": [d], **r["claims"][name]}
+        rows = [x for x in r.get("cost_to_match") or [] if x["matched"]]
+        if r.get("cost_to_match"):
+            ratios = [x["turns_ratio"] for x in rows]
+            claims[f"{d}: e2e_turns_vs_pivotrl"] = {
+                "claim": "E2E RL needs at least 4x PivotRL's training rollout turns to the matched dev accuracy",
+                "domains": [d], "rows": r["cost_to_match"],
+                "verdict": (f"{sum(x >= 4 for x in ratios)} of {len(ratios)} matched seeds at 4x or more "
+                            f"({len(r['cost_to_match']) - len(rows)} seeds without a target)") if ratios
+                else "no seed reached a matched accuracy three standard errors above the base"}
+    table = {d: {arm: row["in_domain_mean"] for arm, row in r["table"].items()} for d, r in sorted(by_domain.items())}
+    return {"domains": sorted(by_domain), "claims": claims, "pending": pending, "in_domain": table}
+
+
+def across_table(result: dict) -> str:
+    arms = [a for a in ("base", *ARMS) if any(a in t for t in result["in_domain"].values())]
+    lines = ["| domain | " + " | ".join(LABELS[a] for a in arms) + " |", "|" + "---|" * (len(arms) + 1)]
+    for d, t in result["in_domain"].items():
+        lines.append(f"| {d} | " + " | ".join(_fmt(t.get(a)) if isinstance(t.get(a), dict) else "-" for a in arms) + " |")
+    lines += ["", "| claim | domains | per seed (mean over domains) | mean [95% CI over seeds] | verdict |",
+              "|---|---|---|---|---|"]
+    for name, c in result["claims"].items():
+        seeds = ", ".join(f"{100 * x:+.1f}" for x in c.get("per_seed", []))
+        lines.append(f"| {c['claim']} | {', '.join(c['domains'])} | {seeds or '-'} | {_iv(c.get('seeds'))} | {c['verdict']} |")
+    waiting = {n: ds for n, ds in result["pending"].items() if ds}
+    if waiting:
+        lines.append("\nNot yet counted (a seed still to evaluate): " +
+                     "; ".join(f"{n}: {', '.join(ds)}" for n, ds in waiting.items()))
+    return "\n".join(lines)
