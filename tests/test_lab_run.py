@@ -343,5 +343,11 @@ def test_the_registered_claims_are_read_over_domains_seed_by_seed(tmp_path):
     out = across_domains({"search": run("search", 0.3, 0.5, 0.45), "repo": short})
     assert out["claims"]["pivotrl_vs_sft_in_domain"]["domains"] == ["search"] and out["pending"]["sft_vs_base_ood"] == ["repo"]
     assert "Not yet counted" in across_table(out) and "| search |" in across_table(out)
+    # the cost claim is repo's own, seed by seed; a seed without a target is counted apart
+    repo = run("repo", 0.1, 0.2, 0.1)
+    row = {"matched": True, "turns_ratio": 5.0, "turns_ratio_with_profiling": 3.0, "seconds_ratio": 2.0}
+    repo["cost_to_match"] = [row, {**row, "turns_ratio": 2.0}, {"matched": False}]
+    cost = across_domains({"repo": repo})["claims"]["repo: e2e_turns_vs_pivotrl"]["verdict"]
+    assert cost.startswith("1 of 2 matched seeds at 4x or more (0 with the profiling counted; E2E slower in wall-clock in 2; 1 ")
     with pytest.raises(DataError, match="different numbers of seeds"):
         across_domains({"search": run("search", 0.3, 0.5, 0.45), "repo": run("repo", 0.1, 0.2, 0.1, seeds=2)})
