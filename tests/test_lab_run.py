@@ -222,6 +222,10 @@ def test_what_builds_on_a_trained_sft_model_runs_before_new_training(tmp_path):
     (tmp_path / "profile_sft-s0.json").write_text("{}")
     stages = [s[0] for s in plan.stages()]
     assert stages[0] == "train_sft_pivotrl-lr1e-05-s0" and "train_sft-lr0.0001-s1" in stages[1:]
+    (tmp_path / "train_sft_pivotrl-lr1e-05-s0.json").write_text("{}")
+    (tmp_path / "sft_pivotrl-lr1e-05-s0" / "best").mkdir(parents=True)
+    (tmp_path / "sft_pivotrl-lr1e-05-s0" / "best" / "config.json").write_text("{}")
+    assert [s[0] for s in plan.stages()][0] == "eval_sft_pivotrl-lr1e-05-s0"  # its model is lost at a sitting's end
     assert stages.index("eval_sft-lr0.0001-s0") < stages.index("train_pivotrl-lr1e-05-s0")  # otherwise as listed
 
 
@@ -243,6 +247,23 @@ def test_a_run_whose_model_was_lost_is_trained_again_only_where_needed(tmp_path)
     assert (work / "train_sft-lr0.0001-s0.json").exists()
     assert not (work / "train_pivotrl-lr1e-05-s0.json").exists() and "train_pivotrl-lr1e-05-s0" in stages  # chosen, unevaluated
     assert (work / "train_pivotrl-lr2e-05-s0.json").exists()  # not chosen: its dev score is all the sweep needs
+    # an SFT model that SFT then PivotRL still needs is trained again, and profiled again: its pivots
+    # must come from the model it starts from
+    both = replace(preset, arms=("sft", "sft_pivotrl"), learning_rates={"sft": [1e-4], "rl": [1e-5]})
+    for name in ("train_sft-lr0.0001-s0", "profile_sft-s0"):
+        (work / f"{name}.json").write_text("{}")
+    stages = [s[0] for s in Plan(both, "base", work).stages()]
+    assert stages[0] == "train_sft-lr0.0001-s0" and not (work / "profile_sft-s0.json").exists()
+    # the same when SFT then PivotRL trained but its model was lost before its test evaluation
+    for name in ("train_sft-lr0.0001-s0", "profile_sft-s0", "train_sft_pivotrl-lr1e-05-s0"):
+        (work / f"{name}.json").write_text("{}")
+    stages = [s[0] for s in Plan(both, "base", work).stages()]
+    assert stages[0] == "train_sft-lr0.0001-s0"
+    (work / "train_sft-lr0.0001-s0.json").write_text("{}")  # SFT trained again, and profiled: SFT then PivotRL next
+    (work / "sft-lr0.0001-s0" / "best").mkdir(parents=True)
+    (work / "sft-lr0.0001-s0" / "best" / "config.json").write_text("{}")
+    (work / "profile_sft-s0.json").write_text("{}")
+    assert [s[0] for s in Plan(both, "base", work).stages()][0] == "train_sft_pivotrl-lr1e-05-s0"
 
 
 @pytest.mark.parametrize("ties_within, kept", [(0, [0, 2]), (1, [0, 1, 2, 3, 5])])

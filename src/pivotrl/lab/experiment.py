@@ -114,17 +114,24 @@ class Plan:
         for its test evaluation, or as the start of SFT then PivotRL."""
         name = run_name(arm, lr, seed)
         stage = self.work / f"train_{name}.json"
-        if lr != chosen or not stage.exists() or (self.work / name / "best" / "config.json").exists():
+        if lr != chosen or not stage.exists() or not self.lost(name):
             return
         needed = not self.has(f"eval_{name}")
         if arm == "sft" and "sft_pivotrl" in self.preset.arms:
-            follow = self.preset.learning_rates_of("sft_pivotrl")
-            if seed != self.preset.seeds[0] and (c := self.chosen_lr("sft_pivotrl")) is not None:
-                follow = [c]
-            needed |= not self.has(f"profile_sft-s{seed}") or any(
-                not self.has(f"train_{run_name('sft_pivotrl', x, seed)}") for x in follow)
+            follow, then = self.preset.learning_rates_of("sft_pivotrl"), self.chosen_lr("sft_pivotrl")
+            if seed != self.preset.seeds[0] and then is not None:
+                follow = [then]
+            needed |= not self.has(f"profile_sft-s{seed}") or any(  # not trained yet, or to train again
+                not self.has(f"train_{(after := run_name('sft_pivotrl', x, seed))}")
+                or (x == then and self.lost(after) and not self.has(f"eval_{after}")) for x in follow)
         if needed:
             stage.unlink()
+            if arm == "sft":  # SFT then PivotRL's pivots come from the model it starts from: profile it again
+                (self.work / f"profile_sft-s{seed}.json").unlink(missing_ok=True)
+
+    def lost(self, name: str) -> bool:
+        """The run's kept model is not here (a fresh checkout, or never trained)."""
+        return not (self.work / name / "best" / "config.json").exists()
 
     def chosen_lr(self, arm: str) -> float | None:
         """The arm's learning rate: the only one, or the sweep's best dev success (first seed;
@@ -165,12 +172,6 @@ class Plan:
         if any(a in PIVOT_ARMS[:2] for a in p.arms):
             out.append(("profile", "profiling the candidates with the base model",
                         partial(profile, self.base_model, p, work, work / "profile.jsonl")))
-        if "sft_pivotrl" in p.arms and (lr := self.chosen_lr("sft")) is not None:
-            for seed in p.seeds:
-                if self.has(f"train_{run_name('sft', lr, seed)}"):
-                    model = str(work / run_name("sft", lr, seed) / "best")
-                    out.append((f"profile_sft-s{seed}", f"profiling the candidates with SFT (seed {seed})",
-                                partial(profile, model, p, work, work / f"profile_sft-s{seed}.jsonl")))
         for arm in p.arms:
             lrs, chosen = p.learning_rates_of(arm), self.chosen_lr(arm)
             runs = [(lr, p.seeds[0]) for lr in lrs]  # the sweep (or the single rate) with the first seed
@@ -187,9 +188,15 @@ class Plan:
                 if lr == chosen and self.has(f"train_{name}"):
                     out.append((f"eval_{name}", f"evaluating {LABELS[arm]} (seed {seed}, best dev checkpoint, test split)",
                                 partial(evaluate_model, str(work / name / "best"), replace(p.eval, seed=0))))
-        # What builds on a trained SFT model (its profile, SFT then PivotRL) goes first: models are not
-        # committed, so an SFT model left waiting at the end of a sitting would be trained again.
-        out.sort(key=lambda s: not s[0].startswith(("profile_sft-", "train_sft_pivotrl-")))
+        if "sft_pivotrl" in p.arms and (lr := self.chosen_lr("sft")) is not None:  # after the runs forgot a lost model
+            for seed in p.seeds:
+                if self.has(f"train_{run_name('sft', lr, seed)}"):
+                    model = str(work / run_name("sft", lr, seed) / "best")
+                    out.append((f"profile_sft-s{seed}", f"profiling the candidates with SFT (seed {seed})",
+                                partial(profile, model, p, work, work / f"profile_sft-s{seed}.jsonl")))
+        # What builds on a trained SFT model (its profile, SFT then PivotRL and its test) goes first:
+        # models are not committed, so an SFT model left waiting at the end of a sitting is trained again.
+        out.sort(key=lambda s: not s[0].startswith(("profile_sft-", "train_sft_pivotrl-", "eval_sft_pivotrl-")))
         return [s for s in out if not self.has(s[0])]
 
     def complete(self) -> bool:
