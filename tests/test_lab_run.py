@@ -335,7 +335,7 @@ def test_a_preset_runs_on_one_domain_as_the_paper_trains(tmp_path):
     assert claims["pivotrl_vs_sft_in_domain"]["domains"] == ["repo"]
 
 
-def test_the_registered_claims_are_read_over_domains_seed_by_seed(tmp_path):
+def test_the_registered_claims_are_read_over_domains_seed_by_seed():
     from pivotrl.errors import DataError
     from pivotrl.lab.report import across_domains, across_table, paired
 

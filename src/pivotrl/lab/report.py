@@ -438,7 +438,7 @@ def across_domains(by_domain: dict[str, dict]) -> dict:
         pending[name] = sorted(set(by_domain) - set(have))
         if len({len(v) for v in have.values()}) > 1:
             raise DataError(f"{name}: the domains' runs have different numbers of seeds "
-                             f"({', '.join(f'{d}: {len(v)}' for d, v in have.items())})")
+                            f"({', '.join(f'{d}: {len(v)}' for d, v in have.items())})")
         if not have:
             continue
         per_seed = [statistics.fmean(col) for col in zip(*have.values())]
