@@ -96,6 +96,15 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     regenerated = []
     run_lab(preset, tmp_path, progress=regenerated.append)
     assert regenerated == ["generating expert trajectories"] and (work / "data" / "train_trajectories.jsonl").read_bytes() == data
+    # an arm stopped mid-run (its folder and ledger there, no stage result) is trained again from the start
+    e2e = f"e2e-lr{results['table']['e2e']['learning_rate']:g}-s0"
+    for stage in ("train", "eval"):
+        (work / f"{stage}_{e2e}.json").unlink()
+    (work / e2e / "best" / "stale.txt").write_text("from the stopped attempt")
+    rerun = []
+    run_lab(preset, tmp_path, progress=rerun.append)
+    assert [s.split(" (")[0] for s in rerun[1:]] == ["training E2E RL", "evaluating E2E RL"]
+    assert (work / f"eval_{e2e}.json").exists() and not (work / e2e / "best" / "stale.txt").exists()
     # where GRPO can learn: every profiled state counted once by domain/tag, pivots as select() keeps them
     prof = results["profiles"]["profile"]
     outcomes = prof["outcomes_by_tag"]

@@ -53,8 +53,13 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
               pivots: Path | None = None) -> dict:
     """Train `arm` from `start_model`; `pivots`: the profile its pivots are selected from (the PivotRL
     arms). Returns the ledger's summary, the dev curve and the best dev checkpoint's step and score."""
+    import shutil
+
     from pivotrl.train.ledger import read_ledger
 
+    # No stage result yet, so a folder here is an attempt that was stopped (killed, machine gone):
+    # arms keep no mid-run checkpoints (a wall-clock cap, not a step count, ends them), so it starts over.
+    shutil.rmtree(run_dir, ignore_errors=True)
     every = preset.seconds_per_arm / max(preset.dev_evals, 1)
     dev = [lambda ledger, tok: DevSelection(ledger, tok, every, preset.dev_tasks, run_dir / "best", preset.patience,
                                             preset.dev_ties_within, preset.domains)]
@@ -81,8 +86,6 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
 
         states = pivot_states(arm, preset, work, pivots)
         if not states:  # nothing to train on: the start checkpoint is the arm's result, said so
-            import shutil
-
             shutil.copytree(start_model, run_dir / "best", dirs_exist_ok=True)
             return {**summarise_run(arm, lr, []), "no_pivots": True}
         exact = arm == "pivotrl_exact"
