@@ -336,6 +336,9 @@ def test_a_preset_runs_on_one_domain_as_the_paper_trains(tmp_path):
     assert all(list(results["table"][arm]["in_domain"]) == ["repo"] for arm in ("base", "sft", "pivotrl"))
     head = (tmp_path / "table.md").read_text().splitlines()[0]
     assert "| repo |" in head and "tooluse" not in head
+    # the renamed-tools variant is measured but not shown: it asks about tooluse skills, not trained here
+    assert "tooluse_variant" in results["table"]["base"]["ood"]
+    assert "renamed-tools" not in head and "tooluse_variant" not in (tmp_path / "table.md").read_text()
     # `lab claims` reads one-domain runs: here one, so the mean over domains is repo's own difference
     r = CliRunner().invoke(app, ["lab", "claims", str(tmp_path), "-o", str(tmp_path / "claims")])
     assert r.exit_code == 0, r.output
