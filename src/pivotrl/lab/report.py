@@ -240,6 +240,9 @@ def markdown_table(results: dict) -> str:
             f" (+{cost['profiling_turns']['mean']:,.0f})" if cost["profiling_turns"]["mean"] else ""))
         secs = "-" if not cost else f"{cost['wall_clock_s']['mean'] + cost['profiling_s']['mean']:,.0f}"
         lr = f"{r['learning_rate']:g}" if r.get("learning_rate") else "-"
+        runs = results.get("runs", {}).get(arm) or []
+        if runs and all(run and run.get("no_pivots") for run in runs):  # its start model, untrained
+            lr = "- (no pivots)"
         lines.append(f"| {LABELS[arm]} | {lr} | " + " | ".join(_fmt(r["in_domain"][d]) for d in domains) +
                      f" | {_fmt(r['in_domain_mean'])} | {_fmt(r['in_domain_delta']) if arm != 'base' else '-'} | "
                      f"{_fmt(r['ood_reasoning_mean'])} | {_fmt(r['ood_delta']) if arm != 'base' else '-'} | " +
