@@ -81,7 +81,8 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     assert "PivotRL, exact-match reward" in table and "SFT then PivotRL" in table and "verdict" in table
     assert "OOD reasoning avg" in table and "renamed-tools variant" in table
     row = next(line for line in table.splitlines() if line.startswith("| SFT then PivotRL |"))
-    assert ("no pivots" in row) == all(run.get("no_pivots") for run in results["runs"]["sft_pivotrl"])
+    untrained = all(run.get("no_pivots") for run in results["runs"]["sft_pivotrl"])
+    assert ("no pivots" in row) == untrained == ("no pivots" in results["claims"]["sft_pivotrl_vs_sft_in_domain"]["verdict"])
     claim = results["claims"]["pivotrl_vs_sft_in_domain"]
     assert claim["per_seed"] == [results["table"]["pivotrl"]["in_domain_mean"]["mean"]
                                  - results["table"]["sft"]["in_domain_mean"]["mean"]]

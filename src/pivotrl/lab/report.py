@@ -177,6 +177,8 @@ def aggregate(evals: dict, runs: dict, sweeps: dict, profiles: dict, preset, bas
     claims = {}
     for name, a, b, key, direction, says in CLAIMS:
         res = paired(evals, a, b, key, direction)
+        if res and runs.get(a) and all(r and r.get("no_pivots") for r in runs[a]):
+            res["verdict"] = "no pivots: the arm is its start model, untrained"  # 0 by construction, not noise
         if res:
             claims[name] = {"paper": says, **res}
     no_filter = runs.get("pivotrl_no_filter")
