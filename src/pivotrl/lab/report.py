@@ -86,6 +86,12 @@ def paired(evals: dict, a: str, b: str, key: str = "in_domain", direction: str =
     return out
 
 
+def never_trained(runs: list | None) -> bool:
+    """Every seed of the arm had no pivots, so its result is its start model (SFT then PivotRL after
+    an SFT that left no mixed outcomes)."""
+    return bool(runs) and all(r and r.get("no_pivots") for r in runs)
+
+
 CLAIMS = [  # (name, a, b, key, direction, what the paper says; arXiv 2603.21383, section 4)
     ("pivotrl_vs_base_in_domain", "pivotrl", "base", "in_domain", "+", "PivotRL gains in-domain"),
     ("sft_vs_base_in_domain", "sft", "base", "in_domain", "+", "SFT gains in-domain"),
@@ -177,7 +183,7 @@ def aggregate(evals: dict, runs: dict, sweeps: dict, profiles: dict, preset, bas
     claims = {}
     for name, a, b, key, direction, says in CLAIMS:
         res = paired(evals, a, b, key, direction)
-        if res and runs.get(a) and all(r and r.get("no_pivots") for r in runs[a]):
+        if res and never_trained(runs.get(a)):
             res["verdict"] = "no pivots: the arm is its start model, untrained"  # 0 by construction, not noise
         if res:
             claims[name] = {"paper": says, **res}
@@ -242,8 +248,7 @@ def markdown_table(results: dict) -> str:
             f" (+{cost['profiling_turns']['mean']:,.0f})" if cost["profiling_turns"]["mean"] else ""))
         secs = "-" if not cost else f"{cost['wall_clock_s']['mean'] + cost['profiling_s']['mean']:,.0f}"
         lr = f"{r['learning_rate']:g}" if r.get("learning_rate") else "-"
-        runs = results.get("runs", {}).get(arm) or []
-        if runs and all(run and run.get("no_pivots") for run in runs):  # its start model, untrained
+        if never_trained(results.get("runs", {}).get(arm)):
             lr = "- (no pivots)"
         lines.append(f"| {LABELS[arm]} | {lr} | " + " | ".join(_fmt(r["in_domain"][d]) for d in domains) +
                      f" | {_fmt(r['in_domain_mean'])} | {_fmt(r['in_domain_delta']) if arm != 'base' else '-'} | "
