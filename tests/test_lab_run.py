@@ -83,6 +83,10 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| SFT then PivotRL |"))
     untrained = all(run.get("no_pivots") for run in results["runs"]["sft_pivotrl"])
     assert ("no pivots" in row) == untrained == ("no pivots" in results["claims"]["sft_pivotrl_vs_sft_in_domain"]["verdict"])
+    sweep_table = table[table.index("| method | learning rate | best dev success"):]
+    swept = [line for line in sweep_table.splitlines() if line.startswith("| SFT then PivotRL |")]
+    assert swept and all(line.endswith("| - (no pivots) |") == untrained for line in swept)
+    assert sum(line.endswith("| yes |") for line in swept) == (0 if untrained else 1)
     claim = results["claims"]["pivotrl_vs_sft_in_domain"]
     assert claim["per_seed"] == [results["table"]["pivotrl"]["in_domain_mean"]["mean"]
                                  - results["table"]["sft"]["in_domain_mean"]["mean"]]

@@ -355,9 +355,10 @@ def detail_tables(results: dict) -> str:
         lines += ["", "| method | learning rate | best dev success (first seed) | chosen |", "|---|---|---|---|"]
         for arm, sweep in results["sweeps"].items():
             chosen = t.get(arm, {}).get("learning_rate")
+            untrained = never_trained(results.get("runs", {}).get(arm))  # no dev point: nothing was chosen
             for lr, dev in sweep.items():
-                lines.append(f"| {LABELS[arm]} | {float(lr):g} | {'-' if dev is None else f'{100 * dev:.1f}'} | "
-                             f"{'yes' if chosen is not None and float(lr) == chosen else ''} |")
+                mark = "- (no pivots)" if untrained else "yes" if chosen is not None and float(lr) == chosen else ""
+                lines.append(f"| {LABELS[arm]} | {float(lr):g} | {'-' if dev is None else f'{100 * dev:.1f}'} | {mark} |")
     return "\n".join(lines)
 
 
