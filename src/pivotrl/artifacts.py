@@ -44,11 +44,12 @@ def iter_jsonl(path: str | os.PathLike, skipped: Counter | None = None) -> Itera
                                 file=str(path), line=lineno) from None
             try:
                 obj = json.loads(text)
-            except (json.JSONDecodeError, RecursionError) as exc:
+            except (ValueError, RecursionError) as exc:  # ValueError: also an integer of over 4,300 digits
                 if skipped is not None:
                     skipped["bad_json"] += 1
                     continue
-                msg = f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                msg = (f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else
+                       "nested too deeply" if isinstance(exc, RecursionError) else f"{str(exc).split(';')[0]}")
                 raise DataError(f"invalid JSON: {msg}", file=str(path), line=lineno) from None
             yield lineno, obj
 
@@ -87,10 +88,14 @@ def file_kind(path: str | os.PathLike) -> str:
     """What a pipeline file holds, from its first record: `profile` (records with a state and its
     rewards), `gym` (NeMo Gym rows), `states` (ours), else `trajectories` (OpenAI/ShareGPT/HF)."""
     path = Path(path)
-    if path.suffix == ".parquet":
+    if path.suffix == ".parquet" and path.is_file():
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        keys = set(pq.read_schema(path).names)
+        try:
+            keys = set(pq.read_schema(path).names)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise unreadable_parquet(path, exc) from None
     elif path.is_dir() or not path.exists():
         return "trajectories"  # a saved Hugging Face dataset (or a path the loaders will report)
     else:
@@ -103,6 +108,12 @@ def file_kind(path: str | os.PathLike) -> str:
     if "reference" in keys and "context" in keys:
         return "states"
     return "trajectories"
+
+
+def unreadable_parquet(path: str | os.PathLike, exc: Exception, where: str = "") -> DataError:
+    """The one-line error for a `.parquet` file that pyarrow cannot read (truncated, not parquet)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return DataError(f"cannot be read as parquet{where} ({first})", file=str(path))
 
 
 def _umask() -> int:

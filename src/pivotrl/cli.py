@@ -162,13 +162,24 @@ def verify(
 
 
 @app.command()
-def info(file: Path = typer.Argument(..., help="A trajectory file, a states file, or NeMo Gym rows.")):
-    """Print statistics of a trajectory or state file."""
+def info(file: Path = typer.Argument(..., help="A trajectory file, a states file, NeMo Gym rows or a profile.")):
+    """Print statistics of a trajectory, state or profile file."""
     from pivotrl.artifacts import file_kind
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import load_states
 
     kind = file_kind(file)
+    if kind == "profile":
+        cands = _read_candidates(file)
+        ok = [c for c in cands if c.profiled]
+        rows = [("kind", "profile"), ("states", len(cands)), ("profiled", len(ok)),
+                ("skipped (not sampled)", len(cands) - len(ok)),
+                ("samples", sum(len(c.state.meta["profile"]["rewards"]) for c in ok)),
+                ("mean reward", f"{sum(c.mean for c in ok) / max(len(ok), 1):.3f}"),
+                ("mixed outcomes (variance > 0)", sum(c.var > 0 for c in ok))]
+        rows += [(f"domain {d}", n) for d, n in Counter(c.state.domain for c in cands).most_common()]
+        console.print(rows_table(f"{file}", rows, ("", "value")))
+        return
     if kind in ("states", "gym"):
         sts = load_states(file)
         kinds = Counter(s.reference.kind for s in sts)
@@ -198,7 +209,7 @@ def info(file: Path = typer.Argument(..., help="A trajectory file, a states file
 
 @app.command()
 def convert(
-    input: Path = typer.Argument(..., help="Trajectories (OpenAI/ShareGPT/HF), states, or NeMo Gym rows."),
+    input: Path = typer.Argument(..., help="Trajectories (OpenAI/ShareGPT/HF), states, NeMo Gym rows or a profile."),
     output: Path = typer.Argument(..., help="Output JSONL."),
     to: str = typer.Option(..., "--to", help="openai (chat trajectories) or gym (NeMo Gym rows)."),
     agent: str = typer.Option("single_step_tool_use_with_argument_comparison_agent", help="agent_ref name for gym rows."),
@@ -208,15 +219,26 @@ def convert(
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import extract_states, load_states, state_to_gym_row
 
-    is_states = file_kind(input) in ("states", "gym")
+    kind = file_kind(input)
+    is_states = kind in ("states", "gym", "profile")
+
+    def read_states():
+        return [c.state for c in _read_candidates(input)] if kind == "profile" else load_states(input)
+
+    if to == "gym" and kind == "profile":  # the rows keep the profiling columns NVIDIA's releases carry
+        from pivotrl.pivots.profile import profile_to_gym_rows, read_records
+
+        n = write_jsonl(output, profile_to_gym_rows(read_records(input), agent))
+        console.print(f"wrote {n} records to {output}")
+        return
     if to == "gym":
-        states = load_states(input) if is_states else extract_states(load_trajectories(input))
+        states = read_states() if is_states else extract_states(load_trajectories(input))
         n = write_jsonl(output, (state_to_gym_row(s, agent) for s in states))
     elif to == "openai":
         if is_states:
             # A state becomes a chat record that ends with its demonstrated action.
             recs = ({"id": f"{s.trajectory_id}:{s.turn_index}", "messages": s.context + [s.reference.to_message()],
-                     "tools": s.tools, "domain": s.domain} for s in load_states(input))
+                     "tools": s.tools, "domain": s.domain} for s in read_states())
         else:
             recs = (t.to_dict() for t in load_trajectories(input))
         n = write_jsonl(output, recs)
@@ -349,6 +371,21 @@ def _print_profile_summary(records: list[dict], output: Path) -> None:
     console.print(rows_table("", rows, ("", "value")))
 
 
+def _read_candidates(path: Path, skip_invalid: bool = False):
+    """A profile's candidates, every row checked; with `skip_invalid`, what was skipped is said."""
+    from pivotrl.pivots.select import load_candidates
+
+    skipped: Counter = Counter()
+    cands = load_candidates(path, skip_invalid=skip_invalid, skipped=skipped)
+    if skipped:
+        from rich.markup import escape
+
+        console.print(f"[bold yellow]skipped {sum(skipped.values())} invalid record(s)[/] of {escape(str(path))}:",
+                      soft_wrap=True)
+        console.print(rows_table("skipped", [(escape(k), n) for k, n in skipped.most_common()], ("reason", "records")))
+    return cands
+
+
 @app.command("select")
 def select_cmd(
     profile_file: Path = typer.Argument(..., help="A profile (from `pivotrl profile`) or NeMo Gym rows with profiling columns."),
@@ -358,12 +395,13 @@ def select_cmd(
     top_k: Optional[int] = typer.Option(None, "--top-k", help="variance_top_k: how many to keep."),
     band: Optional[tuple[float, float]] = typer.Option(None, "--band", help="mean_band: LO HI."),
     format: str = typer.Option("states", "--format", help="states (our JSONL) or gym (NeMo Gym rows)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad records instead of failing."),
 ):
     """Keep the pivots: states with mixed outcomes (variance > 0, mean < lambda_diff) or another rule."""
-    from pivotrl.pivots.select import RULES, breakdown, load_candidates, save_pivots, select
+    from pivotrl.pivots.select import RULES, breakdown, save_pivots, select
 
     lo, hi = band if band else (0.0, 1.0)
-    cands = load_candidates(profile_file)
+    cands = _read_candidates(profile_file, skip_invalid)
     kept = select(cands, rule, lambda_diff=lambda_diff, top_k=top_k, lo=lo, hi=hi)
     save_pivots(kept, output, source=profile_file, rule=rule, fmt=format)
     counts = []
@@ -407,12 +445,12 @@ def report(
     profile_file: Path = typer.Argument(..., help="A profile, or NeMo Gym rows with profiling columns."),
     output: Path = typer.Option(Path("report"), "-o", "--output", help="Folder for PNGs and README.md."),
     lambda_diff: float = typer.Option(0.75, "--lambda-diff"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count bad records instead of failing."),
 ):
     """Plots (mean-reward histogram, variance by turn, pivots by domain) and a markdown summary."""
     from pivotrl.pivots.report import write_report
-    from pivotrl.pivots.select import load_candidates
 
-    summary = write_report(load_candidates(profile_file), output, lambda_diff, title=str(profile_file))
+    summary = write_report(_read_candidates(profile_file, skip_invalid), output, lambda_diff, title=str(profile_file))
     console.print(f"report written to {output}/ (README.md and 3 PNGs): {summary['pivots']} pivots of "
                   f"{summary['profiled']} profiled states", soft_wrap=True)
 

@@ -21,15 +21,10 @@ def load_states(path: str | Path) -> list[State]:
     for where, row in rows:
         line = where if isinstance(where, int) else None
         rec = where if isinstance(where, str) else None
-        if not isinstance(row, dict):
-            raise DataError("expected a JSON object", file=str(path), line=line, record=rec)
         try:
-            s = gym_row_to_state(row) if is_gym_row(row) else State.from_dict(row)
+            s = state_from_row(row)
         except DataError as exc:
             raise DataError(exc.reason, file=str(path), line=line, record=rec) from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"not a state record ({type(exc).__name__}: {exc}); expected our states "
-                            "JSONL or NeMo Gym rows", file=str(path), line=line, record=rec) from None
         # Two rows from the same trajectory turn (e.g. re-sampled pivots) keep distinct ids.
         if s.id in seen:
             seen[s.id] += 1
@@ -40,6 +35,24 @@ def load_states(path: str | Path) -> list[State]:
     if not states:
         raise DataError("no states in this file", file=str(path))
     return states
+
+
+def state_from_row(row) -> State:
+    """A state from one row, ours or a NeMo Gym row; a DataError (without a location) otherwise."""
+    if not isinstance(row, dict):
+        raise DataError("expected a JSON object")
+    try:
+        state = gym_row_to_state(row) if is_gym_row(row) else State.from_dict(row)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"not a state record ({type(exc).__name__}: {exc}); expected our states "
+                        "JSONL or NeMo Gym rows") from None
+    if not isinstance(state.context, list) or not all(isinstance(m, dict) for m in state.context):
+        raise DataError("'context' must be a list of message objects")
+    if not isinstance(state.tools, list):
+        raise DataError("'tools' must be a list of tool schemas")
+    return state
 
 
 def _iter_rows(path: Path):

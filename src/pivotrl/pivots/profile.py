@@ -91,27 +91,12 @@ def meta_path(output: Path) -> Path:
     return output.with_name(output.name + ".meta.json")
 
 
-def read_records(path: Path) -> list[dict]:
-    """Profile records from a .parquet or .jsonl file, or a journal (a torn last line is ignored)."""
-    if not path.exists():
-        return []
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+def read_records(path: Path, journal: bool = False) -> list[dict]:
+    """Profile records from a .parquet or .jsonl file, each checked (`profile_records.check_record`);
+    none when there is no file. In a `journal`, a torn last line is left out."""
+    from pivotrl.pivots.profile_records import read_profile
 
-        return pq.read_table(path).to_pylist()
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            if i == len(lines) - 1:
-                break  # the line being written when the job died
-            raise DataError("corrupt profile record", file=str(path), line=i + 1) from None
-    return out
+    return read_profile(path, journal=journal) if Path(path).exists() else []
 
 
 def write_records(path: Path, records: list[dict]) -> None:
@@ -179,7 +164,7 @@ def profile_states(states: list[State], sampler: Sampler, verifier, *, k: int, p
     verifier = get_verifier(verifier) if isinstance(verifier, str) else verifier
     check_states(verifier, states)
     params = SamplingParams(k, params.temperature, params.top_p, params.max_tokens, params.stop)
-    done = {r["state_id"]: r for r in read_records(output) + read_records(journal)}
+    done = {r["state_id"]: r for r in read_records(output) + read_records(journal, journal=True)}
     ids = [s.id for s in states]
     if len(set(ids)) != len(ids):
         raise DataError("state ids are not unique: profiling joins on them")
@@ -253,20 +238,20 @@ def _write_cost(output: Path, records: list[dict], generation: dict) -> None:
         fh.write(json.dumps(cost, indent=2))
 
 
-def profile_to_gym_rows(records: Iterable[dict]) -> list[dict]:
-    """NeMo Gym rows carrying the same profiling columns as NVIDIA's released pivot datasets."""
-    from pivotrl.pivots.gym import state_to_gym_row
+def profile_to_gym_rows(records: Iterable[dict], agent: str | None = None) -> list[dict]:
+    """NeMo Gym rows carrying the same profiling columns as NVIDIA's released pivot datasets (for the
+    states that were sampled)."""
+    from pivotrl.pivots.gym import DEFAULT_AGENT, state_to_gym_row
 
     rows = []
     for r in records:
-        if r["skipped"]:
+        if r["skipped"] or not r["rewards"]:
             continue
         state = State.from_dict(json.loads(r["state"]))
         passed = sum(x == 1.0 for x in r["rewards"])
         state.meta["profile"] = {"rewards": r["rewards"], "reward_mean": r["reward_mean"],
                                  "reward_std": r["reward_std"], "reward_var": r["reward_var"],
                                  "pass_rate": passed / len(r["rewards"]), "pass_rate_total": len(r["rewards"]),
-                                 "pass_rate_passed": passed, "num_unique_actions": r["num_unique_actions"]}
-        rows.append(state_to_gym_row(state))
+                                 "pass_rate_passed": passed, "num_unique_actions": r.get("num_unique_actions")}
+        rows.append(state_to_gym_row(state, agent or DEFAULT_AGENT))
     return rows
-

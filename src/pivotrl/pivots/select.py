@@ -47,29 +47,27 @@ def paid_for_kind(state: State, rewards: list, reasons: list) -> bool:
 
 
 def candidates_from_records(records: list[dict]) -> list[Candidate]:
-    out = []
-    for r in records:
-        state = State.from_dict(json.loads(r["state"]))
-        state.meta["profile"] = {k: r[k] for k in ("rewards", "reward_mean", "reward_std", "reward_var",
-                                                    "num_unique_actions") if k in r}
-        n = len(r["rewards"])
-        out.append(Candidate(state, r["reward_mean"], r["reward_var"], not r.get("skipped") and bool(n),
-                             r.get("n_truncated", 0) / n if n else 0.0,
-                             paid_for_kind(state, r["rewards"], r.get("reasons"))))
-    return out
+    from pivotrl.pivots.profile_records import check_record
+
+    return [candidate_from_record(check_record(r)) for r in records]
 
 
-def candidates_from_gym_rows(rows: list[dict], source: str = "") -> list[Candidate]:
-    from pivotrl.pivots.gym import gym_row_to_state
+def candidate_from_record(r: dict) -> Candidate:
+    """A candidate from one record checked by `pivotrl.pivots.profile_records.check_record`."""
+    state = State.from_dict(json.loads(r["state"]))
+    state.meta["profile"] = {k: r[k] for k in ("rewards", "reward_mean", "reward_std", "reward_var",
+                                                "num_unique_actions") if k in r}
+    n = len(r["rewards"])
+    return Candidate(state, r["reward_mean"], r["reward_var"], not r["skipped"] and bool(n),
+                     r["n_truncated"] / n if n else 0.0, paid_for_kind(state, r["rewards"], r.get("reasons")))
 
-    out = []
-    for i, row in enumerate(rows, start=1):
-        try:
-            mean, var = gym_row_stats(row)
-            out.append(Candidate(gym_row_to_state(row), mean, var))
-        except DataError as exc:
-            raise DataError(exc.reason, file=source or None, line=i) from None
-    return out
+
+def candidate_from_gym_row(row: dict) -> Candidate:
+    """A candidate from a NeMo Gym row with profiling columns (NVIDIA's released pivots)."""
+    from pivotrl.pivots.load import state_from_row
+
+    mean, var = gym_row_stats(row)
+    return Candidate(state_from_row(row), mean, var)
 
 
 def _number(value, column: str) -> float:
@@ -105,24 +103,27 @@ def gym_row_stats(row: dict) -> tuple[float, float]:
     return mean, mean * (1 - mean)  # binary rewards: Bernoulli variance
 
 
-def load_candidates(path: str | Path) -> list[Candidate]:
-    from pivotrl.artifacts import iter_jsonl
-    from pivotrl.pivots.profile import read_records
+def load_candidates(path: str | Path, *, skip_invalid: bool = False, skipped: Counter | None = None) -> list[Candidate]:
+    """Candidates from a profile (parquet or JSONL records) or NeMo Gym rows with profiling
+    columns, every row checked; a bad one is a DataError naming the file, the row and the column,
+    or, with `skip_invalid`, is counted in `skipped` by reason and left out."""
+    from pivotrl.pivots.gym import is_gym_row
+    from pivotrl.pivots.profile_records import check_record, iter_rows
 
     path = Path(path)
-    if path.suffix == ".parquet":
-        rows = read_records(path)
-    else:
-        rows = [r for _, r in iter_jsonl(path)]
-    if not rows:
-        raise DataError("no profile records or rows in this file", file=str(path))
-    if rows and isinstance(rows[0], dict) and "responses_create_params" in rows[0]:
-        return candidates_from_gym_rows(rows, str(path))
-    if not all(isinstance(r, dict) for r in rows):
-        raise DataError("expected one JSON object per line", file=str(path))
-    if rows and "state" not in rows[0]:
-        raise DataError("not a profile (no 'state' column) nor NeMo Gym rows", file=str(path))
-    return candidates_from_records(rows)
+    skipped = skipped if skipped is not None else Counter()
+    out = []
+    for where, row in iter_rows(path, skipped=skipped if skip_invalid else None):
+        try:
+            out.append(candidate_from_gym_row(row) if is_gym_row(row) else candidate_from_record(check_record(row)))
+        except DataError as exc:
+            if not skip_invalid:
+                raise DataError(exc.reason, file=str(path), **where) from None
+            skipped[exc.reason] += 1
+    if not out:
+        why = f" ({sum(skipped.values())} invalid skipped)" if skipped else ""
+        raise DataError(f"no profile records or NeMo Gym rows with profiling columns in this file{why}", file=str(path))
+    return out
 
 
 def select(cands: list[Candidate], rule: str = "pivot", *, lambda_diff: float = 0.75, top_k: int | None = None,
