@@ -305,10 +305,14 @@ class EvalCallback(PeriodicEval):
         return measure(sampler, self.heldout, self.max_tokens)
 
 
-def open_ledger(out: Path, trainer_name: str, resume: bool) -> tuple[Ledger, str | None]:
-    """The run's ledger, continued from the last checkpoint with `resume`, else started afresh."""
+def open_ledger(out: Path, trainer_name: str, resume: bool,
+                extra_files: tuple[str, ...] = ()) -> tuple[Ledger, str | None]:
+    """The run's ledger, continued with `resume` from the newest complete checkpoint (one that also
+    holds the callbacks' `extra_files`; torn newer ones are moved aside), else started afresh."""
+    from pivotrl.train.checkpoints import resume_checkpoint
+
     ledger = Ledger(out, trainer_name)
-    resume_from = last_checkpoint(out) if resume else None
+    resume_from = resume_checkpoint(out, extra_files, move_aside=is_main_process()) if resume else None
     if resume_from:
         ledger.resume_from(checkpoint_step(resume_from))
     else:
@@ -363,12 +367,6 @@ def bind_callbacks(callbacks, ledger, tokenizer) -> list:
     """Extra callbacks: instances as they are, or factories `(ledger, tokenizer) -> callback` for
     callbacks that write to the run's own ledger."""
     return [cb if isinstance(cb, TrainerCallback) else cb(ledger, tokenizer) for cb in callbacks]
-
-
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
 
 
 def checkpoint_step(checkpoint: str) -> int:

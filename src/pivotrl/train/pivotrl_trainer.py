@@ -185,7 +185,9 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     policy, tokenizer = load_policy(cfg.model, lora=cfg.lora)
     verifier = get_verifier(cfg.verifier, **cfg.verifier_options)
     check_states(verifier, train_states + list(eval_states), cfg.pivots or None)
-    ledger, resume_from = open_ledger(out, "pivotrl", cfg.resume)
+    from pivotrl.train.refresh import ACTIVE_FILE
+
+    ledger, resume_from = open_ledger(out, "pivotrl", cfg.resume, (ACTIVE_FILE,) if cfg.refresh_every else ())
     if cost:
         ledger.write_profiling(cost)  # once, by the main process
 

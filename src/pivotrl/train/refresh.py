@@ -19,6 +19,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from pivotrl.artifacts import atomic_open
 from pivotrl.pivots.profile import summarise
 from pivotrl.pivots.state import State
 from pivotrl.rewards import safe_score
@@ -78,8 +79,9 @@ class RefreshCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kw):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if self.ledger.main and ckpt.is_dir():
-            (ckpt / ACTIVE_FILE).write_text(json.dumps({"active": self.pool.active}))
+        if self.ledger.main and ckpt.is_dir():  # atomic: a resume checks it is whole (train/checkpoints.py)
+            with atomic_open(ckpt / ACTIVE_FILE) as fh:
+                fh.write(json.dumps({"active": self.pool.active}))
 
     trainer = None  # the Trainer, set by `train_and_save` (callbacks are not handed it)
 
