@@ -438,3 +438,33 @@ def test_judge_inside_a_trainer_sees_the_state_messages(tiny_model, sample_state
     assert fn(["Hello there."] * 3, prompts=ds["prompt"], **cols) == [1.0] * 3
     last = states[0].context[-1]
     assert f"{last['role']}: {str(last['content'])[:40]}" in seen[0]
+
+
+def test_a_judge_that_never_replies_scores_0_after_its_timeout_and_is_not_cached(sample_states):
+    import threading
+    import time
+
+    release = threading.Event()
+    replies = iter(["hung", "VERDICT: YES"])
+
+    def judge(prompt):
+        if next(replies) == "hung":
+            release.wait(30)  # a dead connection: no reply
+        return "VERDICT: YES"
+
+    state = next(s for s in sample_states if s.reference.kind == "tool_calls")
+    call = state.reference.calls[0]
+    completion = "<tool_call>" + json.dumps({"name": call.name, "arguments": call.arguments}) + "</tool_call>"
+    v = get_verifier("judge", judge=judge, timeout_s=0.5)
+    t0 = time.monotonic()
+    assert v.score(completion, state) == Score(0.0, "judge_timeout")
+    assert time.monotonic() - t0 < 5
+    assert v.score(completion, state) == Score(1.0, "judge_yes")  # asked again: the timeout was not cached
+    release.set()
+    gate = threading.Event()
+    hung = get_verifier("terminus", judge=lambda p: gate.wait(30) and "[[A=B]]", judge_timeout_s=0.5)
+    r = terminal_state(term(["grep -n foo src/a.py\n"]))
+    t0 = time.monotonic()
+    assert hung.score(term(["cat src/a.py | grep foo\n"]), r) == Score(0.0, "unknown_error")  # as the server's failures
+    assert time.monotonic() - t0 < 5
+    gate.set()

@@ -300,6 +300,11 @@ def profile(
 
     carry_heldout(states, output)
     _print_profile_summary(records, output)
+    stats = getattr(sampler, "stats", None)
+    if stats is not None:
+        console.print(f"Ray pool: {stats.batches} batches, {stats.retried_batches} retried ({stats.retries} "
+                      f"resubmissions), {stats.worker_restarts} workers restarted, {stats.timeouts} timed out",
+                      soft_wrap=True)
     message = truncation_message(records, cfg.max_tokens)
     if message:
         console.print(f"[bold red]warning:[/] {message}", soft_wrap=True)
@@ -331,7 +336,8 @@ def build_sampler(cfg):
             opts.setdefault("chat_template_kwargs", cfg.chat_template_kwargs)
     if cfg.ray:
         return RaySampler(cfg.backend, opts, num_workers=cfg.num_workers, gpus_per_worker=cfg.gpus_per_worker,
-                          address=cfg.ray_address)
+                          address=cfg.ray_address, max_restarts=cfg.max_restarts,
+                          max_batch_retries=cfg.max_batch_retries, worker_timeout_s=cfg.worker_timeout_s)
     if cfg.backend == "transformers" and "num_threads" not in opts and not _has_gpu():
         from pivotrl.sampling.transformers_backend import cpu_threads
 

@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 from pivotrl.artifacts import append_jsonl, atomic_open, write_jsonl
 from pivotrl.errors import DataError
+from pivotrl.pivots.profile_records import read_profile, summarise  # noqa: F401 - summarise: imported from here too
 from pivotrl.pivots.state import State
 from pivotrl.rewards import check_states, get_verifier, safe_score
 from pivotrl.rewards.exact import canonical_text
 from pivotrl.rewards.parse import parse_action
 from pivotrl.sampling.base import GENERATION_BUDGET, Prompt, Sampler, SamplingParams
+from pivotrl.sampling.ray_pool import PoolError
 
 
 BATCH_SIZES = {"transformers": 8, "vllm": 256, "openai": 64}
@@ -67,6 +68,14 @@ class ProfileConfig:
     gpus_per_worker: float | None = field(default=None, metadata={
         "help": "Default: whole GPUs as the backend needs (sampling/ray_pool.py)."})
     ray_address: str | None = field(default=None, metadata={"help": "An existing cluster (default: start one)."})
+    max_restarts: int = field(default=3, metadata={
+        "help": "Ray: how many times each worker is replaced after it dies (or is stuck) before it is retired."})
+    max_batch_retries: int = field(default=2, metadata={
+        "help": "Ray: how many times one batch is resubmitted after its worker died or its sampling raised."})
+    worker_timeout_s: float | None = field(default=None, metadata={
+        "help": "Ray: a worker with no result for this long is killed and replaced, its batch resubmitted "
+                "(default: wait; set it above your slowest batch plus a worker's start-up, which a new worker's first "
+                "batch includes)."})
 
     def __post_init__(self):
         if self.batch_size is None:
@@ -94,8 +103,6 @@ def meta_path(output: Path) -> Path:
 def read_records(path: Path, journal: bool = False) -> list[dict]:
     """Profile records from a .parquet or .jsonl file, each checked (`profile_records.check_record`);
     none when there is no file. In a `journal`, a torn last line is left out."""
-    from pivotrl.pivots.profile_records import read_profile
-
     return read_profile(path, journal=journal) if Path(path).exists() else []
 
 
@@ -113,13 +120,6 @@ def write_records(path: Path, records: list[dict]) -> None:
 
 def batch_seed(seed: int, first_state_id: str) -> int:
     return int(hashlib.sha1(f"{seed}:{first_state_id}".encode()).hexdigest()[:8], 16)
-
-
-def summarise(rewards: list[float]) -> dict:
-    n = len(rewards)
-    mean = sum(rewards) / n if n else float("nan")
-    var = sum((r - mean) ** 2 for r in rewards) / n if n else float("nan")  # population variance, as in the paper
-    return {"reward_mean": mean, "reward_var": var, "reward_std": math.sqrt(var) if n else float("nan")}
 
 
 def records_path(output: Path, fmt: str) -> Path:
@@ -176,18 +176,22 @@ def profile_states(states: list[State], sampler: Sampler, verifier, *, k: int, p
         progress(len(done), len(states), 0, 0.0)
     work = ((([Prompt(s.context, s.tools) for s in b]), params, sd) for b, sd in todo)
     n_samples, tick = 0, time.time()
-    for (batch, _), results in zip(todo, sampler.sample_batches(work)):
-        now = time.time()
-        share = (now - tick) / len(batch)  # each record carries its share of the batch's wall-clock
-        tick = now
-        records = [_record(s, res, verifier, keep_samples, model_name, verifier_name, k, share, score_truncated)
-                   for s, res in zip(batch, results)]
-        append_jsonl(journal, records)
-        for r in records:
-            done[r["state_id"]] = r
-            n_samples += len(r["rewards"])
-        if progress:
-            progress(len(done), len(states), n_samples, time.time() - start)
+    try:
+        for (batch, _), results in zip(todo, sampler.sample_batches(work)):
+            now = time.time()
+            share = (now - tick) / len(batch)  # each record carries its share of the batch's wall-clock
+            tick = now
+            records = [_record(s, res, verifier, keep_samples, model_name, verifier_name, k, share, score_truncated)
+                       for s, res in zip(batch, results)]
+            append_jsonl(journal, records)
+            for r in records:
+                done[r["state_id"]] = r
+                n_samples += len(r["rewards"])
+            if progress:
+                progress(len(done), len(states), n_samples, time.time() - start)
+    except PoolError as exc:
+        raise DataError(f"{exc.reason} (that batch starts at state {todo[exc.batch][0][0].id}); the {len(done)} "
+                        f"states done are kept in {journal}: run the same command again to resume") from None
     records = [done[s.id] for s in states if s.id in done]
     extra = [r for sid, r in done.items() if sid not in set(ids)]  # from an earlier run on more states
     write_records(output, records + extra)
@@ -196,7 +200,8 @@ def profile_states(states: list[State], sampler: Sampler, verifier, *, k: int, p
         write_jsonl(final, profile_to_gym_rows(records + extra))
     generation = {"max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
                   "chat_template": None, "chat_template_kwargs": {}, **(template or {})}
-    _write_cost(final, records + extra, generation)
+    stats = getattr(sampler, "stats", None)  # the Ray pool's: batches retried, workers restarted
+    _write_cost(final, records + extra, generation, asdict(stats) if is_dataclass(stats) else None)
     message = truncation_message(records, params.max_tokens)
     if message:
         warnings.warn(message, TruncationWarning, stacklevel=2)
@@ -222,7 +227,7 @@ def _record(state: State, res, verifier, keep_samples: bool, model: str, verifie
     return rec
 
 
-def _write_cost(output: Path, records: list[dict], generation: dict) -> None:
+def _write_cost(output: Path, records: list[dict], generation: dict, pool: dict | None = None) -> None:
     """The profiling bill, from the records themselves, so runs that were interrupted and resumed
     are counted exactly once (the training ledger charges it to PivotRL as its own line), and how the
     samples were generated (`pivotrl.train.pivotrl_trainer.generation_settings` reads it)."""
@@ -234,6 +239,8 @@ def _write_cost(output: Path, records: list[dict], generation: dict) -> None:
             "wall_clock_s": sum(r.get("seconds", 0.0) for r in records),
             "models": sorted({r["model"] for r in records}), "verifiers": sorted({r["verifier"] for r in records}),
             "generation": generation}
+    if pool:  # this invocation's pool (a resumed run's earlier invocations are not counted here)
+        cost["pool"] = pool
     with atomic_open(meta_path(output)) as fh:
         fh.write(json.dumps(cost, indent=2))
 

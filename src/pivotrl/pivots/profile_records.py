@@ -10,6 +10,7 @@ downstream meets a string where a reward should be. `PROFILE_COLUMNS` is the sch
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,13 @@ PROFILE_COLUMNS = (
     Column("seconds", "number", False, "this state's share of its batch's wall-clock"),
     Column("samples", "strings", False, "the sampled texts (with keep_samples)"),
 )
+
+
+def summarise(rewards: list[float]) -> dict:
+    n = len(rewards)
+    mean = sum(rewards) / n if n else float("nan")
+    var = sum((r - mean) ** 2 for r in rewards) / n if n else float("nan")  # population variance, as in the paper
+    return {"reward_mean": mean, "reward_var": var, "reward_std": math.sqrt(var) if n else float("nan")}
 
 
 def schema_table() -> str:
@@ -126,8 +134,6 @@ def check_record(row) -> dict:
             raise DataError(f"column {name!r} has {len(row[name])} items for {n} rewards")
     if (row.get("n_truncated") or 0) > n:
         raise DataError(f"column 'n_truncated' is {row['n_truncated']}, more than the {n} rewards")
-    from pivotrl.pivots.profile import summarise
-
     out = {**row, "state": row["state"] if isinstance(row["state"], str) else json.dumps(state, ensure_ascii=False)}
     if out.get("state_id") is None:
         out["state_id"] = parsed.id

@@ -137,6 +137,33 @@ class FunctionVerifier:
         return out if isinstance(out, Score) else Score(float(out), "user")
 
 
+def call_with_timeout(fn: Callable, arg: Any, timeout_s: float | None):
+    """`fn(arg)`, or TimeoutError after `timeout_s` seconds (None: wait). A judge behind a network can
+    hang for ever (no reply on a live socket), and a profiling or training run must go on. The call
+    runs on a daemon thread of its own: a hung one is left behind (Python cannot stop a thread) so
+    that it never blocks the next call."""
+    if not timeout_s:
+        return fn(arg)
+    import threading
+
+    box: dict = {}
+
+    def call():
+        try:
+            box["value"] = fn(arg)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=call, daemon=True, name="judge-call")
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise TimeoutError(f"no reply in {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def safe_score(verifier: Verifier, completion: Any, state, truncated: bool = False) -> Score:
     """Score with the never-raise, always-in-[-1, 1] contract enforced around any verifier.
 

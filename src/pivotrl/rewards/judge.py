@@ -4,7 +4,8 @@ The judge is any callable `prompt -> reply text` (a sampler's chat call, an API 
 model). Its reply must end with a line `VERDICT: YES` or `VERDICT: NO`; anything else is
 `judge_unparseable` and scores 0 (a judge that rambles is not trusted). Verdicts are cached by a
 hash of the prompt, in memory and, with `cache_path`, in a JSONL file, so the same pair is never
-judged twice, across runs too.
+judged twice, across runs too. A judge with no reply after `timeout_s` (default 300) scores 0 as
+`judge_timeout`, uncached, so that a hung connection never stops a run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pivotrl.artifacts import append_jsonl, iter_jsonl
-from pivotrl.rewards.base import Score, register_verifier
+from pivotrl.rewards.base import Score, call_with_timeout, register_verifier
 from pivotrl.rewards.exact import canonical_text
 from pivotrl.rewards.parse import parse_action
 
@@ -47,7 +48,7 @@ def parse_verdict(reply: str) -> bool | None:
 @register_verifier("judge")
 class JudgeVerifier:
     def __init__(self, judge: Callable[[str], str] | str | None = None, template: str = DEFAULT_TEMPLATE,
-                 cache_path: str | None = None, context_messages: int = 4):
+                 cache_path: str | None = None, context_messages: int = 4, timeout_s: float | None = 300.0):
         if isinstance(judge, str):
             import importlib
 
@@ -56,6 +57,7 @@ class JudgeVerifier:
         if judge is None:
             raise ValueError("the judge verifier needs a judge: a callable prompt -> reply, or 'module:callable'")
         self.judge, self.template, self.context_messages = judge, template, context_messages
+        self.timeout_s = timeout_s
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache: dict[str, bool | None] = {}
         if self.cache_path and self.cache_path.exists():
@@ -84,7 +86,9 @@ class JudgeVerifier:
         if key not in self.cache:
             self.calls += 1
             try:
-                verdict = parse_verdict(self.judge(prompt))
+                verdict = parse_verdict(call_with_timeout(self.judge, prompt, self.timeout_s))
+            except TimeoutError:
+                return Score(0.0, "judge_timeout")
             except Exception:  # a judge outage must not stop training; it scores 0 and is not cached
                 return Score(0.0, "judge_error")
             self.cache[key] = verdict

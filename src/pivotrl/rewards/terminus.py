@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import jsonschema
 
-from pivotrl.rewards.base import Score, gym_extra, register_verifier, state_meta
+from pivotrl.rewards.base import Score, call_with_timeout, gym_extra, register_verifier, state_meta
 
 _COMMANDS = {"type": "array"}
 SCHEMAS = {
@@ -173,7 +173,8 @@ class TerminusVerifier:
                  judge_prompt_template_fpath: str | None = None, judge_system_message: str | None = None,
                  judge_equal_label: str = EQUAL, judge_not_equal_label: str = NOT_EQUAL,
                  check_twice_swap: bool = False, reward_if_swap_fails: float = 0.0, separator: str = "",
-                 harness: str | None = None, infer_harness: bool | None = None, threshold: float | None = None):
+                 harness: str | None = None, infer_harness: bool | None = None, threshold: float | None = None,
+                 judge_timeout_s: float | None = 300.0):
         """`threshold` is the older name of `string_similarity_threshold`. `judge_prompt_template_fpath`:
         a template file (NeMo Gym's own, e.g. `prompt_templates/terminus_prompt.txt`), read and
         stripped as the server reads it. `infer_harness`: None infers it only for states that did not
@@ -189,6 +190,7 @@ class TerminusVerifier:
         self.string_similarity = enable_string_similarity
         self.harness, self.infer = harness, infer_harness
         self.judge, self.template, self.system = judge, judge_prompt_template, judge_system_message
+        self.judge_timeout_s = judge_timeout_s  # ours: a judge with no reply this long scores 0 (never hangs a run)
         self.labels = (judge_equal_label, judge_not_equal_label)
         self.swap, self.swap_fail_reward = check_twice_swap, float(reward_if_swap_fails)
         self.separator = separator
@@ -264,7 +266,8 @@ class TerminusVerifier:
         prompt = self.template.format(expected_answer=expected, generated_answer=generated)
         if self.system:
             prompt = [{"role": "system", "content": self.system}, {"role": "user", "content": prompt}]
-        return parse_verdict(self.judge(prompt), *self.labels)
+        # a hung judge raises TimeoutError here: `unknown_error`, 0, like any failure of the comparison
+        return parse_verdict(call_with_timeout(self.judge, prompt, self.judge_timeout_s), *self.labels)
 
 
 def expected_answer(state) -> str | None:

@@ -11,16 +11,47 @@ GPUs takes one by default. A worker with no GPU is told to use the CPU, never le
 A tensor-parallel vLLM engine runs its shards as processes of its own actor (vLLM's "mp" executor),
 on the GPUs Ray gave that actor, all on one node: vLLM's Ray executor would look for a placement
 group that a vLLM v1 engine subprocess cannot see from inside an actor (vllm-project/vllm#30016).
+
+Lost and slow workers. On a cluster a node is preempted, a GPU falls off the bus, vLLM runs out of
+memory. Work goes to whichever worker is free (one batch each at a time), results still come out
+in submission order. A worker that dies (or, with `worker_timeout_s`, makes no progress for that
+long and is killed) is replaced by a new actor, up to `max_restarts` times per worker, and its batch
+goes back to the front of the queue for the next free worker; a batch whose sampling raised is
+retried the same way. Each batch carries its own seed, so a retried batch gives the records an
+undisturbed run gives. Past the bounds (a batch failing more than `max_batch_retries` times, every
+worker lost) `PoolError` names the batch and why; `pivotrl profile`'s journal keeps every batch
+finished before it, so rerunning the command resumes. Why not Ray's own `max_restarts` and
+`max_task_retries`: a retried task waits for *its* actor to restart (reloading the model) while
+other workers stand free, and the driver would not know which batch keeps killing workers.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from pivotrl.errors import DataError
 from pivotrl.sampling.base import Prompt, PromptResult, Sampler, SamplingParams
+
+
+class PoolError(DataError):
+    """The pool could not finish a batch within its bounds; `batch` is its index in submission order."""
+
+    def __init__(self, message: str, batch: int):
+        super().__init__(message)
+        self.batch = batch
+
+
+@dataclass
+class PoolStats:
+    batches: int = 0           # batches finished
+    retried_batches: int = 0   # batches sampled more than once (each state's samples are kept once)
+    retries: int = 0           # resubmissions in all
+    worker_restarts: int = 0   # actors started in place of lost ones
+    timeouts: int = 0          # workers killed for making no progress
 
 
 class _Worker:
@@ -71,7 +102,8 @@ def runtime_env(address: str | None) -> dict:
 
 class RaySampler(Sampler):
     def __init__(self, backend: str, options: dict, num_workers: int = 2, gpus_per_worker: float | None = None,
-                 cpus_per_worker: float = 1.0, address: str | None = None):
+                 cpus_per_worker: float = 1.0, address: str | None = None, max_restarts: int = 3,
+                 max_batch_retries: int = 2, worker_timeout_s: float | None = None):
         try:
             import ray
         except ImportError:
@@ -84,26 +116,110 @@ class RaySampler(Sampler):
         self.gpus_per_worker = gpus
         if backend == "transformers":  # say where it runs: a worker without a GPU must not find GPU 0 by itself
             options = {**options, "device": options.get("device") or ("cuda" if gpus > 0 else "cpu")}
-        options = worker_options(backend, options)
-        actor = ray.remote(num_gpus=gpus, num_cpus=cpus_per_worker)(_Worker)
-        self.workers = [actor.remote(backend, options) for _ in range(num_workers)]
+        self._start = lambda: ray.remote(num_gpus=gpus, num_cpus=cpus_per_worker)(_Worker).remote(
+            backend, worker_options(backend, options))
+        self.workers = [self._start() for _ in range(num_workers)]
+        self.max_restarts, self.max_batch_retries = max_restarts, max_batch_retries
+        self.worker_timeout_s = worker_timeout_s
+        self.restarts = [0] * num_workers
+        self.stats, self.last_loss = PoolStats(), ""
 
     def sample(self, prompts: list[Prompt], params: SamplingParams, seed: int | None = None) -> list[PromptResult]:
-        return self._ray.get(self.workers[0].sample.remote(prompts, params, seed))
+        return next(self.sample_batches([(prompts, params, seed)]))
 
     def sample_batches(self, batches: Iterable[tuple[list[Prompt], SamplingParams, int | None]]
                        ) -> Iterator[list[PromptResult]]:
-        """Keep every worker busy; yield results in submission order."""
-        in_flight: deque = deque()
-        for i, (prompts, params, seed) in enumerate(batches):
-            in_flight.append(self.workers[i % len(self.workers)].sample.remote(prompts, params, seed))
-            if len(in_flight) >= 2 * len(self.workers):
-                yield self._ray.get(in_flight.popleft())
-        while in_flight:
-            yield self._ray.get(in_flight.popleft())
+        """Each free worker takes the next batch (a lost worker's batch first); results in
+        submission order. At most 4 batches a worker are held finished behind a slow one."""
+        from ray.exceptions import RayActorError, RayError
+
+        ray, source = self._ray, iter(batches)
+        free = deque(i for i, w in enumerate(self.workers) if w is not None)
+        retry: deque = deque()        # (index, batch) of lost batches, resubmitted first
+        in_flight: dict = {}          # ref -> (worker slot, index, batch, submitted at)
+        finished: dict = {}           # index -> results not yet yielded
+        tries: Counter = Counter()
+        submitted = next_out = 0
+        exhausted = False
+        while True:
+            while free and (retry or not exhausted):
+                if retry:
+                    index, batch = retry.popleft()
+                elif submitted - next_out >= 4 * len(self.workers):
+                    break  # a slow batch holds the line: do not run further ahead of it
+                else:
+                    batch = next(source, None)
+                    if batch is None:
+                        exhausted = True
+                        break
+                    index, submitted = submitted, submitted + 1
+                slot = free.popleft()
+                in_flight[self.workers[slot].sample.remote(*batch)] = (slot, index, batch, time.monotonic())
+            while next_out in finished:
+                self.stats.batches += 1
+                yield finished.pop(next_out)
+                next_out += 1
+            if exhausted and not retry and not in_flight:
+                return
+            if not in_flight:
+                index = retry[0][0] if retry else next_out
+                raise PoolError(f"every Ray worker is lost (each restarted {self.max_restarts} time(s); the last: "
+                                f"{self.last_loss}); batch {index} and those after it were not sampled", index)
+            wait = min(5.0, self.worker_timeout_s or 5.0)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait)
+            for ref in ready:
+                slot, index, batch, _ = in_flight.pop(ref)
+                try:
+                    finished[index] = ray.get(ref)
+                    free.append(slot)
+                except RayActorError as exc:
+                    self._lost(slot, index, batch, f"its worker died: {_first_line(exc)}", tries, retry, free, dead=True)
+                except RayError as exc:  # the sampler raised (a RayTaskError); the worker lives
+                    self._lost(slot, index, batch, f"sampling raised: {_first_line(exc)}", tries, retry, free, dead=False)
+            if self.worker_timeout_s:
+                now = time.monotonic()
+                for ref, (slot, index, batch, t0) in list(in_flight.items()):
+                    if now - t0 > self.worker_timeout_s:
+                        del in_flight[ref]
+                        self.stats.timeouts += 1
+                        self._lost(slot, index, batch, f"no result after {self.worker_timeout_s:g} s", tries, retry,
+                                   free, dead=True)
+
+    def _lost(self, slot: int, index: int, batch, why: str, tries: Counter, retry: deque, free: deque,
+              dead: bool) -> None:
+        """Batch `index` failed on worker `slot`: back to the front of the queue (within its bound),
+        and a dead or stuck worker replaced by a new actor (within its own)."""
+        tries[index] += 1
+        self.last_loss = why
+        if tries[index] > self.max_batch_retries:
+            raise PoolError(f"batch {index} failed {tries[index]} times (last: {why}); stopping: past "
+                            f"max_batch_retries={self.max_batch_retries}", index)
+        self.stats.retries += 1
+        self.stats.retried_batches += tries[index] == 1
+        retry.appendleft((index, batch))
+        if not dead:
+            free.append(slot)
+            return
+        try:
+            self._ray.kill(self.workers[slot], no_restart=True)
+        except Exception:  # already gone
+            pass
+        if self.restarts[slot] >= self.max_restarts:
+            self.workers[slot] = None  # retired: this slot takes no more work
+            return
+        self.restarts[slot] += 1
+        self.stats.worker_restarts += 1
+        self.workers[slot] = self._start()
+        free.append(slot)
 
     def close(self) -> None:
         for w in self.workers:
-            self._ray.kill(w)
+            if w is not None:
+                self._ray.kill(w)
         if self._owns_ray:
             self._ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:200]
