@@ -181,4 +181,14 @@ def test_openai_backend_seeds_each_prompt_and_sends_the_template(monkeypatch, tm
     assert [len(r.samples) for r in results] == [2, 2, 2]
     assert len({kw["seed"] for kw in sent}) == 3  # one seed per prompt, identical prompts included
     assert all(kw["extra_body"] == {"chat_template_kwargs": {"enable_thinking": False},
-                                    "chat_template": "{{ messages }}"} for kw in sent)
+                                    "chat_template": "{{ messages }}", "top_k": -1, "min_p": 0.0,
+                                    "repetition_penalty": 1.0} for kw in sent)
+    # every sampling field goes with every request, so `vllm serve` never fills one from the model's
+    # generation_config (Qwen3's top_k 20 would make the profile sharper than the policy TRL trains)
+    sent.clear()
+    sampler.sample([same], SamplingParams(n=1, temperature=0.7, top_p=0.9, max_tokens=5, top_k=20, min_p=0.05,
+                                          repetition_penalty=1.1))
+    kw = sent[0]
+    assert (kw["temperature"], kw["top_p"], kw["max_tokens"]) == (0.7, 0.9, 5)
+    assert {k: kw["extra_body"][k] for k in ("top_k", "min_p", "repetition_penalty")} == \
+        {"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1}

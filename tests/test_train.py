@@ -772,6 +772,28 @@ def test_group_micro_batches_give_the_update_of_the_whole_batch(tmp_path, tiny_m
             assert torch.allclose(other[key] - base[key], delta, atol=1e-5 + 1e-3 * delta.abs().max().item()), (name, key)
 
 
+def test_gradient_accumulation_gives_the_update_of_the_whole_batch(tmp_path, tiny_model, sample_states):
+    """One pivot a micro-batch, accumulated over two (as configs/pivotrl.yaml does with 4): with TRL's
+    default loss (`dapo`, normalised by the tokens of the generation batch) the step is the whole
+    batch's token mean, as one micro-batch of both pivots gives. With steps_per_generation fixed to 1
+    it was a mean of per-micro-batch token means (and each micro-batch sampled on its own)."""
+    states = sample_states[:2]
+    runs = {}
+    for name, prompts, accumulate in (("whole", 2, 1), ("accumulated", 1, 2)):
+        run = tmp_path / name
+        cfg = small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:vowel_share", max_steps=1,
+                    num_generations=4, prompts_per_step=prompts, gradient_accumulation_steps=accumulate,
+                    max_completion_length=6, optim="sgd", learning_rate=1.0, max_grad_norm=1e9)
+        assert cfg.loss_type == "dapo" and cfg.steps_per_generation == accumulate  # TRL's default: one generation a step
+        train_pivotrl(cfg, train_states=states, eval_states=[])
+        runs[name] = weights(run / "final")
+    base, whole = weights(tiny_model), runs["whole"]
+    assert any(not torch.equal(whole[k], base[k]) for k in base)  # a real update
+    for key in whole:
+        delta = whole[key] - base[key]
+        assert torch.allclose(runs["accumulated"][key] - base[key], delta, atol=1e-6 + 1e-3 * delta.abs().max().item()), key
+
+
 OPTIONS = st.fixed_dictionaries({
     "loss_type": st.sampled_from(["grpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo"]),
     "beta": st.sampled_from([0.0, 0.04]),
@@ -930,3 +952,19 @@ def test_plan_command_and_the_accelerate_configs(tiny_model):
     fsdp = load_config_from_file(str(root / "accelerate_fsdp.yaml"))
     assert zero3.deepspeed_config["zero_stage"] == 3 and zero3.num_processes == 8
     assert fsdp.fsdp_config["fsdp_version"] == 2 and str(fsdp.distributed_type).endswith("FSDP")
+
+
+def test_the_shared_prompt_loss_is_taken_only_in_one_process_on_a_plain_module():
+    """Running a group's prompt once is shown equal to TRL's update in one process only; a DeepSpeed
+    engine, an FSDP module (its own activation checkpointing) or DDP keeps TRL's path."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from pivotrl.train.group_batches import shared_prompt_applies
+
+    module = torch.nn.Linear(2, 2)
+    assert shared_prompt_applies(SimpleNamespace(distributed_type=DistributedType.NO, num_processes=1), module)
+    for kind in (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+        assert not shared_prompt_applies(SimpleNamespace(distributed_type=kind, num_processes=1), module), kind
+    assert not shared_prompt_applies(SimpleNamespace(distributed_type=DistributedType.NO, num_processes=2), module)

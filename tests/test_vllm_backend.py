@@ -18,10 +18,12 @@ from pivotrl.sampling.ray_pool import gpus_for_workers, runtime_env, worker_opti
 
 
 class FakeSamplingParams:
-    def __init__(self, n=1, temperature=1.0, top_p=1.0, max_tokens=16, stop=None, seed=None):
+    def __init__(self, n=1, temperature=1.0, top_p=1.0, max_tokens=16, stop=None, seed=None, top_k=0, min_p=0.0,
+                 repetition_penalty=1.0):  # vLLM's own names for these fields
         if temperature < 1e-5 and n > 1:  # as vLLM's SamplingParams does
             raise ValueError(f"n must be 1 when using greedy sampling, got {n}.")
         self.n, self.temperature, self.top_p, self.max_tokens, self.stop, self.seed = n, temperature, top_p, max_tokens, stop, seed
+        self.top_k, self.min_p, self.repetition_penalty = top_k, min_p, repetition_penalty
 
 
 class FakeLLM:
@@ -92,6 +94,19 @@ def test_greedy_with_k_samples_asks_vllm_for_one(fake_vllm, tiny_model, sample_s
     _, params, _ = fake_vllm.last.calls[-1]
     assert all(p.n == 1 and p.temperature == 0.0 for p in params)
     assert all(len(r.samples) == 4 and len({s.completion for s in r.samples}) == 1 for r in res)
+
+
+def test_every_sampling_field_is_set_explicitly(fake_vllm, tiny_model, sample_states):
+    """vLLM fills unset fields from the model's generation_config in some paths (Qwen3: top_k 20); TRL
+    trains with top_k off, so each request says so (-1: off)."""
+    prompts = [Prompt(s.context, s.tools) for s in sample_states[:1]]
+    sampler = get_sampler("vllm", model=tiny_model)
+    sampler.sample(prompts, SamplingParams(n=2, max_tokens=8))
+    _, params, _ = fake_vllm.last.calls[-1]
+    assert [(p.top_k, p.min_p, p.repetition_penalty) for p in params] == [(-1, 0.0, 1.0)]
+    sampler.sample(prompts, SamplingParams(n=2, max_tokens=8, top_k=20, min_p=0.05, repetition_penalty=1.1))
+    _, params, _ = fake_vllm.last.calls[-1]
+    assert [(p.top_k, p.min_p, p.repetition_penalty) for p in params] == [(20, 0.05, 1.1)]
 
 
 def test_engine_options_reach_the_engine(fake_vllm, tiny_model):

@@ -288,7 +288,9 @@ def profile(
                 prog.update(task, completed=done, rate=f"{samples / elapsed:.1f} samples/s" if elapsed else "")
 
             records = profile_states(sts, sampler, v, k=cfg.k, output=output, batch_size=cfg.batch_size,
-                                     params=SamplingParams(cfg.k, cfg.temperature, cfg.top_p, cfg.max_tokens),
+                                     params=SamplingParams(cfg.k, cfg.temperature, cfg.top_p, cfg.max_tokens,
+                                                           top_k=cfg.top_k, min_p=cfg.min_p,
+                                                           repetition_penalty=cfg.repetition_penalty),
                                      keep_samples=cfg.keep_samples, seed=cfg.seed, model_name=cfg.model,
                                      verifier_name=cfg.verifier, fmt=cfg.format, progress=update,
                                      template={"chat_template": _absolute(cfg.chat_template),

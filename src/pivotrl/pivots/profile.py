@@ -17,7 +17,7 @@ import json
 import time
 import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 
 from pivotrl.artifacts import append_jsonl, atomic_open, write_jsonl
@@ -49,6 +49,10 @@ class ProfileConfig:
         "help": "Backend options (JSON), e.g. base_url, batch_size, token_budget."})
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = field(default=0, metadata={"help": "0: off (TRL's GRPOConfig default). Sent to every backend "
+                                                   "explicitly: a server's own default (Qwen3's 20) is never used."})
+    min_p: float = field(default=0.0, metadata={"help": "0: off."})
+    repetition_penalty: float = 1.0
     max_tokens: int = field(default=GENERATION_BUDGET, metadata={
         "help": "Token budget of a sampled action (its reasoning included); training and evaluation of the pivots "
                 "default to the same."})
@@ -163,7 +167,7 @@ def profile_states(states: list[State], sampler: Sampler, verifier, *, k: int, p
     journal = journal_path(output)
     verifier = get_verifier(verifier) if isinstance(verifier, str) else verifier
     check_states(verifier, states)
-    params = SamplingParams(k, params.temperature, params.top_p, params.max_tokens, params.stop)
+    params = replace(params, n=k)
     done = {r["state_id"]: r for r in read_records(output) + read_records(journal, journal=True)}
     ids = [s.id for s in states]
     if len(set(ids)) != len(ids):
@@ -199,6 +203,7 @@ def profile_states(states: list[State], sampler: Sampler, verifier, *, k: int, p
     if fmt == "gym":
         write_jsonl(final, profile_to_gym_rows(records + extra))
     generation = {"max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
+                  "top_k": params.top_k, "min_p": params.min_p, "repetition_penalty": params.repetition_penalty,
                   "chat_template": None, "chat_template_kwargs": {}, **(template or {})}
     stats = getattr(sampler, "stats", None)  # the Ray pool's: batches retried, workers restarted
     _write_cost(final, records + extra, generation, asdict(stats) if is_dataclass(stats) else None)

@@ -24,11 +24,19 @@ GENERATION_BUDGET = 256
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How actions are sampled. Every backend sends every field explicitly, so that a server or an
+    engine never fills one from the model's `generation_config` (Qwen3's says top_k 20): the pivot
+    filter must measure the distribution TRL trains with, whose defaults these are (GRPOConfig:
+    top_k 0, off; repetition_penalty 1.0; min_p unset, 0 here)."""
+
     n: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = GENERATION_BUDGET
     stop: tuple[str, ...] = ()
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0  # 0: off
+    repetition_penalty: float = 1.0
 
 
 @dataclass

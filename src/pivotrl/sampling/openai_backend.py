@@ -1,6 +1,7 @@
 """`openai` backend: any OpenAI-compatible chat endpoint (vLLM or SGLang server, `transformers serve`).
 
-Async requests with bounded concurrency; the `openai` client retries connection errors, 429s and
+Every sampling parameter is sent explicitly (`SamplingParams`), the server's own defaults never
+used. Async requests with bounded concurrency; the `openai` client retries connection errors, 429s and
 5xx with exponential backoff. Servers that ignore `n` (`transformers serve` does) are asked again
 until each prompt has n samples. Tool calls the server parsed come back as an OpenAI message,
 which the verifiers read directly.
@@ -9,6 +10,7 @@ which the verifiers read directly.
 from __future__ import annotations
 
 import asyncio
+import warnings
 
 from pivotrl.errors import DataError
 from pivotrl.sampling.base import Prompt, PromptResult, Sample, Sampler, SamplingParams, load_chat_template, \
@@ -27,6 +29,7 @@ class OpenAISampler(Sampler):
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.chat_template = load_chat_template(chat_template)
         self.concurrency, self.max_retries, self.timeout = concurrency, max_retries, timeout
+        self.sampling_fields_refused = False
 
     def sample(self, prompts: list[Prompt], params: SamplingParams, seed: int | None = None) -> list[PromptResult]:
         return asyncio.run(self._sample_all(prompts, params, seed))
@@ -48,7 +51,21 @@ class OpenAISampler(Sampler):
         finally:
             await client.close()
 
+    def _refuse_sampling_fields(self, params: SamplingParams) -> None:
+        """A server that refuses vLLM's extra sampling fields (`transformers serve` answers 422): go on
+        without them only where they ask for what a server does by default (off, off, 1.0), and say so."""
+        if (params.top_k, params.min_p, params.repetition_penalty) != (0, 0.0, 1.0):
+            raise DataError(f"the server at {self.base_url} refuses top_k/min_p/repetition_penalty (422), and this "
+                            f"profile sets them (top_k {params.top_k}, min_p {params.min_p}, repetition_penalty "
+                            f"{params.repetition_penalty}): use a server that takes them (vLLM, SGLang)")
+        self.sampling_fields_refused = True
+        warnings.warn(f"the server at {self.base_url} refuses top_k/min_p/repetition_penalty (422): sampling with "
+                      "its own defaults for them (vLLM and SGLang take them; check its generation config has "
+                      "no top_k)", stacklevel=2)
+
     async def _one(self, client, gate, prompt: Prompt, params: SamplingParams, seed) -> PromptResult:
+        import openai
+
         samples: list[Sample] = []
         prompt_tokens = 0
         while len(samples) < params.n:
@@ -63,10 +80,24 @@ class OpenAISampler(Sampler):
                 kwargs["seed"] = seed + len(samples)
             extra = {"chat_template_kwargs": self.chat_template_kwargs, "chat_template": self.chat_template}
             extra = {k: v for k, v in extra.items() if v}
+            # vLLM's and SGLang's sampling fields, every one sent: left out, `vllm serve` fills them from the
+            # model's generation_config (Qwen3: top_k 20) and the profile measures a sharper policy than
+            # TRL trains (top_k 0). -1 means off to both servers.
+            sampling = dict(top_k=params.top_k if params.top_k > 0 else -1, min_p=params.min_p,
+                            repetition_penalty=params.repetition_penalty)
+            if not self.sampling_fields_refused:
+                extra.update(sampling)
             if extra:
                 kwargs["extra_body"] = extra
             async with gate:
-                resp = await client.chat.completions.create(**kwargs)
+                try:
+                    resp = await client.chat.completions.create(**kwargs)
+                except openai.UnprocessableEntityError:
+                    if "top_k" not in extra:  # refused for another reason
+                        raise
+                    if not self.sampling_fields_refused:  # the first of the concurrent requests to hear it
+                        self._refuse_sampling_fields(params)
+                    continue  # asked again without them
             if not resp.choices:
                 raise DataError(f"server at {self.base_url} returned no choices")
             usage = resp.usage

@@ -148,12 +148,16 @@ class TransformersSampler(Sampler):
         import torch
 
         enc = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
-        kwargs = dict(max_new_tokens=params.max_tokens, top_k=None,
+        # Every sampling field explicit (None: off), so none comes from the model's generation_config
+        # (Qwen3's top_k 20); explicit synced_gpus, which transformers would decide from global flags.
+        kwargs = dict(max_new_tokens=params.max_tokens, synced_gpus=generation_must_sync(self.model),
+                      repetition_penalty=params.repetition_penalty,
                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids))
         if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                          top_k=params.top_k or None, min_p=params.min_p or None)
         else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None)
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_p=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         was_training = self.model.training
@@ -186,6 +190,35 @@ class TransformersSampler(Sampler):
     def _generate_shared(self, ids, mask, n: int, kwargs: dict, prefilled=None):
         return generate_from_prefill(self.model, ids, mask, n, kwargs, self._cache_kw, self._logits_to_keep,
                                      prefilled)
+
+
+def generation_must_sync(model) -> bool:
+    """Whether `generate` on `model` must keep every rank's decoding loop in step (transformers'
+    `synced_gpus`): only where its parameters are sharded over the ranks, so that each forward
+    all-gathers them (FSDP 1 or 2; DeepSpeed ZeRO-3 not gathered, whose parameters are then empty
+    placeholders). transformers decides it from global flags instead (`generation/utils.py`): with
+    ZeRO-3 enabled it syncs even a gathered copy, so ranks that sample different numbers of states
+    (`my_share`) meet another rank's `all_gather_object` with a decoding all-reduce and hang; and it
+    knows an FSDP2 module only by an attribute accelerate's FSDP2 does not set, so a sharded module
+    decodes unsynced and a rank that stops first leaves the others in an all-gather. pivotrl passes
+    the answer explicitly wherever it generates. DeepSpeed and FSDP launches are untested here."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    from torch.distributed.tensor import DTensor
+
+    for p in model.parameters():
+        if isinstance(p, DTensor):  # FSDP2 (`fully_shard`)
+            return True
+        if getattr(p, "ds_numel", None) and p.numel() == 0:  # ZeRO-3, partitioned (not gathered)
+            return True
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return any(isinstance(m, FullyShardedDataParallel) for m in model.modules())  # FSDP1
+    except ImportError:
+        return False
 
 
 def forward_keywords(model) -> tuple[str, bool]:

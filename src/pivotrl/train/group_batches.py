@@ -7,8 +7,8 @@ long contexts and short actions (the bundled lab's: prompts of 82-395 tokens, ac
 and their lengths differ, so most of that work is padding and repeated prompts. Here each micro-batch is one
 group (the `num_generations` samples of one prompt), without the columns that are padding in every
 row, and, when gradient checkpointing is off (it drops the key-value cache this needs), the
-group's prompt runs once and its keys and values serve every sample. Under DistributedDataParallel
-the loss keeps TRL's path (its reducer expects one forward per backward; not yet tried on GPUs).
+group's prompt runs once and its keys and values serve every sample. With several processes, or
+under DeepSpeed or FSDP, the loss keeps TRL's path (`shared_prompt_applies`; not yet tried on GPUs).
 
 The update is the same: padding columns are masked out of the loss, pad tokens to the right of a
 completion cannot reach the tokens before them (causal attention), TRL's losses normalise over the
@@ -50,8 +50,10 @@ def group_micro_batch_settings(cfg) -> None:
         cfg.per_device_train_batch_size = cfg.num_generations
         cfg.gradient_accumulation_steps *= groups
         # One generation per optimizer step, as before: TRL then needs no extra forward pass for the
-        # old log-probabilities (it computes them only when accumulation outlasts a generation).
-        cfg.steps_per_generation = (cfg.steps_per_generation or 1) * groups
+        # old log-probabilities (it computes them only when accumulation outlasts a generation). Left
+        # None, TRL sets it to gradient_accumulation_steps, which already counts the groups.
+        if cfg.steps_per_generation is not None:
+            cfg.steps_per_generation *= groups
 
 
 def trim_padding(batch: dict) -> dict:
@@ -103,6 +105,18 @@ def shared_prompt_logps(model, input_ids, attention_mask, completion_length: int
     return out.log_probs, out.entropy if compute_entropy else None, None
 
 
+def shared_prompt_applies(accelerator, model) -> bool:
+    """Whether the group's prompt may run once (`shared_prompt_logps`): only where that has been shown
+    to give TRL's update, one process on a plain module. DDP's reducer expects one forward per
+    backward, and this path runs two; a DeepSpeed engine or an FSDP module (whose activation
+    checkpointing is the plugin's, not `args.gradient_checkpointing`, and would recompute into the
+    same cache) is untested, so they keep TRL's path."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.NO and accelerator.num_processes == 1 and \
+        not isinstance(model, torch.nn.parallel.DistributedDataParallel)
+
+
 class GroupedGRPOTrainer(SharedPrefillGRPOTrainer):
     """TRL's trainer with `_prepare_inputs` cutting each generation batch into trimmed micro-batches
     in its sampler's order (TRL shuffles them, which mixes groups; with one optimizer step per
@@ -112,9 +126,9 @@ class GroupedGRPOTrainer(SharedPrefillGRPOTrainer):
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal):
         checkpointing = self.args.gradient_checkpointing and torch.is_grad_enabled()
-        distributed = isinstance(model, torch.nn.parallel.DistributedDataParallel)
-        if checkpointing or distributed or compute_aux_loss or any(v is not None for v in multimodal.values()) or \
-                not shares_prompt(input_ids, attention_mask, logits_to_keep):
+        if checkpointing or not shared_prompt_applies(self.accelerator, model) or compute_aux_loss or \
+                any(v is not None for v in multimodal.values()) or not shares_prompt(input_ids, attention_mask,
+                                                                                      logits_to_keep):
             return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
                                                               batch_size, compute_entropy, compute_aux_loss,
                                                               **multimodal)

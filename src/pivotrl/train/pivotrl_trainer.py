@@ -52,7 +52,9 @@ class PivotRLRecipe(GRPOConfig):
     save_total_limit: int | None = 2
     seed: int = 0
     logging_steps: float = 1
-    steps_per_generation: int | None = 1
+    # steps_per_generation stays TRL's None: one generation covers the whole accumulation, so one optimizer
+    # step per generation, and the `dapo` loss is normalised by the tokens of the whole batch. Fixing it
+    # to 1 with gradient_accumulation_steps > 1 made each step a mean of per-micro-batch token means.
     report_to: None | str | list[str] = "tensorboard"
     vllm_mode: str = "colocate"
 
@@ -117,10 +119,11 @@ def generation_settings(cfg: PivotRLConfig, profile: dict | None) -> list[str]:
         elif key in generation and (mine or None) != (theirs or None):
             notes.append(f"warning: {field_name} is {mine!r} but the pivots were profiled with {theirs!r}: the pivot "
                          "filter measured another generation than the one trained")
-    for key in ("temperature", "top_p"):  # TRL's own defaults (1.0), never unset: compared only
-        if key in generation and getattr(cfg, key) != generation[key]:
-            notes.append(f"warning: {key} is {getattr(cfg, key)!r} but the pivots were profiled with "
-                         f"{generation[key]!r}")
+    for key in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty"):  # TRL's defaults, never unset
+        mine = getattr(cfg, key)
+        mine = 0.0 if key == "min_p" and mine is None else mine  # TRL's None: off, as the profile's 0
+        if key in generation and mine != generation[key]:
+            notes.append(f"warning: {key} is {mine!r} but the pivots were profiled with {generation[key]!r}")
     return notes
 
 

@@ -106,7 +106,8 @@ def plan_for(cfg, devices: int = 1, sharding: str = "none", prompt_tokens: int |
     model_config = AutoConfig.from_pretrained(cfg.model)
     per_group = getattr(cfg, "group_micro_batches", False)
     sequences = cfg.num_generations if per_group else cfg.per_device_train_batch_size
-    rollouts = cfg.per_device_train_batch_size * (cfg.steps_per_generation or 1)
+    # TRL generates for steps_per_generation micro-batches at once (None: gradient_accumulation_steps)
+    rollouts = cfg.per_device_train_batch_size * (cfg.steps_per_generation or cfg.gradient_accumulation_steps)
     prompt = prompt_tokens or cfg.max_prompt_length or getattr(model_config, "max_position_embeddings", 4096) // 2
     return step_memory(model_config, sequences=sequences, prompt_tokens=prompt,
                        completion_tokens=cfg.max_completion_length or 256, devices=devices, sharding=sharding,

@@ -50,7 +50,7 @@ class SharedPrefillGRPOTrainer(GRPOTrainer):
                 or images or multimodal_fields or distinct is None):
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                  has_tool_images)
-        from pivotrl.sampling.transformers_backend import forward_keywords, generate_from_prefill
+        from pivotrl.sampling.transformers_backend import forward_keywords, generate_from_prefill, generation_must_sync
 
         pad = self._tokenizer.pad_token_id
         width = max(len(p) for p in distinct)
@@ -68,6 +68,11 @@ class SharedPrefillGRPOTrainer(GRPOTrainer):
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
             cache_kw, logits_to_keep = forward_keywords(model)
-            out = generate_from_prefill(model, ids, mask, num_generations, {"generation_config": self.generation_config},
-                                        cache_kw, logits_to_keep)
+            # Every rank generates once a step, so syncing costs no hang here: a sharded module must decode in
+            # step (`generation_must_sync`, which sees FSDP2 where transformers does not); else transformers'
+            # own choice, as on TRL's path.
+            gen = {"generation_config": self.generation_config}
+            if generation_must_sync(model):
+                gen["synced_gpus"] = True
+            out = generate_from_prefill(model, ids, mask, num_generations, gen, cache_kw, logits_to_keep)
         return cut_after_end(out[:, width:], self.eos_token_ids), None
