@@ -562,25 +562,43 @@ def plan(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="T
          devices: int = typer.Option(1, help="GPUs the step runs on."),
          sharding: str = typer.Option("none", help="none (one GPU or DDP), zero3 or fsdp."),
          prompt_tokens: Optional[int] = typer.Option(None, help="Prompt length to plan for (default: "
-                                                     "max_prompt_length, else half the model's context)."),
-         device_gib: float = typer.Option(80.0, help="Memory of one GPU (GiB).")):
-    """What one PivotRL step holds per GPU (weights, gradients, optimizer, activations, logits,
-    generation), from the model's config and a train config, before any launch; exit 1 if over."""
+                                                     "max_prompt_length, else the model's context less the "
+                                                     "completion budget, as train skips longer pivots)."),
+         device_gib: float = typer.Option(79.0, help="Memory of one GPU (GiB) as CUDA sees it: about 79 for an "
+                                          "80 GB H100 or A100.")):
+    """What one PivotRL step, its evaluation and a colocated vLLM hold per GPU (weights, gradients,
+    optimizer, activations, TRL's chunked LM head, generation), from the model's config and a train
+    config, before any launch; exit 1, with the nearest recipe that fits, if it does not.
+
+    Example: pivotrl plan --config configs/pivotrl.yaml --model Qwen/Qwen3-8B --devices 8 --sharding zero3
+    --max_prompt_length 2048 --max_completion_length 1024 --use_vllm true --vllm_gpu_memory_utilization 0.3"""
     from pivotrl.train.pivotrl_trainer import PivotRLConfig
-    from pivotrl.train.plan import GiB, plan_for
+    from pivotrl.train.plan import GiB, nearest_fit, recipe_for
 
     cfg = _config_from_cli(PivotRLConfig, config, ctx.args)
     if not cfg.model:
         raise DataError("give --model (a local folder, or a hub id whose config can be fetched)")
-    mem = plan_for(cfg, devices=devices, sharding=sharding, prompt_tokens=prompt_tokens,
-                   device_bytes=device_gib * GiB)
-    rows = [(k, f"{v:.2f} GiB" if isinstance(v, float) else f"{v:,}") for k, v in mem.as_gib().items()]
-    console.print(rows_table(f"one step per GPU: {cfg.model}, {devices} GPU(s), sharding {sharding}", rows,
-                         ("", "per GPU")))
-    if mem.total > device_gib * GiB:
-        console.print(f"[bold red]does not fit[/] in {device_gib:g} GiB: shard (--sharding zero3/fsdp with "
-                      "configs/accelerate_*.yaml), LoRA, fewer prompts_per_step, gradient checkpointing, or a "
-                      "shorter max_prompt_length", soft_wrap=True)
+    try:
+        recipe = recipe_for(cfg, devices=devices, sharding=sharding, prompt_tokens=prompt_tokens)
+    except OSError as exc:  # no network and no local folder: one line, not transformers' traceback
+        raise DataError(f"cannot read the config of {cfg.model!r}: {str(exc).splitlines()[0]}") from None
+    device = device_gib * GiB
+    mem = recipe.memory(device)
+    rows = [(k, f"{v:.2f} GiB" if isinstance(v, float) else f"{v:,}") for k, v in mem.as_gib().items()
+            if not (k.startswith("vllm") and not v)]
+    console.print(f"{cfg.model}: {devices} GPU(s) of {device_gib:g} GiB, sharding {sharding}, prompt "
+                  f"{recipe.prompt_tokens:,} + completion {recipe.completion_tokens:,} tokens", soft_wrap=True)
+    console.print(rows_table("", rows, ("", "per GPU")))
+    if mem.problems:
+        for problem in mem.problems:
+            console.print(f"[bold red]does not fit:[/] {problem}", soft_wrap=True)
+        fix = nearest_fit(recipe, device)
+        if fix:
+            console.print(f"fits with: {' '.join(fix[0])} ({fix[1].total / GiB:.1f} GiB a step, "
+                          f"{fix[1].evaluation / GiB:.1f} GiB evaluating)", soft_wrap=True)
+        else:
+            console.print("no recipe of pivotrl's knobs fits it on these GPUs: more GPUs (--devices) or a smaller "
+                          "max_prompt_length / max_completion_length", soft_wrap=True)
         raise typer.Exit(1)
 
 

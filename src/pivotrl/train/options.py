@@ -82,6 +82,9 @@ class PivotRLOptions(RunFolderOptions, EvalOptions):
         "help": "Score completions cut by max_completion_length as they are (default: 0, reason 'truncated': a cut "
                 "action, e.g. one stopped mid-reasoning, is no action); for rewards that judge a prefix."})
     collapse_patience: int = 20
+    force: bool = field(default=False, metadata={
+        "help": "Launch on a GPU even when `pivotrl plan` predicts that the step, its evaluation or a colocated "
+                "vLLM will not fit (refused otherwise, with the numbers and the nearest recipe that fits)."})
 
 
 @dataclass

@@ -34,7 +34,7 @@ from pivotrl.train.group_batches import GroupedGRPOTrainer, group_micro_batch_se
 from pivotrl.train.shared_generation import SharedPrefillGRPOTrainer
 from pivotrl.train.ledger import Ledger
 from pivotrl.train.options import PivotRLOptions
-from pivotrl.train.plan import launch_warning
+from pivotrl.train.plan import launch_refusal
 
 
 @dataclass
@@ -160,9 +160,6 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     out.mkdir(parents=True, exist_ok=True)
     require_vllm_if_used(cfg)
     claim_run_folder(out, cfg.resume, cfg.overwrite)
-    warning = launch_warning(cfg)
-    if warning and is_main_process():
-        print(warning, flush=True)
     cost, source = None, ""
     if train_states is None:
         states, cost = load_training_states(cfg.pivots, cfg.rule, cfg.lambda_diff, whole_pool=bool(cfg.refresh_every))
@@ -183,6 +180,13 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     for note in generation_settings(cfg, cost):
         if is_main_process():
             print(note, flush=True)
+    # Planned once the profile's budget is in (max_completion_length) and with the prompt limit train keeps
+    # to (longer pivots are skipped), before the model loads: a launch that will not fit stops here.
+    refused = launch_refusal(cfg)
+    if refused and not cfg.force:
+        raise DataError(f"{refused} (`pivotrl plan` shows the figures; --force true launches anyway)")
+    if refused and is_main_process():
+        print(f"warning: {refused}; launched anyway (--force)", flush=True)
     write_run_config(out, cfg)
 
     policy, tokenizer = load_policy(cfg.model, lora=cfg.lora)
