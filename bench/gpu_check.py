@@ -7,10 +7,19 @@ config with random weights and the lab's tokenizer,
    and records how much of the weights moved;
 and writes everything to `bench/results/gpu_check.json`.
 
-    python bench/gpu_check.py                 # on the GPU machine, under 8 minutes on one H100
-    python bench/gpu_check.py --tiny -o out.json   # the same steps at a tiny size, on the CPU (a test runs this)
+The prompts are 4,055-7,880 tokens with the lab's tokenizer (a test measures them). From the
+repository root of a one-GPU machine that has a CUDA build of torch:
 
-Needs torch, transformers, peft, accelerate and TRL (the device image lacks TRL: carry its wheel).
+    pip install -e . && python bench/gpu_check.py    # with PyPI; under 8 minutes on one H100 (not yet run)
+
+Without a network there, fetch the wheels `bench/gpu_check_wheels.txt` lists elsewhere, for the
+machine's Python and platform, and run it from the source tree (nothing to build):
+
+    pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d wheels -r bench/gpu_check_wheels.txt
+    pip install --no-index --no-deps wheels/*.whl && PYTHONPATH=src python bench/gpu_check.py
+
+    python bench/gpu_check.py --tiny -o out.json   # the same steps at a tiny size, on the CPU (a test runs this)
 """
 
 from __future__ import annotations

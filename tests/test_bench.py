@@ -23,6 +23,33 @@ def test_gpu_check_runs_at_a_tiny_size(tmp_path):
     assert result["train_lora"]["lora"] is True
 
 
+def test_the_gpu_checks_prompts_are_the_lengths_it_says_and_its_wheels_cover_what_pivotrl_needs():
+    """Its docstring says 4-8k-token prompts: measured with the tokenizer it builds its model with. Its
+    wheel list names every dependency of pivotrl that the device image lacks (TRL, datasets, ...)."""
+    import importlib.util
+    import re
+
+    from transformers import AutoTokenizer
+
+    from pivotrl.lab import BASE_MODEL
+    from pivotrl.sampling.base import render_prompt
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    tok = AutoTokenizer.from_pretrained(BASE_MODEL)
+    full = gpu_check.SIZES["full"]
+    lengths = [len(tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"])
+               for p in gpu_check.long_prompts(full["states"], full["words"])]
+    assert 4000 <= min(lengths) and max(lengths) <= 8192, lengths
+    wheels = {line.split("==")[0] for line in (ROOT / "bench" / "gpu_check_wheels.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    core = re.findall(r'^    "([a-zA-Z_-]+)', (ROOT / "pyproject.toml").read_text().split("dependencies = [")[1]
+                      .split("]")[0], re.M)
+    on_the_image = {"torch", "peft", "rich", "typer", "pyyaml", "matplotlib", "pyarrow", "tensorboard"}
+    assert set(core) - on_the_image <= wheels, set(core) - on_the_image - wheels
+
+
 def test_the_vllm_batching_stand_in_runs_our_sampler_and_counts_every_sample(tmp_path):
     """bench/vllm_batching.py drives the real VLLMSampler through profile_states on its simulated
     engine: every state profiled with K samples, one `generate` call per batch of states."""
