@@ -202,3 +202,19 @@ def test_plan_of_a_hub_id_without_the_network_is_one_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     r = runner.invoke(app, ["plan", "--model", "nobody/no-such-model-xyz"])
     assert r.exit_code != 0 and isinstance(r.exception, DataError) and "cannot read the config" in str(r.exception)
+
+
+def test_a_model_whose_evaluation_copy_no_gpu_holds_is_told_to_evaluate_after_training():
+    """gpt-oss-120b on 8 x 80 GB, LoRA under FSDP: the step fits (about 60 GiB), but evaluation builds a
+    replica of all 117B parameters on each rank; more GPUs do not shrink it."""
+    r = runner.invoke(app, ["plan", "--config", "configs/pivotrl.yaml", "--model", str(CONFIGS / "gpt-oss-120b"),
+                            "--devices", "8", "--sharding", "fsdp", "--lora", "true", "--group_micro_batches", "true",
+                            "--max_prompt_length", "2048", "--max_completion_length", "1024", "--use_vllm", "true",
+                            "--vllm_mode", "server"])
+    assert r.exit_code == 1 and "evaluation and refresh hold" in r.output and "a training step holds" not in r.output
+    assert "fits with: --eval_max_states 0" in r.output
+    r = runner.invoke(app, ["plan", "--config", "configs/pivotrl.yaml", "--model", str(CONFIGS / "gpt-oss-120b"),
+                            "--devices", "8", "--sharding", "fsdp", "--lora", "true", "--group_micro_batches", "true",
+                            "--max_prompt_length", "2048", "--max_completion_length", "1024", "--use_vllm", "true",
+                            "--vllm_mode", "server", "--eval_max_states", "0"])
+    assert r.exit_code == 0, r.output

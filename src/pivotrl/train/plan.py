@@ -27,7 +27,9 @@ device from its config, which allocates nothing), the rest follows how the step 
   generates with it alone (`pivotrl.train.distributed.generation_policy`): under ZeRO-3 every
   parameter gathered in bf16 (2 bytes x P on each rank), under FSDP a replica from the full state
   dict in the sharded parameters' float32 (4 bytes x P; bf16 for a LoRA base), beside the sharded
-  weights, gradients and optimizer, and the key/value cache of its batch.
+  weights, gradients and optimizer, and the key/value cache of its batch. More GPUs do not shrink
+  that copy: a model whose copy does not fit trains without in-training evaluation
+  (`--eval_max_states 0`, refresh off) and is evaluated after, checkpoint by checkpoint.
 
 Good to a factor of about 1.5 (allocator slack, CUDA context, temporary buffers): a plan well under
 the device fits, one over it does not. The README's recipes are checked against it by the tests.
@@ -106,7 +108,8 @@ def step_memory(model_config, *, sequences: int, prompt_tokens: int, completion_
                 sharding: str = "none", lora: bool = False, lora_r: int = 16, gradient_checkpointing: bool = True,
                 use_vllm: bool = False, vllm_share: float = 0.3, device_bytes: float | None = None,
                 rollouts: int | None = None, vllm_mode: str = "colocate", vllm_tp: int = 1,
-                vllm_max_model_len: int | None = None, eval_tokens: int | None = None) -> StepMemory:
+                vllm_max_model_len: int | None = None, eval_tokens: int | None = None,
+                evaluate: bool = True) -> StepMemory:
     """Per-device bytes of one GRPO step and of an evaluation. `sequences`: samples in one
     micro-batch on one device; `rollouts`: samples generated at once on one device (default:
     `sequences`); `eval_tokens`: prompt + budget of an evaluated state (default: the step's)."""
@@ -157,7 +160,7 @@ def step_memory(model_config, *, sequences: int, prompt_tokens: int, completion_
     elif sharding == "fsdp":
         copy = (2.0 if lora else 4.0) * total
     eval_kv = kv * EVAL_BATCH * (eval_tokens or prompt_tokens + completion_tokens)
-    evaluation = weights + gradients + optimizer + copy + eval_kv + (have if colocated else 0.0)
+    evaluation = (weights + gradients + optimizer + copy + eval_kv + (have if colocated else 0.0)) if evaluate else 0.0
     mem = StepMemory(total, trainable, weights, gradients, optimizer, activations, logits, generation, grand,
                      evaluation, vllm_needs, have)
     if device_bytes:
@@ -200,6 +203,7 @@ class Recipe:
     vllm_tp: int = 1
     vllm_max_model_len: int | None = None
     group_size: int | None = None  # num_generations: what one micro-batch holds with group_micro_batches
+    evaluate: bool = True  # held-out evaluation or refresh during training (each generates with the whole policy)
 
     def memory(self, device_bytes: float) -> StepMemory:
         kw = {k: v for k, v in asdict(self).items() if k not in ("model_config", "group_size")}
@@ -223,6 +227,10 @@ def nearest_fit(recipe: Recipe, device_bytes: float) -> tuple[list[str], StepMem
         steps.append(("--lora true", {"lora": True}))
     if recipe.use_vllm and recipe.vllm_mode == "colocate":
         steps.append(("--vllm_mode server (trl vllm-serve on GPUs of its own)", {"vllm_mode": "server"}))
+    if recipe.evaluate and recipe.sharding != "none":  # the whole policy on each rank: more GPUs do not help
+        steps.append(("--eval_max_states 0 (no evaluation during training: evaluate the checkpoints after, where the "
+                      "model fits)",
+                      {"evaluate": False}))
     taken: list[str] = []
     current = recipe
     for flag, change in steps:
@@ -259,7 +267,8 @@ def recipe_for(cfg, devices: int = 1, sharding: str = "none", prompt_tokens: int
                   gradient_checkpointing=bool(cfg.gradient_checkpointing), use_vllm=bool(cfg.use_vllm),
                   vllm_share=cfg.vllm_gpu_memory_utilization, rollouts=rollouts, vllm_mode=cfg.vllm_mode,
                   vllm_tp=cfg.vllm_tensor_parallel_size or 1, vllm_max_model_len=cfg.vllm_max_model_length,
-                  group_size=cfg.num_generations)
+                  group_size=cfg.num_generations,
+                  evaluate=bool(cfg.eval_max_states or getattr(cfg, "eval_tasks", None) or cfg.refresh_every))
 
 
 def plan_for(cfg, devices: int = 1, sharding: str = "none", prompt_tokens: int | None = None,
