@@ -470,3 +470,76 @@ def test_code_tests_cannot_be_passed_from_inside():
     env.edit("calc.py", f"return {bad}", f"return {good}")
     assert env.get_reward() == 1.0 and "passed" in env.run_tests()  # the honest fix still passes
     env._cleanup()
+
+
+# --- the host side never follows what the task's code made (issue: rewards an agent cannot forge) --
+def test_restoring_the_tests_never_follows_a_link_the_code_made(tmp_path, host):
+    """Code that ran replaced test_calc.py by a link to a host file (mode 0600) and to a host FIFO:
+    the host's restore before the next run unlinks the link, never changes or opens its target."""
+    task = code_task(random.Random(0))
+    secret = host / "secret.txt"
+    secret.chmod(0o600)
+    fifo = host / "fifo"
+    os.mkfifo(fifo)
+    for target in (secret, fifo):
+        env = CodeEnv()
+        env.reset(files=task["files"])
+        (env.dir / "test_calc.py").unlink()
+        (env.dir / "test_calc.py").symlink_to(target)  # what a conftest or the module could do as it runs
+        t0 = time.monotonic()
+        env.run_tests()
+        assert time.monotonic() - t0 < 30
+        assert (env.dir / "test_calc.py").is_file() and not (env.dir / "test_calc.py").is_symlink()
+        env._cleanup()
+    assert secret.stat().st_mode & 0o777 == 0o600 and secret.read_text() == SECRET + "\n"
+    assert fifo.exists()
+
+
+def test_a_test_folder_swapped_for_a_link_to_the_host_leaves_the_host_folder_alone(tmp_path, host):
+    """A task (from a data file) whose test sits in a sub-folder; its code swaps the sub-folder for a
+    link to a host folder that holds a folder of the test's name. Scoring restores the test there:
+    before, the host folder's content was removed through the link."""
+    task = code_task(random.Random(0))
+    files = {"calc.py": task["files"]["calc.py"], "d/test_x.py": task["files"]["test_calc.py"]}
+    (host / "test_x.py").mkdir()
+    (host / "test_x.py" / "keep.txt").write_text("host data\n")
+    before = sandbox.snapshot(host)
+    env = CodeEnv()
+    env.reset(files=files)
+    for p in (env.dir / "d").iterdir():
+        p.unlink()
+    (env.dir / "d").rmdir()
+    (env.dir / "d").symlink_to(host)
+    env.run_tests()
+    assert sandbox.snapshot(host) == before
+    assert (env.dir / "d").is_dir() and not (env.dir / "d").is_symlink() and (env.dir / "d" / "test_x.py").is_file()
+    env._cleanup()
+
+
+def test_remove_tree_unlinks_a_link_and_never_touches_its_target(tmp_path, host):
+    secret = host / "secret.txt"
+    secret.chmod(0o600)
+    (tmp_path / "to_file").symlink_to(secret)
+    (tmp_path / "to_folder").symlink_to(host)
+    for name in ("to_file", "to_folder"):
+        sandbox.remove_tree(tmp_path / name)
+        assert not (tmp_path / name).is_symlink()
+    assert secret.stat().st_mode & 0o777 == 0o600 and secret.read_text() == SECRET + "\n"
+
+
+def test_a_planted_package_does_not_pay_an_untouched_rollout_of_the_same_task():
+    """One rollout plants `calc/` (a package, which Python imports before calc.py) holding the right
+    code and leaves calc.py byte for byte: its tests pass. Another rollout of the same task, untouched,
+    must not be served that result (the memo keyed only the top-level .py files)."""
+    task = code_task(random.Random(0))
+    name, bad, good = task["bug"]
+    planted = CodeEnv()
+    planted.reset(files=task["files"])
+    (planted.dir / "calc").mkdir()
+    (planted.dir / "calc" / "__init__.py").write_text(task["files"]["calc.py"].replace(f"return {bad}", f"return {good}"))
+    assert planted.get_reward() == 1.0  # the planted package is imported: its own folder's tests pass
+    untouched = CodeEnv()
+    untouched.reset(files=task["files"])
+    assert untouched.get_reward() == 0.0
+    planted._cleanup()
+    untouched._cleanup()

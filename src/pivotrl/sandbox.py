@@ -623,18 +623,52 @@ def read_regular(path: str | os.PathLike, max_bytes: int = 1 << 20) -> bytes | N
 
 
 def remove_tree(path: str | os.PathLike) -> None:
-    """Remove a folder that hostile code may have filled (very deep trees, read-only folders)."""
+    """Remove what is at `path`, which hostile code may have made: a link or any other non-folder is
+    unlinked, never followed (as root, following a link the sandbox made would act on a host file:
+    `chmod -R` changes a command-line link's target, `rmtree` refuses one); a folder is removed by
+    descriptor (`shutil.rmtree`'s fd-based walk never follows the links inside), and very deep or
+    read-only trees by coreutils, which walk any depth and do not follow links met on the way."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        path.unlink()
         return
     try:
         shutil.rmtree(path)
         return
     except (OSError, RecursionError):
         pass
-    # coreutils walks any depth without recursion limits; make everything writable first.
+    if not stat.S_ISDIR(os.lstat(path).st_mode):  # swapped for a link meanwhile: unlink that, nothing more
+        path.unlink()
+        return
     subprocess.run(["chmod", "-R", "u+rwx", "--", str(path)], capture_output=True, check=False)
     subprocess.run(["rm", "-rf", "--", str(path)], capture_output=True, check=False)
+
+
+def clear_path(root: Path, rel: str) -> Path:
+    """`root / rel` made ready for the host to write a file there: each folder on the way must be a
+    real folder inside `root` (a link, a file or anything else there, made by code that ran, is
+    removed, never followed), and what stands at the end, if not a regular file, is removed too.
+    The path is checked as data first (`task_path`'s rules)."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+        raise DataError(f"file path {rel!r} must be relative and stay inside the task folder")
+    path = Path(root)
+    parts = Path(rel).parts
+    for i, part in enumerate(parts):
+        path = path / part
+        try:
+            st = os.lstat(path)  # every folder before it was checked to be a real one
+        except FileNotFoundError:
+            break
+        last = i == len(parts) - 1
+        if (stat.S_ISREG(st.st_mode) and st.st_nlink == 1) if last else stat.S_ISDIR(st.st_mode):
+            continue
+        remove_tree(path)
+        break
+    return Path(root, rel)
 
 
 SESSION_PREFIX = "pivotrl-sandbox-"

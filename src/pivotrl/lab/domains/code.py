@@ -74,15 +74,13 @@ def run_pytest(root: Path, limits: sandbox.Limits | None = None, tests: dict | N
     so code that ran before cannot have rewritten them. pytest stops at the first failure (`-x`),
     named by its test function (`node_ids`: with its file, `test_x.py::test_f`).
     Passed means every test reported passing through the runner's nonce-keyed report. Results
-    are memoised by the files' contents (same files, same result), and plugin autoloading is off
+    are memoised by the whole folder's content (`_content_key`), and plugin autoloading is off
     (1.5 s -> 0.3 s a run here)."""
     import secrets
 
     root = Path(root)
-    for name in tests or {}:
-        path = root / name
-        if path.is_symlink() or (path.exists() and not path.is_file()):
-            sandbox.remove_tree(path)
+    for name in tests or {}:  # the host never follows what code that ran made of these paths
+        sandbox.clear_path(root, name)
     sandbox.write_files(root, tests or {})
     key = _content_key(root)
     key = key and f"{key}:{node_ids}"
@@ -113,16 +111,34 @@ def run_pytest(root: Path, limits: sandbox.Limits | None = None, tests: dict | N
     return result
 
 
-def _content_key(root: Path, budget: int = 4 << 20) -> str | None:
-    """A digest of the folder's top-level Python files, read at most `budget` bytes in all (None
-    past it: no memo, and the caller's memory stays bounded whatever the code wrote)."""
-    digest, used = hashlib.sha1(), 0
-    for path in sorted(p for p in sandbox.walk(root) if p.suffix == ".py" and p.parent == root):
-        data = sandbox.read_regular(path, budget - used + 1)
-        used += len(data or b"")
-        if used > budget:
+def _content_key(root: Path, budget: int = 4 << 20, max_entries: int = 2_000) -> str | None:
+    """A digest of everything in the folder: every entry's path, kind, and a file's bytes or a link's
+    target, read at most `budget` bytes in all (None past it, or past `max_entries`: no memo, and the
+    caller's memory stays bounded whatever the code wrote). Not the top-level `.py` files alone: a
+    run that plants an ini, a plugin package or a `.pyc` and restores calc.py byte for byte would
+    otherwise be served the result of a run without them, or give its result to one."""
+    import os
+    import stat
+
+    digest, used, entries = hashlib.sha1(), 0, 0
+    for path in sorted(sandbox.walk(root)):
+        entries += 1
+        try:
+            st = os.lstat(path)
+        except OSError:
             return None
-        digest.update(path.name.encode() + b"\0" + (data or b"") + b"\0")
+        rel = str(path.relative_to(root)).encode("utf-8", "surrogateescape")
+        if stat.S_ISREG(st.st_mode):
+            data = sandbox.read_regular(path, budget - used + 1)
+            used += len(data or b"")
+            kind, body = b"f", data or b""
+        elif stat.S_ISLNK(st.st_mode):
+            kind, body = b"l", os.readlink(path).encode("utf-8", "surrogateescape")
+        else:
+            kind, body = (b"d" if stat.S_ISDIR(st.st_mode) else b"s"), b""
+        if used > budget or entries > max_entries:
+            return None
+        digest.update(rel + b"\0" + kind + b"\0" + str(len(body)).encode() + b"\0" + body)
     return digest.hexdigest()
 
 
