@@ -147,3 +147,14 @@ def test_profile_takes_its_keys_before_or_after_the_states_file(tmp_path, tiny_m
     assert r.exit_code == 0, r.output
     a, b = read_records(tmp_path / "a.jsonl"), read_records(tmp_path / "b.jsonl")
     assert [len(x["rewards"]) for x in a] == [2, 2, 2] and {x["verifier"] for x in b} == {"exact"}
+
+
+def test_version_and_the_repository_files_a_user_looks_for():
+    from importlib.metadata import version
+    from pathlib import Path
+
+    r = run("--version")
+    assert r.exit_code == 0 and r.output.strip() == f"pivotrl {version('pivotrl')}"
+    root = Path(__file__).parent.parent
+    assert "Apache License" in (root / "LICENSE").read_text() and "Version 2.0" in (root / "LICENSE").read_text()
+    assert "arXiv:2603.21383" in (root / "CITATION.cff").read_text()

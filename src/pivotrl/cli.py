@@ -18,6 +18,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="PivotRL: RL on the informative turns of existing agent trajectories.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"pivotrl {version('pivotrl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print pivotrl's version and exit.")):
+    """PivotRL: RL on the informative turns of existing agent trajectories."""
+
+
 def main() -> None:
     try:
         app()
@@ -614,7 +628,7 @@ def eval_cmd(
                                               "name or module:Class)."),
     verifier: str = typer.Option("tool_call", "--verifier", "-v", help="Scores the next actions."),
     option: list[str] = typer.Option([], "--option", "-O", help="Verifier option key=value (repeatable)."),
-    max_tokens: int = typer.Option(0, help="Token budget of an action (default 256, as profile's; give the "
+    max_tokens: int = typer.Option(0, help="Token budget of an action; 0: 256, profile's default (give the "
                                    "budget the model was profiled and trained with)."),
     chat_template_kwargs: Optional[str] = typer.Option(None, help="Chat template options (JSON), as in training."),
     max_states: int = typer.Option(200, help="A seeded sample of at most N states."),
