@@ -206,3 +206,24 @@ def test_sft_skips_a_torn_checkpoint_in_process(tmp_path, tiny_model, sample_pat
     assert result["trainer"].state.global_step == 4 and steps(run) == [1, 2, 3, 4]
     assert (run / TORN_FOLDER / "checkpoint-4").is_dir()
     assert_same_weights(final_weights(run), final_weights(whole))
+
+
+def test_an_e2e_run_skips_a_torn_checkpoint_too(tmp_path, tiny_model):
+    from toy_env import task
+
+    from pivotrl.train.e2e import E2EConfig, train_e2e
+
+    def config(out, **kw):
+        return E2EConfig(model=tiny_model, environment="toy_env:CounterEnv", output_dir=str(out), num_generations=2,
+                         prompts_per_step=1, max_completion_length=24, max_tool_calling_iterations=2, max_steps=4,
+                         save_steps=2, learning_rate=1e-3, eval_every=0, report_to=[], seed=0, **kw)
+
+    tasks = [task(n) for n in (1, 2, 3, 4)]
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    train_e2e(config(whole), tasks=tasks, eval_tasks=[])
+    shutil.copytree(whole, run)
+    shutil.rmtree(run / "final")
+    tear(run / "checkpoint-4", "truncated optimizer")
+    result = train_e2e(config(run, resume=True), tasks=tasks, eval_tasks=[])
+    assert result["steps"] == 4 and steps(run) == [1, 2, 3, 4] and (run / TORN_FOLDER / "checkpoint-4").is_dir()
+    assert_same_weights(final_weights(run), final_weights(whole))

@@ -247,6 +247,10 @@ def test_shell_unparsable_and_execution(tmp_path):
     assert ex.score("head -n 1 notes.txt", r).reason == "same_effect"
     assert ex.score("rm notes.txt", r).reason == "different_effect"
     assert (tmp_path / "notes.txt").exists()  # ran in a throwaway copy
+    # folders and hidden files are effects too: the same output beside them is not the same effect
+    assert ex.score("cat notes.txt; mkdir -p junk/a/b", r).reason == "different_effect"
+    assert ex.score("cat notes.txt; touch .hidden", r).reason == "different_effect"
+    assert ex.score("cat notes.txt; ln -s notes.txt .l", r).reason == "different_effect"
     via_arg = get_verifier("shell", argument="cmd")
     rr = S(Action.tool_calls([ToolCall("run", {"cmd": "ls -la"})]), tools=[])
     assert via_arg.score(calls({"cmd": "ls -al"}, name="run"), rr).reward == 1.0
@@ -438,6 +442,15 @@ def test_judge_inside_a_trainer_sees_the_state_messages(tiny_model, sample_state
     assert fn(["Hello there."] * 3, prompts=ds["prompt"], **cols) == [1.0] * 3
     last = states[0].context[-1]
     assert f"{last['role']}: {str(last['content'])[:40]}" in seen[0]
+
+
+def test_the_terminal_task_pays_one_answer_not_a_list_of_candidates():
+    from pivotrl.lab.domains.terminal import answers_with
+
+    assert answers_with("The temp is 17.", "17") and answers_with("17", "17") and answers_with("It is 17.", "17")
+    assert not answers_with(" ".join(str(i) for i in range(41)), "17")  # answer spraying
+    assert not answers_with("17 or 18", "17") and not answers_with("The temp is 170.", "17")
+    assert not answers_with("There are 4 files (data/oslo.txt ...)", "3")
 
 
 def test_a_judge_that_never_replies_scores_0_after_its_timeout_and_is_not_cached(sample_states):

@@ -145,4 +145,4 @@ class ShellCommandVerifier:
             sandbox.copy_into(workdir, root)
             res = sandbox.run_shell(command, root, limits=sandbox.Limits(timeout_s=self.timeout), shell=self.shell)
             out = ("timeout", b"") if res.timed_out else (res.returncode, res.stdout)
-            return out, [entry for entry in sandbox.snapshot(root) if entry[1] != "dir"]
+            return out, sandbox.snapshot(root)  # files, folders and links, hidden ones too

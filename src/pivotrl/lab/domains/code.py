@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import sys
@@ -88,8 +89,12 @@ def run_pytest(root: Path, limits: sandbox.Limits | None = None, tests: dict | N
         return _RESULTS[key]
     nonce = secrets.token_hex(16)
     env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    targets = sorted(tests) if tests else ["test_calc.py"]
-    res = sandbox.run([sys.executable, "-c", RUNNER, "-q", "-x", "-p", "no:cacheprovider", *targets], root,
+    # "./": a test file named by data (`-p/test_x.py`) is a path to pytest, never one of its options
+    targets = ["./" + t for t in sorted(tests)] if tests else ["test_calc.py"]
+    # the interpreter by its real path: the sandbox mounts real paths, and a venv reached through a link
+    # would otherwise not be found there (every run "ended before reporting")
+    res = sandbox.run([os.path.realpath(sys.executable), "-c", RUNNER, "-q", "-x", "-p", "no:cacheprovider",
+                       *targets], root,
                       limits=limits or TEST_LIMITS, env=env, read_only=sandbox.python_paths(),
                       stdin=(nonce + "\n").encode())
     if res.timed_out:

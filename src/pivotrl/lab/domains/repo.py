@@ -34,7 +34,9 @@ class RepoEnv(CodeEnv):
         """List the repository's files."""
         from pivotrl import sandbox
 
-        return "\n".join(sorted(p.name for p in sandbox.walk(self.dir) if p.parent == self.dir and p.suffix == ".py"))
+        # a name the code made may hold a newline: shown escaped, it cannot pass for two files
+        return "\n".join(sorted(repr(p.name)[1:-1] for p in sandbox.walk(self.dir)
+                                 if p.parent == self.dir and p.suffix == ".py"))
 
 
 def _distinct_functions(rng: random.Random, n: int) -> list:

@@ -2,13 +2,14 @@
 
 The task directory holds generated data files; the agent runs commands through a restricted real
 shell (`run`) and answers, or leaves the directory in the asked state. Success: the answer value
-appears in the final message, or the file asked for holds the asked content.
+is the one value of the final message (`answers_with`), or the file asked for holds the asked content.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 
 from pivotrl import sandbox
 from pivotrl.errors import DataError
@@ -42,8 +43,9 @@ class TerminalEnv:
         return self.shell.run(command)
 
     def _state(self):
-        """What an action can change: the folder's files (compared by the lab's verifier)."""
-        return [entry for entry in sandbox.snapshot(self.dir) if entry[1] != "dir"]
+        """What an action can change: the folder's files, folders and links, hidden ones too (compared
+        by the lab's verifier)."""
+        return sandbox.snapshot(self.dir)
 
     def get_reward(self) -> float:
         if self.kind == "create":
@@ -53,7 +55,7 @@ class TerminalEnv:
                 data = None
             ok = data is not None and data.decode("utf-8", errors="replace").strip() == self.content
         else:
-            ok = self.answer in (getattr(self, "final_message", "") or "").replace(".", " ").split()
+            ok = answers_with(getattr(self, "final_message", "") or "", self.answer)
         return 1.0 if ok else 0.0
 
     def _cleanup(self):
@@ -62,6 +64,13 @@ class TerminalEnv:
 
     def __del__(self):
         self._cleanup()
+
+
+def answers_with(message: str, answer: str) -> bool:
+    """The final message gives `answer` as its one value: the answer is one of its words and every
+    number in it is the answer ("The temp is 17.", "17"), so a message that lists candidates ("0 1 2
+    ... 40") is paid nothing. The answers are whole numbers (a value, a count)."""
+    return answer in message.replace(".", " ").split() and set(re.findall(r"\d+", message)) == {answer}
 
 
 def _sample(rng: random.Random) -> dict:
