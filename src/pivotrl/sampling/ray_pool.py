@@ -122,6 +122,7 @@ class RaySampler(Sampler):
         self.max_restarts, self.max_batch_retries = max_restarts, max_batch_retries
         self.worker_timeout_s = worker_timeout_s
         self.restarts = [0] * num_workers
+        self.max_ahead = 4 * num_workers  # finished batches held, at most, behind the one not yet done
         self.stats, self.last_loss = PoolStats(), ""
 
     def sample(self, prompts: list[Prompt], params: SamplingParams, seed: int | None = None) -> list[PromptResult]:
@@ -130,7 +131,7 @@ class RaySampler(Sampler):
     def sample_batches(self, batches: Iterable[tuple[list[Prompt], SamplingParams, int | None]]
                        ) -> Iterator[list[PromptResult]]:
         """Each free worker takes the next batch (a lost worker's batch first); results in
-        submission order. At most 4 batches a worker are held finished behind a slow one."""
+        submission order. At most `max_ahead` batches are submitted past the oldest not yet yielded."""
         from ray.exceptions import RayActorError, RayError
 
         ray, source = self._ray, iter(batches)
@@ -145,7 +146,7 @@ class RaySampler(Sampler):
             while free and (retry or not exhausted):
                 if retry:
                     index, batch = retry.popleft()
-                elif submitted - next_out >= 4 * len(self.workers):
+                elif submitted - next_out >= self.max_ahead:
                     break  # a slow batch holds the line: do not run further ahead of it
                 else:
                     batch = next(source, None)
@@ -161,6 +162,8 @@ class RaySampler(Sampler):
                 next_out += 1
             if exhausted and not retry and not in_flight:
                 return
+            if not in_flight and free:
+                continue  # nothing running, a worker free: the results just yielded let more work in
             if not in_flight:
                 index = retry[0][0] if retry else next_out
                 raise PoolError(f"every Ray worker is lost (each restarted {self.max_restarts} time(s); the last: "
