@@ -122,7 +122,7 @@ class RaySampler(Sampler):
         self.max_restarts, self.max_batch_retries = max_restarts, max_batch_retries
         self.worker_timeout_s = worker_timeout_s
         self.restarts = [0] * num_workers
-        self.max_ahead = 4 * num_workers  # finished batches held, at most, behind the one not yet done
+        self.max_ahead = 4 * num_workers  # batches submitted, at most, past the oldest not yet yielded
         self.stats, self.last_loss = PoolStats(), ""
 
     def sample(self, prompts: list[Prompt], params: SamplingParams, seed: int | None = None) -> list[PromptResult]:

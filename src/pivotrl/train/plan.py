@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass, field, replace
 
 GiB = 1 << 30
 SHARDINGS = ("none", "zero3", "fsdp")
-DEVICE_GIB = 79.0  # what an "80 GB" H100 or A100 gives CUDA (81,559 MiB), less its context: about 79 GiB
 EVAL_BATCH = 8  # prompts per evaluation `generate` call (`EvalCallback`'s batch_size)
 # vLLM's own activations (its profiling run over max_num_batched_tokens) and CUDA graphs, an allowance
 # beside its weights and cache: about a GiB on 8B-class models (vLLM's start-up log reports both)
