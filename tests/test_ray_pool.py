@@ -148,6 +148,28 @@ def test_a_batch_that_keeps_failing_stops_the_run_naming_it(local_ray, tiny_mode
         p.close()
 
 
+def run_workers(root: int) -> list[int]:
+    """The Ray worker processes (`ray::_Worker...`) descended from process `root` (the run's own
+    Ray: its raylet is a child of the driver), from /proc."""
+    parents, titles = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+                titles[int(entry)] = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+
+    def descends(pid):
+        while pid and pid in parents:
+            if pid == root:
+                return True
+            pid = parents[pid]
+        return False
+
+    return sorted(p for p, title in titles.items() if title.startswith("ray::_Worker") and descends(p))
+
+
 def test_pivotrl_profile_with_ray_survives_a_worker_killed_from_outside(tmp_path, tiny_model, states, undisturbed):
     write_states(tmp_path / "states.jsonl", states)
     out = tmp_path / "ray.jsonl"
@@ -161,9 +183,9 @@ def test_pivotrl_profile_with_ray_survives_a_worker_killed_from_outside(tmp_path
         while killed is None and proc.poll() is None and time.monotonic() < deadline:
             journal = journal_path(out)
             if journal.exists() and journal.read_text().count("\n") >= 2:  # a batch is done: kill a worker
-                found = subprocess.run(["pgrep", "-f", "ray::_Worker"], capture_output=True, text=True).stdout.split()
+                found = run_workers(proc.pid)  # this run's own: another Ray here may have workers too
                 if found:
-                    killed = int(found[0])
+                    killed = found[0]
                     os.kill(killed, signal.SIGKILL)
             time.sleep(0.1)
         stdout, stderr = proc.communicate(timeout=300)
