@@ -72,15 +72,11 @@ def long_prompts(n: int, words: tuple[int, int]) -> list[Prompt]:
     return out
 
 
-def kv_bytes_per_token(config, dtype_bytes: int) -> int:
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * dtype_bytes
-
-
 def predicted_peak(sampler, prompt_lengths: list[int], k: int, max_tokens: int) -> int:
     """Weights plus the largest call's cache (prompt + generated tokens, each sample its own copy),
     by the sampler's own plan (`plan_calls`)."""
     from pivotrl.sampling.transformers_backend import plan_calls
+    from pivotrl.train.plan import kv_bytes_per_token
 
     model = sampler.model
     dtype_bytes = next(model.parameters()).element_size()
@@ -88,7 +84,7 @@ def predicted_peak(sampler, prompt_lengths: list[int], k: int, max_tokens: int) 
     lengths = sorted(prompt_lengths)
     worst = max(sum(lengths[i] + max_tokens for i in group) * chunk
                 for group, chunk in plan_calls(lengths, k, sampler.batch_size, sampler.token_budget))
-    return weights + worst * kv_bytes_per_token(model.config, dtype_bytes)
+    return weights + int(worst * kv_bytes_per_token(model.config, dtype_bytes))
 
 
 def profile_cases(model: str, size: dict, device: str) -> list[dict]:

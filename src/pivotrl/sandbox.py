@@ -653,8 +653,7 @@ def clear_path(root: Path, rel: str) -> Path:
     real folder inside `root` (a link, a file or anything else there, made by code that ran, is
     removed, never followed), and what stands at the end, if not a regular file, is removed too.
     The path is checked as data first (`task_path`'s rules)."""
-    if not isinstance(rel, str) or not rel or "\x00" in rel or os.path.isabs(rel) or ".." in Path(rel).parts:
-        raise DataError(f"file path {rel!r} must be relative and stay inside the task folder")
+    _check_relative(rel)
     path = Path(root)
     parts = Path(rel).parts
     for i, part in enumerate(parts):
@@ -728,11 +727,16 @@ def task_folder(prefix: str = "pivotrl-task-") -> Iterator[Path]:
         remove_tree(path)
 
 
+def _check_relative(rel) -> None:
+    """A path that data chose: relative, inside the folder (no `..`), no NUL; DataError otherwise."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+        raise DataError(f"file path {rel!r} must be relative and stay inside the task folder")
+
+
 def task_path(root: Path, rel: str) -> Path:
     """`root / rel` for a relative path that data chose: DataError unless it stays inside `root`
     (no absolute path, no `..`, no NUL, no link on the way)."""
-    if not isinstance(rel, str) or not rel or "\x00" in rel or os.path.isabs(rel) or ".." in Path(rel).parts:
-        raise DataError(f"file path {rel!r} must be relative and stay inside the task folder")
+    _check_relative(rel)
     path = root
     for part in Path(rel).parts:
         path = path / part

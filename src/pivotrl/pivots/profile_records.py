@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pivotrl.errors import DataError
+from pivotrl.pivots.state import State
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,12 @@ def _describe(value) -> str:
 def check_record(row) -> dict:
     """One profile record, checked and with its derived columns filled in (state_id, the reward
     statistics, skipped, n_truncated); a DataError naming the column otherwise."""
+    return checked_record(row)[0]
+
+
+def checked_record(row) -> tuple[dict, State]:
+    """`check_record`'s record and the state it holds, parsed once (a caller that needs the state
+    does not parse its JSON again)."""
     from pivotrl.pivots.load import state_from_row
 
     if not isinstance(row, dict):
@@ -142,7 +149,7 @@ def check_record(row) -> dict:
             out[key] = value
     out["skipped"] = out.get("skipped") or ""
     out["n_truncated"] = int(out.get("n_truncated") or 0)
-    return out
+    return out, parsed
 
 
 def iter_rows(path: Path, *, journal: bool = False, skipped: Counter | None = None) -> Iterator[tuple[dict, object]]:
@@ -197,19 +204,25 @@ def _parquet_rows(path: Path):
             n += 1
 
 
-def read_profile(path: str | Path, *, skip_invalid: bool = False, skipped: Counter | None = None,
-                 journal: bool = False) -> list[dict]:
-    """Every record of a profile, checked (`check_record`). With `skip_invalid`, bad records are
-    counted in `skipped` by reason instead of stopping the read. NeMo Gym rows are not records:
-    `pivotrl.pivots.select.load_candidates` reads both."""
+def read_rows(path: str | Path, convert, *, skip_invalid: bool = False, skipped: Counter | None = None,
+              journal: bool = False) -> list:
+    """`convert(row)` for every row of a profile file; a DataError it raises is located (file, line
+    or row) or, with `skip_invalid`, counted in `skipped` by reason and the row left out."""
     path = Path(path)
     skipped = skipped if skipped is not None else Counter()
     out = []
     for where, row in iter_rows(path, journal=journal, skipped=skipped if skip_invalid else None):
         try:
-            out.append(check_record(row))
+            out.append(convert(row))
         except DataError as exc:
             if not skip_invalid:
                 raise DataError(exc.reason, file=str(path), **where) from None
             skipped[exc.reason] += 1
     return out
+
+
+def read_profile(path: str | Path, *, skip_invalid: bool = False, skipped: Counter | None = None,
+                 journal: bool = False) -> list[dict]:
+    """Every record of a profile, checked (`check_record`). NeMo Gym rows are not records:
+    `pivotrl.pivots.select.load_candidates` reads both."""
+    return read_rows(path, check_record, skip_invalid=skip_invalid, skipped=skipped, journal=journal)

@@ -47,14 +47,14 @@ def paid_for_kind(state: State, rewards: list, reasons: list) -> bool:
 
 
 def candidates_from_records(records: list[dict]) -> list[Candidate]:
-    from pivotrl.pivots.profile_records import check_record
-
-    return [candidate_from_record(check_record(r)) for r in records]
+    return [candidate_from_record(r) for r in records]
 
 
-def candidate_from_record(r: dict) -> Candidate:
-    """A candidate from one record checked by `pivotrl.pivots.profile_records.check_record`."""
-    state = State.from_dict(json.loads(r["state"]))
+def candidate_from_record(row: dict) -> Candidate:
+    """A candidate from one profile record, checked (`pivotrl.pivots.profile_records.checked_record`)."""
+    from pivotrl.pivots.profile_records import checked_record
+
+    r, state = checked_record(row)
     state.meta["profile"] = {k: r[k] for k in ("rewards", "reward_mean", "reward_std", "reward_var",
                                                 "num_unique_actions") if k in r}
     n = len(r["rewards"])
@@ -108,18 +108,12 @@ def load_candidates(path: str | Path, *, skip_invalid: bool = False, skipped: Co
     columns, every row checked; a bad one is a DataError naming the file, the row and the column,
     or, with `skip_invalid`, is counted in `skipped` by reason and left out."""
     from pivotrl.pivots.gym import is_gym_row
-    from pivotrl.pivots.profile_records import check_record, iter_rows
+    from pivotrl.pivots.profile_records import read_rows
 
     path = Path(path)
     skipped = skipped if skipped is not None else Counter()
-    out = []
-    for where, row in iter_rows(path, skipped=skipped if skip_invalid else None):
-        try:
-            out.append(candidate_from_gym_row(row) if is_gym_row(row) else candidate_from_record(check_record(row)))
-        except DataError as exc:
-            if not skip_invalid:
-                raise DataError(exc.reason, file=str(path), **where) from None
-            skipped[exc.reason] += 1
+    out = read_rows(path, lambda row: candidate_from_gym_row(row) if is_gym_row(row) else candidate_from_record(row),
+                    skip_invalid=skip_invalid, skipped=skipped)
     if not out:
         why = f" ({sum(skipped.values())} invalid skipped)" if skipped else ""
         raise DataError(f"no profile records or NeMo Gym rows with profiling columns in this file{why}", file=str(path))

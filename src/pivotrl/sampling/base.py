@@ -38,6 +38,12 @@ class SamplingParams:
     min_p: float = 0.0  # 0: off
     repetition_penalty: float = 1.0
 
+    def engine_fields(self) -> dict:
+        """top_k, min_p and repetition_penalty as vLLM (engine or server) and SGLang take them: -1 is
+        top_k off in every version of both."""
+        return {"top_k": self.top_k if self.top_k > 0 else -1, "min_p": self.min_p,
+                "repetition_penalty": self.repetition_penalty}
+
 
 @dataclass
 class Prompt:

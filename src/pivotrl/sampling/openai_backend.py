@@ -82,11 +82,9 @@ class OpenAISampler(Sampler):
             extra = {k: v for k, v in extra.items() if v}
             # vLLM's and SGLang's sampling fields, every one sent: left out, `vllm serve` fills them from the
             # model's generation_config (Qwen3: top_k 20) and the profile measures a sharper policy than
-            # TRL trains (top_k 0). -1 means off to both servers.
-            sampling = dict(top_k=params.top_k if params.top_k > 0 else -1, min_p=params.min_p,
-                            repetition_penalty=params.repetition_penalty)
+            # TRL trains (top_k 0)
             if not self.sampling_fields_refused:
-                extra.update(sampling)
+                extra.update(params.engine_fields())
             if extra:
                 kwargs["extra_body"] = extra
             async with gate:

@@ -199,9 +199,10 @@ def generation_must_sync(model) -> bool:
     placeholders). transformers decides it from global flags instead (`generation/utils.py`): with
     ZeRO-3 enabled it syncs even a gathered copy, so ranks that sample different numbers of states
     (`my_share`) meet another rank's `all_gather_object` with a decoding all-reduce and hang; and it
-    knows an FSDP2 module only by an attribute accelerate's FSDP2 does not set, so a sharded module
-    decodes unsynced and a rank that stops first leaves the others in an all-gather. pivotrl passes
-    the answer explicitly wherever it generates. DeepSpeed and FSDP launches are untested here."""
+    knows an FSDP2 module only by the `_is_fsdp_managed_module` attribute, which torch 2.13's
+    `fully_shard` sets on every module it manages (a torch or a wrapper that does not would leave a
+    sharded module unsynced). This reads the parameters, and pivotrl passes the answer explicitly
+    wherever it generates. DeepSpeed and FSDP launches are untested here (no GPU)."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):

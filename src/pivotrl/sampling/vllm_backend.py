@@ -88,8 +88,7 @@ class VLLMSampler(Sampler):
             per_request.append(self._vllm.SamplingParams(
                 n=1 if greedy else params.n, temperature=max(params.temperature, 0.0),
                 top_p=1.0 if greedy else params.top_p, max_tokens=params.max_tokens,
-                top_k=params.top_k if params.top_k > 0 else -1, min_p=params.min_p,  # -1: off, in every vLLM
-                repetition_penalty=params.repetition_penalty,
+                **params.engine_fields(),
                 stop=list(params.stop) or None, seed=None if seed is None else prompt_seed(seed, i, p)))
             index.append((i, len(ids)))
         outputs = self.llm.generate(requests, per_request, use_tqdm=False, lora_request=self._lora) if requests else []

@@ -77,21 +77,24 @@ def _torch_file_problem(path: Path) -> str | None:
     return None
 
 
-def _json_problem(path: Path) -> str | None:
+_TORN = object()  # what `_read_json` gives for a file cut short or not JSON
+
+
+def _read_json(path: Path):
     try:
-        json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (ValueError, OSError, UnicodeDecodeError):
-        return "cut short or not JSON"
-    return None
+        return _TORN
 
 
 def _weights_problem(ckpt: Path) -> str | None:
     for index_name in ("model.safetensors.index.json", "adapter_model.safetensors.index.json"):
         index = ckpt / index_name
         if index.exists():
-            if _json_problem(index):
+            content = _read_json(index)
+            if not isinstance(content, dict):
                 return f"{index_name}: cut short or not JSON"
-            shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+            shards = sorted(set(content.get("weight_map", {}).values()))
             for shard in shards:
                 if not (ckpt / shard).exists():
                     return f"{shard}: missing (named by {index_name})"
@@ -152,9 +155,12 @@ def checkpoint_problem(ckpt: Path, extra_files: tuple[str, ...] = ()) -> str | N
     for name in ("trainer_state.json", *extra_files):  # trainer_state.json is the Trainer's last file
         if not (ckpt / name).exists():
             return f"{name}: missing"
-        if _json_problem(ckpt / name):
+        value = _read_json(ckpt / name)
+        if value is _TORN:
             return f"{name}: cut short or not JSON"
-    step = json.loads((ckpt / "trainer_state.json").read_text()).get("global_step")
+        if name == "trainer_state.json":
+            state = value
+    step = state.get("global_step") if isinstance(state, dict) else None
     if step != int(_CHECKPOINT.match(ckpt.name).group(1)):
         return f"trainer_state.json: global_step {step} does not match the folder's name"
     return None

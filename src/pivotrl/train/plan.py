@@ -96,11 +96,12 @@ def lm_head_tile() -> tuple[int, int]:
         return 4096, 32768
 
 
-def kv_bytes_per_token(c) -> float:
+def kv_bytes_per_token(c, dtype_bytes: int = 2) -> float:
+    """Keys and values of one token over every layer (bf16 by default)."""
     heads = c.num_attention_heads
     kv_heads = getattr(c, "num_key_value_heads", None) or heads
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-    return 2 * c.num_hidden_layers * kv_heads * head_dim * 2.0  # keys and values, bf16
+    return 2.0 * c.num_hidden_layers * kv_heads * head_dim * dtype_bytes
 
 
 def step_memory(model_config, *, sequences: int, prompt_tokens: int, completion_tokens: int, devices: int = 1,

@@ -69,8 +69,8 @@ class SharedPrefillGRPOTrainer(GRPOTrainer):
         ):
             cache_kw, logits_to_keep = forward_keywords(model)
             # Every rank generates once a step, so syncing costs no hang here: a sharded module must decode in
-            # step (`generation_must_sync`, which sees FSDP2 where transformers does not); else transformers'
-            # own choice, as on TRL's path.
+            # step (`generation_must_sync` reads the parameters; transformers reads an attribute that torch
+            # 2.13 sets, an older torch may not); else transformers' own choice, as on TRL's path.
             gen = {"generation_config": self.generation_config}
             if generation_must_sync(model):
                 gen["synced_gpus"] = True
