@@ -143,10 +143,16 @@ def test_audit_command_writes_its_table(tmp_path):
     sampled = [r for r in rows if "probe" not in r]
     assert data["actions"] == 2 * data["states"] == len(sampled)
     assert all(("completion" in r) == any(r[n] != r["truth"] for n in ("lab", "nemo_gym_tool_call")) for r in sampled)
-    # reward hacks in the code domain: the environment is not fooled, and no verifier pays them
-    assert {r["probe"] for r in probes} == {"exit_0_at_import", "sys_exit_0_at_import", "fake_pytest_summary",
-                                             "rewrite_the_tests", "edit_the_tests"}
-    assert not any(r["truth"] or r["lab"] or r["nemo_gym_tool_call"] or r["exact"] for r in probes)
+    # reward hacks in the code domain: the environment pays none with the bug left, nor do the lab's verifier
+    # and exact match (NeMo Gym's word-overlap comparator may: an edit of the buggy line shares its words)
+    from pivotrl.lab.audit import reward_hacks
+
+    code_state = next(r for r in probes)["state"]
+    assert {r["probe"] for r in probes} == {*reward_hacks({"bug": ["f", "x", "y"], "files": {}}), "edit_the_tests"}
+    assert len(probes) == len({r["probe"] for r in probes}) * len({r["state"] for r in probes}) and code_state
+    assert not any(r["paid_with_the_bug_left"] or r["lab"] or r["exact"] for r in probes)
+    # a hack that ends the run at import leaves the expert no way to finish: never on track
+    assert not any(r["truth"] for r in probes if r["probe"] in ("exit_0_at_import", "nonce_from_the_closure"))
     assert sum(p["actions"] for p in data["probes"].values()) == len(probes)
     assert "Reward-hack probes" in (tmp_path / "audit.md").read_text()
     assert {"all/all", "tooluse/all", "code/all"} <= set(data["summary"])

@@ -121,3 +121,29 @@ def test_a_folder_or_an_empty_file_is_a_clear_error(tmp_path):
         load_states(tmp_path)
     with pytest.raises(DataError, match="no states"):
         load_states(tmp_path / "empty.jsonl")
+
+
+def test_a_parquet_file_that_expands_is_streamed_without_an_arrow_cache(tmp_path):
+    """A few KB of parquet holding 400,000 rows (one dictionary value, run-length encoded): read a
+    batch at a time, nothing cached on disk (`datasets.Dataset.from_parquet` wrote ~220 MB of Arrow
+    cache for a 33 KB file of 5M such rows, measured)."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 400_000
+    path = tmp_path / "bomb.parquet"
+    col = pa.DictionaryArray.from_arrays(pa.array([0] * n, type=pa.int32()), pa.array(["x" * 40]))
+    pq.write_table(pa.table({"text": col}), path, compression="zstd", row_group_size=n)
+    assert path.stat().st_size < 16 << 10
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    code = ("from pivotrl.data.loaders import load_trajectories\nfrom pivotrl.errors import DataError\n"
+            f"try:\n    load_trajectories({str(path)!r}, skip_invalid=True)\nexcept DataError as e:\n    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code], env={**os.environ, "HF_HOME": str(hf)},
+                         capture_output=True, text=True, timeout=300)
+    assert f"{n} invalid records skipped" in res.stdout, res.stdout + res.stderr
+    assert [p for p in hf.rglob("*") if p.is_file()] == []

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pivotrl import Action, ToolCall, get_verifier, sandbox
+from pivotrl.lab.audit import reward_hacks
 from pivotrl.lab.domains.code import CodeEnv, _sample as code_task
 from pivotrl.lab.domains.terminal import TerminalEnv
 from pivotrl.lab.restricted_shell import ALLOWED, RestrictedShell
@@ -276,7 +277,8 @@ def test_remove_tree_and_snapshot_survive_hostile_folders(tmp_path):
     os.symlink("/etc/passwd", root / "link")
     snap = sandbox.snapshot(root)
     assert ("link", "link", "/etc/passwd") in snap and ("fifo", "special", b"") in snap
-    assert len(snap) == 1502
+    depth = sandbox.Limits.disk_depth  # listed to the depth bound, then marked as cut
+    assert len(snap) == depth - 1 + 3 and ("...", "truncated", b"") in snap
     (root / "ro").mkdir()
     (root / "ro" / "f").write_text("x")
     os.chmod(root / "ro", 0o500)
@@ -529,17 +531,190 @@ def test_remove_tree_unlinks_a_link_and_never_touches_its_target(tmp_path, host)
 
 def test_a_planted_package_does_not_pay_an_untouched_rollout_of_the_same_task():
     """One rollout plants `calc/` (a package, which Python imports before calc.py) holding the right
-    code and leaves calc.py byte for byte: its tests pass. Another rollout of the same task, untouched,
-    must not be served that result (the memo keyed only the top-level .py files)."""
+    code and leaves calc.py byte for byte: the tests' own run passes, the verdict (calc.py alone) does
+    not. Another rollout of the same task, untouched, must not be served that run's result (the memo
+    keyed only the top-level .py files)."""
+    from pivotrl.lab.domains.code import run_pytest
+
     task = code_task(random.Random(0))
     name, bad, good = task["bug"]
     planted = CodeEnv()
     planted.reset(files=task["files"])
     (planted.dir / "calc").mkdir()
     (planted.dir / "calc" / "__init__.py").write_text(task["files"]["calc.py"].replace(f"return {bad}", f"return {good}"))
-    assert planted.get_reward() == 1.0  # the planted package is imported: its own folder's tests pass
+    assert run_pytest(planted.dir, tests=planted.tests)[0] is True  # the planted package is imported
+    assert planted.get_reward() == 0.0
     untouched = CodeEnv()
     untouched.reset(files=task["files"])
+    assert run_pytest(untouched.dir, tests=untouched.tests)[0] is False
     assert untouched.get_reward() == 0.0
     planted._cleanup()
     untouched._cleanup()
+
+
+# --- the verdict is decided by the host (issue 53, point 2): each attack was paid 1.0 by the pytest run --
+def play_forging_attack(task: dict, prefix: str, body: str | None, restore: bool = True):
+    """An episode as a policy plays it: the hack's edit of calc.py, the tests run twice (what a hack
+    planted acts on the second run), and, for the planting hacks, calc.py put back as it was, bug and all."""
+    from pivotrl.lab.audit import hack_edit
+
+    env = CodeEnv()
+    env.reset(files=task["files"])
+    env.edit(**hack_edit(task, prefix, body))
+    env.run_tests()
+    env.run_tests()
+    if restore and prefix:
+        (env.dir / "calc.py").write_text(task["files"]["calc.py"])  # byte for byte: the bug is all that is left
+        env.run_tests()
+    return env
+
+
+FORGED_TASK_SEED = 2  # the bug in the second of three functions: a run that ends inside it has passed tests
+
+
+@pytest.mark.parametrize("attack", sorted(reward_hacks(code_task(random.Random(FORGED_TASK_SEED)))))
+def test_no_forged_test_run_pays_a_bug_left_in_place(attack):
+    """Each hack of `reward_hacks` with the bug left in place: paid 1.0 by the tests' own pytest run
+    (13 of the 17 checked by hand against the previous verdict), 0 by the host's."""
+    from pivotrl.lab.code_verdict import check_tests
+
+    task = code_task(random.Random(FORGED_TASK_SEED))
+    prefix, body = reward_hacks(task)[attack]
+    for restore in ((False, True) if prefix else (False,)):
+        env = play_forging_attack(task, prefix, body, restore)
+        assert env.get_reward() == 0.0, (attack, restore, check_tests(env.dir, env.tests))
+        env._cleanup()
+    assert survivors() == []
+
+
+def test_the_host_verdict_pays_the_honest_fix_in_code_and_repo_and_reads_only_the_module():
+    from pivotrl.lab.code_verdict import check_tests
+    from pivotrl.lab.domains import get_domain
+
+    task = code_task(random.Random(0))
+    name, bad, good = task["bug"]
+    env = play_forging_attack(task, "", good, restore=False)
+    assert env.get_reward() == 1.0 and "passed" in env.run_tests() and check_tests(env.dir, env.tests)[1] == "6 values as the tests expect"
+    (env.dir / "conftest.py").write_text("raise SystemExit(3)\n")  # the folder's other files play no part
+    (env.dir / "pytest.ini").write_text("[pytest]\naddopts = -x --bogus\n")
+    assert env.get_reward() == 1.0
+    (env.dir / "calc.py").unlink()
+    (env.dir / "calc.py").symlink_to(env.dir / "conftest.py")
+    assert check_tests(env.dir, env.tests) == (False, "calc.py: missing, not a regular file, or over 1048576 bytes")
+    env._cleanup()
+    repo = get_domain("repo")
+    rtask = repo.tasks("dev", 1, seed=3)[0]
+    renv = repo.environment()
+    renv.reset(files=rtask["files"])
+    assert renv.get_reward() == 0.0 and "did not return" in check_tests(renv.dir, renv.tests)[1]
+    first_module = sorted(f for f in rtask["files"] if not f.startswith("test_"))[0]
+    renv.edit(first_module, "def ", "import _pytest.python\n_pytest.python.Function.runtest = lambda self: None\ndef ")
+    assert "passed" in renv.run_tests() and renv.get_reward() == 0.0  # the tests' own run is forged, the verdict not
+    for module, wrong, right in rtask["bugs"].values():
+        renv.edit(module, f"return {wrong}", f"return {right}")
+    assert renv.get_reward() == 1.0
+    renv._cleanup()
+
+
+# --- disk caps by descriptor, the walk's race, what the sandbox can read of the host (issue 53, 4, 7, 8) --
+def _nest(root: Path, depth: int, name: str) -> int:
+    """`depth` folders named `name`, one in the other, made by descriptor (their path may be longer
+    than the kernel resolves); the innermost's descriptor."""
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(depth):
+        os.mkdir(name, dir_fd=fd)
+        inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    return fd
+
+
+def test_the_disk_caps_count_what_lies_past_the_path_length_horizon():
+    """17 folders of 250-character names (a path past PATH_MAX) holding 40 MiB in 3,040 files: the
+    walk by path skipped them (ENAMETOOLONG) and passed caps of 8 MiB and 1,000 files."""
+    with sandbox.task_folder() as root:
+        fd = _nest(root, 17, "a" * 250)
+        for i in range(3040):
+            out = os.open(f"f{i}", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+            os.write(out, b"x" * ((40 << 20) // 3040))
+            os.close(out)
+        os.close(fd)
+        assert sandbox.over_disk_limit(root, sandbox.Limits(disk_bytes=8 << 20, disk_files=100_000))
+        assert sandbox.over_disk_limit(root, sandbox.Limits(disk_files=1000))
+        assert not sandbox.over_disk_limit(root, sandbox.Limits(disk_bytes=1 << 30, disk_files=100_000))
+        assert sum(1 for e in sandbox.scan(root) if e.st is not None and e.name.startswith("f")) == 3040
+    with sandbox.task_folder() as d:  # the same from inside the sandbox: stopped while it writes
+        r = sandbox.run_shell("n=$(printf '%0250d' 0); i=0; while [ $i -lt 17 ]; do mkdir $n && cd $n; i=$((i+1)); done; "
+                              "i=0; while [ $i -lt 3040 ]; do head -c 14000 /dev/zero > f$i; i=$((i+1)); done; echo done",
+                              d, limits=sandbox.Limits(disk_bytes=8 << 20, disk_files=1000, timeout_s=60))
+        assert r.error == "disk limit reached" and b"done" not in r.stdout
+        assert sum(1 for _ in sandbox.scan(d)) < 3040
+
+
+def test_the_terminal_cannot_hide_files_from_the_disk_caps():
+    """With the lab terminal's own commands (`mkdir`, `mv`, each path short), a file nested ever
+    deeper under 250-character names until its path passes PATH_MAX: still counted. A folder
+    already over its caps gets no further call (each call could otherwise add what one poll interval
+    lets through, and `cp -r` doubling went to 475 MiB against 256 MiB)."""
+    env = TerminalEnv()
+    env.reset(files={"big": "y" * 900_000})
+    top, spare = "b" * 250, "c" * 250
+    assert env.run(f"mkdir {top}") == env.run(f"mv big {top}/") == "(no output)"
+    for _ in range(17):
+        for command in (f"mkdir {spare}", f"mv {top} {spare}/", f"mv {spare} {top}"):
+            assert env.run(command) == "(no output)", command
+    deepest = max(len(e.rel) for e in sandbox.scan(env.dir))
+    assert deepest > 4096 and any(e.name == "big" for e in sandbox.scan(env.dir))
+    assert sandbox.over_disk_limit(env.dir, sandbox.Limits(disk_bytes=512 << 10))
+    r = sandbox.run(["true"], env.dir, limits=sandbox.Limits(disk_bytes=512 << 10))
+    assert r.error == "disk limit reached" and r.returncode is None  # refused before it starts
+    env._cleanup()
+
+
+def test_folders_past_the_depth_bound_are_over_the_caps_and_refused():
+    with sandbox.task_folder() as root:
+        os.close(_nest(root, sandbox.Limits.disk_depth + 2, "d"))
+        assert sandbox.over_disk_limit(root, sandbox.Limits())
+        assert "nested deeper than" in sandbox.run(["true"], root).error
+        assert ("...", "truncated", b"") in sandbox.snapshot(root)
+
+
+def test_a_folder_swapped_for_a_link_while_the_walk_is_on_it_is_not_entered(host):
+    """The race of the disk check: the walk has listed `d` and is about to enter it when the sandbox
+    swaps it for a link to a host folder. It is opened with O_NOFOLLOW: nothing of the host listed."""
+    with sandbox.task_folder() as root:
+        (root / "d").mkdir()
+        (root / "d" / "inside.txt").write_text("x")
+        walk = sandbox.scan(root)
+        first = next(walk)
+        assert first.rel == "d" and first.st is not None  # yielded before it is entered
+        (root / "d" / "inside.txt").unlink()
+        (root / "d").rmdir()
+        (root / "d").symlink_to(host)
+        assert [e.rel for e in walk] == []
+        assert sandbox.snapshot(root) == [("d", "link", str(host))]
+
+
+def test_removal_is_by_descriptor_at_any_depth_and_never_through_a_link(host):
+    secret = host / "secret.txt"
+    secret.chmod(0o600)
+    with sandbox.task_folder() as root:
+        os.close(_nest(root, 3000, "a" * 200))  # 600 kB of path: past any path-based walk
+        ro = root / "ro"
+        ro.mkdir()
+        (ro / "f").write_text("x")
+        (ro / "to_host").symlink_to(host)
+        (ro / "to_secret").symlink_to(secret)
+        ro.chmod(0o500)
+        sandbox.remove_tree(root)
+        assert not root.exists()
+    assert secret.read_text() == SECRET + "\n" and secret.stat().st_mode & 0o777 == 0o600
+    assert (host / "secret.txt").exists() and os.listdir(host) == ["secret.txt"]
+
+
+def test_the_sandbox_reads_neither_the_host_load_nor_bwrap_s_command_line():
+    with sandbox.task_folder() as d:
+        r = sandbox.run_shell("cat /proc/loadavg; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done", d)
+        text = r.stdout.decode()
+        assert text.splitlines()[0] == "0.00 0.00 0.00 1/1 1"
+        assert "bwrap" not in text and "--bind" not in text and str(sandbox.session_dir()) not in text, text

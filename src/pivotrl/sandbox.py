@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -41,11 +42,13 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pivotrl.errors import DataError
 
@@ -73,6 +76,7 @@ class Limits:
     call_memory_bytes: int = 1 << 30   # memory of the whole call, /tmp and /dev/shm included (cgroup)
     disk_bytes: int = 256 << 20        # the task folder's size on disk, watched while the command runs
     disk_files: int = 20_000           # entries in the task folder, likewise
+    disk_depth: int = 128              # folders nested deeper count as over the disk limits (the walk's bound)
     command_bytes: int = 1 << 20       # the command line itself
 
 
@@ -143,15 +147,28 @@ def sandbox_available() -> bool:
 
 
 def _bwrap_args(workdir: Path, read_only: Sequence[tuple[str, str]], limits: Limits) -> list[str]:
-    # /dev is a tmpfs of half the RAM: made read-only once a size-capped /dev/shm is on it
-    args = ["--unshare-all", "--die-with-parent", "--new-session", *_root_mounts(),
-            "--proc", "/proc", "--dev", "/dev", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm",
+    # /dev is a tmpfs of half the RAM: made read-only once a size-capped /dev/shm is on it. The
+    # command is the namespace's PID 1 (`--as-pid-1`): bwrap's own process, whose command line names
+    # host paths, is not in it to be read from /proc. /proc/loadavg is the host's (not namespaced):
+    # a constant file stands in for it.
+    args = ["--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1", *_root_mounts(),
+            "--proc", "/proc", "--ro-bind", _constant_loadavg(), "/proc/loadavg", "--dev", "/dev", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm",
             "--remount-ro", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     for source, dest in read_only:
         args += ["--ro-bind", source, dest]
     # The root itself (bwrap's in-memory folder holding the mount points) read-only last.
     args += ["--bind", str(workdir), TASK_DIR, "--remount-ro", "/", "--chdir", TASK_DIR, "--clearenv"]
     return args
+
+
+def _constant_loadavg() -> str:
+    path = session_dir() / "loadavg"  # this process's folder: nothing else writes there
+    if not path.is_file():
+        tmp = path.with_name(f"loadavg.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text("0.00 0.00 0.00 1/1 1\n")
+        tmp.chmod(0o644)  # read by `nobody` when the caller is root
+        os.replace(tmp, path)  # whole, for a call on another thread
+    return str(path)
 
 
 def run(argv: Sequence[str], workdir: str | os.PathLike, *, limits: Limits = Limits(),
@@ -182,6 +199,8 @@ def run(argv: Sequence[str], workdir: str | os.PathLike, *, limits: Limits = Lim
     refused = foreign_entry(workdir)
     if refused:
         return Result(None, error=refused)
+    if over_disk_limit(workdir, limits):  # each call may add what one poll interval lets through: none past the caps
+        return Result(None, error="disk limit reached")
     full_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": TASK_DIR, "LC_ALL": "C.UTF-8", "TMPDIR": "/tmp",
                 **(env or {})}
     setenv = [a for k, v in full_env.items() for a in ("--setenv", k, v)]
@@ -201,22 +220,21 @@ def foreign_entry(root: Path) -> str | None:
     file outside it (its other name is a host file: the sandbox would write it, and a root caller's
     hand-over to `nobody` would give it away)."""
     inside: Counter = Counter()
-    links: dict[tuple[int, int], tuple[int, Path]] = {}
-    for path in walk(root):
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
+    links: dict[tuple[int, int], tuple[int, str]] = {}
+    for entry in scan(root):
+        st = entry.st
+        if st is None:
+            return f"refused: folders nested deeper than {Limits.disk_depth} levels ({entry.rel})"
         if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            return f"refused: a device node in the task folder ({path.relative_to(root)})"
+            return f"refused: a device node in the task folder ({entry.rel})"
         if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             inside[key] += 1
-            links[key] = (st.st_nlink, path)
+            links[key] = (st.st_nlink, entry.rel)
     for key, seen in inside.items():
-        total, path = links[key]
+        total, rel = links[key]
         if total > seen:
-            return f"refused: a hard link to a file outside the task folder ({path.relative_to(root)})"
+            return f"refused: a hard link to a file outside the task folder ({rel})"
     return None
 
 
@@ -369,14 +387,15 @@ def _watch(proc: subprocess.Popen, info_r: int, limits: Limits, task: Path | Non
 
 def over_disk_limit(root: Path, limits: Limits) -> bool:
     """Whether the task folder holds more than `disk_bytes` (blocks actually used: a sparse file
-    counts what it takes) or more than `disk_files` entries; stops counting once past either."""
+    counts what it takes), more than `disk_files` entries, or folders nested deeper than
+    `disk_depth`; stops counting once past any. It walks by descriptor (`scan`), so no path length
+    hides a folder, and a folder swapped for a link while it walks is never entered."""
     used = files = 0
-    for path in walk(root):
+    for entry in scan(root, limits.disk_depth):
         files += 1
-        try:
-            used += os.lstat(path).st_blocks * 512
-        except OSError:
-            continue
+        if entry.st is None:
+            return True
+        used += entry.st.st_blocks * 512
         if used > limits.disk_bytes or files > limits.disk_files:
             return True
     return False
@@ -548,28 +567,69 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def give_to_nobody(root: Path) -> None:
     """Make the task folder the sandbox uid's. lchown only: a link made inside must never
     hand its target on the host to that uid."""
-    for path in walk(root, include_root=True):
-        with contextlib.suppress(OSError):
-            os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+    with contextlib.suppress(OSError):
+        os.chown(root, NOBODY, NOBODY, follow_symlinks=False)
+    for entry in scan(root):
+        if entry.st is not None:
+            with contextlib.suppress(OSError):
+                os.chown(entry.name, NOBODY, NOBODY, dir_fd=entry.dir_fd, follow_symlinks=False)
 
 
-def walk(root: Path, include_root: bool = False) -> Iterator[Path]:
-    """Every entry under `root`, links not followed, without recursion (a model can make a
-    folder thousands of levels deep; `os.walk` and `rglob` recurse in Python 3.11)."""
-    if include_root:
-        yield root
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            path = Path(entry.path)
-            yield path
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(path)
+class Entry(NamedTuple):
+    rel: str                        # the path under the walked folder
+    st: os.stat_result | None       # its lstat; None: a folder at the depth bound, not entered
+    dir_fd: int                     # its folder's descriptor, open until the walk moves on
+    name: str                       # its name in that folder
+
+
+def scan(root: str | os.PathLike, max_depth: int = Limits.disk_depth) -> Iterator[Entry]:
+    """Every entry under `root`, walked by descriptor: each folder opened relative to its parent's
+    descriptor with O_NOFOLLOW (a folder swapped for a link meanwhile is not entered; no path is
+    ever resolved, so no length hides an entry), depth-first without recursion. A folder at depth
+    `max_depth` comes with `st=None` and is not entered (the walk holds one descriptor a level).
+    Callers act on an entry through `dir_fd` and `name`, never through a path. Not `os.fwalk`: it
+    recurses in Python 3.11 and has no depth bound."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        top = os.open(root, flags)
+    except OSError:
+        return
+    stack = [(top, "", iter(_listing(top)))]
+    try:
+        while stack:
+            fd, prefix, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                os.close(stack.pop()[0])
+                continue
+            rel = prefix + name
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                yield Entry(rel, st, fd, name)
+                continue
+            if len(stack) >= max_depth:
+                yield Entry(rel, None, fd, name)
+                continue
+            yield Entry(rel, st, fd, name)
+            try:
+                child = os.open(name, flags, dir_fd=fd)
+            except OSError:  # gone, or swapped for a link or a file since its lstat
+                continue
+            stack.append((child, rel + "/", iter(_listing(child))))
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+
+
+def _listing(fd: int) -> list[str]:
+    try:
+        with os.scandir(fd) as it:  # scandir reads a duplicate of `fd`, closed with the iterator
+            return sorted(e.name for e in it)
+    except OSError:
+        return []
 
 
 def snapshot(root: str | os.PathLike, max_file_bytes: int = 1 << 20, max_total_bytes: int = 16 << 20,
@@ -578,27 +638,28 @@ def snapshot(root: str | os.PathLike, max_file_bytes: int = 1 << 20, max_total_b
     kind and content (regular files, read through an lstat-checked descriptor), link targets
     (never followed), folders. FIFOs and devices are listed, never opened. The caller's memory is
     bounded: past `max_total_bytes` of content a file is kept as its SHA-256 (equal files still
-    compare equal), and past `max_entries` the listing ends with a `("...", "truncated", b"")` entry."""
+    compare equal), and past `max_entries` entries, or where folders nest past `Limits.disk_depth`, the
+    listing holds a `("...", "truncated", b"")` entry."""
     import hashlib
 
-    root = Path(root)
     out: list[tuple] = []
     kept = 0
-    for path in walk(root):
+    for entry in scan(root):
+        st, rel = entry.st, entry.rel
         if len(out) >= max_entries:
             out.append(("...", "truncated", b""))
             break
-        rel = str(path.relative_to(root))
-        try:
-            st = os.lstat(path)
-        except OSError:
+        if st is None:  # a folder past the depth bound: its content is not listed, and the listing says so
+            if ("...", "truncated", b"") not in out:
+                out.append(("...", "truncated", b""))
             continue
         if stat.S_ISLNK(st.st_mode):
-            out.append((rel, "link", os.readlink(path)))
+            with contextlib.suppress(OSError):
+                out.append((rel, "link", os.readlink(entry.name, dir_fd=entry.dir_fd)))
         elif stat.S_ISDIR(st.st_mode):
             out.append((rel, "dir", b""))
         elif stat.S_ISREG(st.st_mode):
-            data = read_regular(path, max_file_bytes)
+            data = read_regular(entry.name, max_file_bytes, dir_fd=entry.dir_fd)
             if data is not None and kept + len(data) > max_total_bytes:
                 data = b"sha256:" + hashlib.sha256(data).hexdigest().encode()
             kept += len(data or b"")
@@ -608,10 +669,11 @@ def snapshot(root: str | os.PathLike, max_file_bytes: int = 1 << 20, max_total_b
     return sorted(out)
 
 
-def read_regular(path: str | os.PathLike, max_bytes: int = 1 << 20) -> bytes | None:
-    """A regular file's bytes (at most `max_bytes`); None for a link, FIFO, folder or missing file."""
+def read_regular(path: str | os.PathLike, max_bytes: int = 1 << 20, dir_fd: int | None = None) -> bytes | None:
+    """A regular file's bytes (at most `max_bytes`); None for a link, FIFO, folder or missing file.
+    `dir_fd`: `path` is a name in that folder (as `scan` gives it)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:
@@ -624,10 +686,8 @@ def read_regular(path: str | os.PathLike, max_bytes: int = 1 << 20) -> bytes | N
 
 def remove_tree(path: str | os.PathLike) -> None:
     """Remove what is at `path`, which hostile code may have made: a link or any other non-folder is
-    unlinked, never followed (as root, following a link the sandbox made would act on a host file:
-    `chmod -R` changes a command-line link's target, `rmtree` refuses one); a folder is removed by
-    descriptor (`shutil.rmtree`'s fd-based walk never follows the links inside), and very deep or
-    read-only trees by coreutils, which walk any depth and do not follow links met on the way."""
+    unlinked, never followed (as root, following a link the sandbox made would act on a host file);
+    a folder is emptied by descriptor (`_empty_folder`), whatever its depth or permissions."""
     path = Path(path)
     try:
         st = os.lstat(path)
@@ -637,15 +697,74 @@ def remove_tree(path: str | os.PathLike) -> None:
         path.unlink()
         return
     try:
-        shutil.rmtree(path)
-        return
-    except (OSError, RecursionError):
-        pass
-    if not stat.S_ISDIR(os.lstat(path).st_mode):  # swapped for a link meanwhile: unlink that, nothing more
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # swapped for a link or a file since its lstat: that is unlinked, nothing more
         path.unlink()
         return
-    subprocess.run(["chmod", "-R", "u+rwx", "--", str(path)], capture_output=True, check=False)
-    subprocess.run(["rm", "-rf", "--", str(path)], capture_output=True, check=False)
+    try:
+        _empty_folder(fd)
+    finally:
+        os.close(fd)
+    path.rmdir()
+
+
+def _empty_folder(top: int) -> None:
+    """Remove everything in the folder open as `top`, by descriptor, never following a link, with
+    at most two descriptors open: each sub-folder's own sub-folders are moved up into `top` (a
+    rename within the folder), then its files unlinked and the emptied folder removed, until `top`
+    is empty. A folder made read-only inside is made writable first, through its descriptor (never
+    through a path, which a link could redirect). Not `shutil.rmtree`: it recurses, one descriptor
+    a level, and fails on a folder thousands of levels deep or without write permission."""
+    moved = 0
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    _own_folder(top)
+    while True:
+        names = _listing(top)
+        if not names:
+            return
+        progress = False
+        for name in names:
+            try:
+                st = os.stat(name, dir_fd=top, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=top)
+                progress = True
+                continue
+            try:
+                sub = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=top)
+                _own_folder(sub)
+                os.close(sub)
+                sub = os.open(name, flags, dir_fd=top)
+            except OSError:
+                continue
+            try:
+                for inner in _listing(sub):
+                    if not stat.S_ISDIR(os.stat(inner, dir_fd=sub, follow_symlinks=False).st_mode):
+                        os.unlink(inner, dir_fd=sub)
+                        continue
+                    while True:  # lifted into `top` under a fresh name: no folder is entered deeper than one level
+                        moved += 1
+                        try:
+                            os.rename(inner, f".pivotrl-rm-{moved}", src_dir_fd=sub, dst_dir_fd=top)
+                            break
+                        except OSError as exc:  # the name is taken: the next one
+                            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                                raise
+            finally:
+                os.close(sub)
+            os.rmdir(name, dir_fd=top)
+            progress = True
+        if not progress:
+            raise OSError(errno.ENOTEMPTY, "could not empty the folder")
+
+
+def _own_folder(fd: int) -> None:
+    """rwx for its owner on the folder open as `fd` (an O_PATH descriptor has no fchmod; its
+    /proc/self/fd link names the folder itself, never a path a link could redirect)."""
+    with contextlib.suppress(OSError):
+        os.chmod(f"/proc/self/fd/{fd}", stat.S_IMODE(os.fstat(fd).st_mode) | stat.S_IRWXU)
 
 
 def clear_path(root: Path, rel: str) -> Path:
@@ -766,17 +885,18 @@ def copy_into(source: str | os.PathLike, dest: Path, limits: Limits = Limits()) 
     `shutil.copytree`: it opens FIFOs (and waits on them) and follows nothing it should not."""
     source = Path(source)
     files = size = 0
-    for path in walk(source):
-        rel = path.relative_to(source)
-        st = os.lstat(path)
+    for entry in scan(source):
+        st, rel = entry.st, entry.rel
         files += 1
+        if st is None:
+            raise DataError(f"{source}: folders nested deeper than {Limits.disk_depth} levels ({rel})")
         target = dest / rel
         if stat.S_ISDIR(st.st_mode):
             target.mkdir(exist_ok=True)
         elif stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(path), target)
+            os.symlink(os.readlink(entry.name, dir_fd=entry.dir_fd), target)
         elif stat.S_ISREG(st.st_mode):
-            data = read_regular(path, limits.disk_bytes + 1)
+            data = read_regular(entry.name, limits.disk_bytes + 1, dir_fd=entry.dir_fd)
             size += len(data or b"")
             if data is None or size > limits.disk_bytes:
                 raise DataError(f"{source}: more than {limits.disk_bytes} bytes, or a file that changed while copied")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pivotrl.artifacts import iter_jsonl
+from pivotrl.artifacts import iter_jsonl, iter_parquet
 from pivotrl.data.types import Trajectory, tool_name
 from pivotrl.errors import DataError
 
@@ -85,15 +85,15 @@ def _iter_records(path: Path, format: str, skipped: Counter | None = None) -> It
     if not is_hf:
         yield from iter_jsonl(path, skipped)
         return
+    if not path.is_dir():  # a parquet file, streamed (no Arrow cache on disk)
+        yield from iter_parquet(path)
+        return
     import datasets
 
     try:
-        if path.is_dir():
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-        else:
-            ds = datasets.Dataset.from_parquet(str(path))
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise DataError(f"cannot read as a Hugging Face dataset: {exc}", file=str(path)) from None
     for i, row in enumerate(ds):

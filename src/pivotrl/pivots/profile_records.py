@@ -160,10 +160,12 @@ def iter_rows(path: Path, *, journal: bool = False, skipped: Counter | None = No
         raise DataError("file not found", file=str(path))
     if path.is_dir():
         raise DataError("is a folder; expected a profile file (.parquet or .jsonl)", file=str(path))
+    from pivotrl.artifacts import iter_jsonl, iter_parquet
+
     if path.suffix == ".parquet":
-        yield from _parquet_rows(path)
+        for where, row in iter_parquet(path):
+            yield {"record": where}, row
         return
-    from pivotrl.artifacts import iter_jsonl
 
     lines = iter_jsonl(path, skipped)
     if journal:
@@ -181,27 +183,6 @@ def _without_torn_tail(path: Path, lines):
         data = path.read_bytes()
         if data.endswith(b"\n") or exc.line != data.count(b"\n") + 1:
             raise
-
-
-def _parquet_rows(path: Path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pivotrl.artifacts import unreadable_parquet
-
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise unreadable_parquet(path, exc) from None
-    n = 0
-    for group in range(pf.num_row_groups):
-        try:
-            rows = pf.read_row_group(group).to_pylist()
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise unreadable_parquet(path, exc, f" at row group {group}") from None
-        for row in rows:
-            yield {"record": f"row {n}" + (f", row group {group}" if pf.num_row_groups > 1 else "")}, row
-            n += 1
 
 
 def read_rows(path: str | Path, convert, *, skip_invalid: bool = False, skipped: Counter | None = None,

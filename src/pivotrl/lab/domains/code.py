@@ -1,8 +1,9 @@
 """`code`: fix a planted bug in a small generated Python module until its unit tests pass (like
 SWE-Bench). Tools: view a file, edit it (replace a string), run the tests. The tests run the
 model-edited code, so pytest runs inside `pivotrl.sandbox` (only the task folder writable, this
-Python installation read-only, no network, time and memory limits). Success: the tests pass at
-the end.
+Python installation read-only, no network, time and memory limits). Success: the module gives
+every value its tests expect at the end, decided by the host (`pivotrl.lab.code_verdict`): what
+the tests' own run reports is what the agent reads, never its reward.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from pivotrl import sandbox
+from pivotrl.lab.code_verdict import check_tests, test_cases
 from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, tool_history
 
 SYSTEM = "Coding agent. Make the tests in test_calc.py pass by fixing calc.py."
@@ -122,26 +124,27 @@ def _content_key(root: Path, budget: int = 4 << 20, max_entries: int = 2_000) ->
     caller's memory stays bounded whatever the code wrote). Not the top-level `.py` files alone: a
     run that plants an ini, a plugin package or a `.pyc` and restores calc.py byte for byte would
     otherwise be served the result of a run without them, or give its result to one."""
-    import os
     import stat
 
     digest, used, entries = hashlib.sha1(), 0, 0
-    for path in sorted(sandbox.walk(root)):
+    for entry in sandbox.scan(root):
         entries += 1
-        try:
-            st = os.lstat(path)
-        except OSError:
+        st = entry.st
+        if st is None or entries > max_entries:
             return None
-        rel = str(path.relative_to(root)).encode("utf-8", "surrogateescape")
+        rel = entry.rel.encode("utf-8", "surrogateescape")
         if stat.S_ISREG(st.st_mode):
-            data = sandbox.read_regular(path, budget - used + 1)
+            data = sandbox.read_regular(entry.name, budget - used + 1, dir_fd=entry.dir_fd)
             used += len(data or b"")
             kind, body = b"f", data or b""
         elif stat.S_ISLNK(st.st_mode):
-            kind, body = b"l", os.readlink(path).encode("utf-8", "surrogateescape")
+            try:
+                kind, body = b"l", os.readlink(entry.name, dir_fd=entry.dir_fd).encode("utf-8", "surrogateescape")
+            except OSError:
+                return None
         else:
             kind, body = (b"d" if stat.S_ISDIR(st.st_mode) else b"s"), b""
-        if used > budget or entries > max_entries:
+        if used > budget:
             return None
         digest.update(rel + b"\0" + kind + b"\0" + str(len(body)).encode() + b"\0" + body)
     return digest.hexdigest()
@@ -156,6 +159,8 @@ class CodeEnv:
         self.dir = sandbox.new_task_folder("pivotrl-code-")
         sandbox.write_files(self.dir, files or {})
         self.tests = {k: v for k, v in (files or {}).items() if Path(k).name.startswith("test_")}
+        if self.tests:
+            test_cases(self.tests)  # tests the host cannot check are refused here, naming file and line
         return None
 
     def view(self, path: str) -> str:
@@ -202,7 +207,8 @@ class CodeEnv:
         return [entry for entry in sandbox.snapshot(self.dir) if entry[1] != "dir"]
 
     def get_reward(self) -> float:
-        return 1.0 if run_pytest(self.dir, tests=self.tests)[0] else 0.0
+        """1.0 when the modules give every value the tests expect, checked outside the task's process."""
+        return 1.0 if self.tests and check_tests(self.dir, self.tests)[0] else 0.0
 
     def _cleanup(self):
         if getattr(self, "dir", None):
