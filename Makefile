@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install sandbox demo test clean
+.PHONY: install sandbox demo test docs clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned to the CPU build on this disk: a bare `torch` pulls a multi-GB CUDA build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test,lab]"
+	$(BIN)/pip install -q -e ".[test,lab,docs]"
 	touch $(STAMP)
 
 install: $(STAMP) sandbox
@@ -24,12 +24,16 @@ sandbox:
 	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }; }; } || \
 	  echo "warning: bubblewrap (bwrap) is missing and could not be installed: run 'sudo apt-get install bubblewrap'; the lab's terminal and code domains and executing verifiers need it"
 
-# The lab's comparison at demo size (SFT and PivotRL from the bundled base; under 10 minutes on 2 cores).
+# The lab's comparison at demo size (SFT and PivotRL from the bundled base).
 demo: $(STAMP) sandbox
 	$(BIN)/pivotrl lab run --preset demo -o runs/lab-demo
 
 test: $(STAMP) sandbox
 	$(BIN)/python -m pytest -q
 
+# The documentation site into site/ (strict: a broken link or anchor, or a moved evidence file, fails it).
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache

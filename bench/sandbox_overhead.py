@@ -1,6 +1,8 @@
 """What the sandbox costs per call: median wall-clock of the same command run directly (a plain
 subprocess, no confinement) and inside `pivotrl.sandbox` (bubblewrap), for a trivial command, a
-lab terminal command through the restricted shell, and the code domain's pytest run.
+lab terminal command through the restricted shell, the code domain's pytest run (what its agent
+reads), and its reward check (`pivotrl.lab.code_verdict`: the module's values, compared by the
+host; the sandboxed side includes copying the module to a fresh folder).
 
     python bench/sandbox_overhead.py [--repeats 50] [-o bench/results/sandbox_overhead.json]
 """
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 from pivotrl import sandbox
+from pivotrl.lab import code_verdict
 from pivotrl.lab.domains.code import _sample as code_task
 from pivotrl.lab.restricted_shell import RestrictedShell
 
@@ -60,6 +63,18 @@ def main() -> None:
         rows["code (pytest)"] = (median_ms(direct(PYTEST, d, PYTEST_ENV), n),
                                  median_ms(lambda: sandbox.run(PYTEST, d, env=PYTEST_ENV,
                                                                read_only=sandbox.python_paths()), n))
+        tests = {"test_calc.py": (d / "test_calc.py").read_text()}
+        cases = code_verdict.test_cases(tests)
+        calls = json.dumps([["calc", str(d / "calc.py"), c.function, list(c.args)] for c in cases]) + "\n"
+        harness = [sys.executable, "-I", "-B", "-c", code_verdict.HARNESS]
+
+        def checked():
+            code_verdict._MEMO.clear()  # every call measured, none served from the memo
+            return code_verdict.check_tests(d, tests)
+
+        rows["code verdict (host check)"] = (
+            median_ms(lambda: subprocess.run(harness, cwd=d, input=calls.encode(), capture_output=True), args.repeats),
+            median_ms(checked, args.repeats))
     result = {"repeats": args.repeats, "unit": "ms, median wall-clock per call",
               "cases": {k: {"direct_ms": a, "sandbox_ms": b, "overhead_ms": round(b - a, 2)} for k, (a, b) in rows.items()},
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
@@ -68,7 +83,7 @@ def main() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     for k, v in result["cases"].items():
-        print(f"{k:24s} direct {v['direct_ms']:8.2f} ms   sandbox {v['sandbox_ms']:8.2f} ms   (+{v['overhead_ms']:.2f})")
+        print(f"{k:27s} direct {v['direct_ms']:8.2f} ms   sandbox {v['sandbox_ms']:8.2f} ms   (+{v['overhead_ms']:.2f})")
 
 
 if __name__ == "__main__":

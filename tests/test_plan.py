@@ -92,8 +92,10 @@ def test_trls_chunked_lm_head_never_builds_the_logits():
 
 
 def readme_gpu_launches():
-    """Every `train` command of the README's GPU section: (text, plan flags, GPUs, sharding)."""
-    section = ROOT.joinpath("README.md").read_text().split("## Train a real model")[1].split("\n## ")[0]
+    """Every `train` command of the README's GPU section and of the training guide: (text, plan flags,
+    GPUs, sharding)."""
+    section = ROOT.joinpath("README.md").read_text().split("## Your model on one GPU and on eight")[1].split("\n## ")[0]
+    section += ROOT.joinpath("docs", "guides", "training.md").read_text()
     commands = re.sub(r"\\\n\s*", " ", section).splitlines()
     out = []
     for line in commands:

@@ -195,7 +195,7 @@ def test_the_readme_states_the_schema_the_reader_checks():
 
     from pivotrl.pivots.profile_records import schema_table
 
-    assert schema_table() in (Path(__file__).parents[1] / "README.md").read_text()
+    assert schema_table() in (Path(__file__).parents[1] / "docs" / "guides" / "data.md").read_text()
 
 
 def test_an_integer_too_long_to_parse_is_a_line_error_not_a_traceback(monkeypatch, capsys, tmp_path, good):

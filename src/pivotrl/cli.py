@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from pivotrl.console import console, rows_table
+from pivotrl.console import add_examples, console, rows_table
 from pivotrl.errors import DataError
 
 # Plain help (no rich panels): the panels print a `<bool>` type beside every flag, --help included.
@@ -511,11 +511,20 @@ def _config_from_cli(cls, config: Optional[Path], extra: list[str], positional: 
     return cfg
 
 
-def _keys_help(options, trl_config: str) -> str:
-    import dataclasses
+TRL_DOCS = {"GRPOConfig": "https://huggingface.co/docs/trl/grpo_trainer#trl.GRPOConfig",
+            "SFTConfig": "https://huggingface.co/docs/trl/sft_trainer#trl.SFTConfig"}
+FLAG_STYLE = ("Config keys are flags too, spelt --key_name or --key-name alike (flags override the YAML file); "
+              "dicts take JSON.")
 
-    return (f"Keys (YAML, or flags --key value): every field of TRL's {trl_config} (see TRL's documentation), "
-            "and " + ", ".join(f.name for f in dataclasses.fields(options)) + ".")
+
+def _keys_help(options, trl_config: str | None = None) -> str:
+    from pivotrl.config_fields import field_docs, help_block
+
+    text = f"{FLAG_STYLE}\n\npivotrl's keys:\n\n{help_block(field_docs(options))}"
+    if trl_config:
+        text += (f"\n\nTRL's keys: every field of {trl_config} ({TRL_DOCS[trl_config]}); the recipe's defaults where "
+                 "they differ from TRL's are in the docs' config reference.")
+    return text
 
 
 def _end_run(summary: str) -> None:
@@ -558,17 +567,37 @@ def e2e(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="YA
              f"{result['output_dir']}/final, ledger {result['ledger']}")
 
 
-def _add_keys_help():
-    import dataclasses
+# One example per command, shown at the end of its --help (a test checks every command has one).
+EXAMPLES = {
+    "extract": "pivotrl extract trajectories.jsonl -o states.jsonl --skip-invalid",
+    "verify": "pivotrl verify pairs.jsonl --verifier tool_call --by label",
+    "info": "pivotrl info profile.parquet",
+    "convert": "pivotrl convert states.jsonl rows.jsonl --to gym",
+    "profile": "pivotrl profile states.jsonl --model Qwen/Qwen3-0.6B --k 8 --verifier tool_call -o profile.parquet",
+    "select": "pivotrl select profile.parquet -o pivots.jsonl --lambda-diff 0.75",
+    "report": "pivotrl report profile.parquet -o report/",
+    "train": "pivotrl train --config configs/pivotrl.yaml --model Qwen/Qwen3-0.6B --pivots pivots.jsonl "
+             "--output_dir runs/pivotrl",
+    "sft": "pivotrl sft --config configs/sft.yaml --model Qwen/Qwen3-0.6B --heldout states.jsonl.heldout.json "
+           "--output_dir runs/sft",
+    "e2e": "pivotrl e2e --config configs/e2e.yaml --model Qwen/Qwen3-0.6B --output_dir runs/e2e",
+    "plan": "pivotrl plan --config configs/pivotrl.yaml --model Qwen/Qwen3-8B --devices 8 --sharding zero3 "
+            "--max_prompt_length 2048 --max_completion_length 1024 --use_vllm true --vllm_gpu_memory_utilization 0.3",
+    "eval": "pivotrl eval --model runs/pivotrl/final --states states.jsonl.heldout.states.jsonl -o eval.json",
+    "compare": "pivotrl compare runs/pivotrl runs/sft --metric eval_accuracy -o compare.png",
+    "verifiers": "pivotrl verifiers",
+    "demo": "pivotrl demo --n 40",
+}
 
+
+def _add_keys_help():
     from pivotrl.pivots.profile import ProfileConfig
     from pivotrl.train.options import E2EOptions, PivotRLOptions, SFTOptions
 
     for fn, cls, trl_config in ((train, PivotRLOptions, "GRPOConfig"), (sft, SFTOptions, "SFTConfig"),
                                 (e2e, E2EOptions, "GRPOConfig")):
         fn.__doc__ = f"{fn.__doc__}\n\n{_keys_help(cls, trl_config)}"
-    profile.__doc__ = (f"{profile.__doc__}\n\nKeys (YAML, or flags --key value): "
-                       + ", ".join(f.name for f in dataclasses.fields(ProfileConfig)) + ".")
+    profile.__doc__ = f"{profile.__doc__}\n\n{_keys_help(ProfileConfig)}"
 
 
 @app.command(context_settings=_TRAIN_CTX)
@@ -584,8 +613,7 @@ def plan(ctx: typer.Context, config: Optional[Path] = typer.Option(None, help="T
     optimizer, activations, TRL's chunked LM head, generation), from the model's config and a train
     config, before any launch; exit 1, with the nearest recipe that fits, if it does not.
 
-    Example: pivotrl plan --config configs/pivotrl.yaml --model Qwen/Qwen3-8B --devices 8 --sharding zero3
-    --max_prompt_length 2048 --max_completion_length 1024 --use_vllm true --vllm_gpu_memory_utilization 0.3"""
+    Every key of the train config is a flag too (--key_name or --key-name)."""
     from pivotrl.train.pivotrl_trainer import PivotRLConfig
     from pivotrl.train.plan import GiB, nearest_fit, recipe_for
 
@@ -717,6 +745,7 @@ def demo(n: int = typer.Option(40, help="Sample trajectories to generate."),
 
 
 _add_keys_help()
+add_examples(app, EXAMPLES)
 
 # The bundled lab's commands live in their own module (its imports stay inside its commands).
 from pivotrl.lab.cli import app as lab_app  # noqa: E402

@@ -3,10 +3,22 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+
+def _width() -> int | None:
+    """The terminal's width; off a terminal (a log file, CI) rich would use 80 columns and wrap every
+    table into unreadable lines: wide enough for the widest table instead (COLUMNS still wins)."""
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return None
+    return 240
+
+
+console = Console(width=_width())
 
 
 def rows_table(title: str, rows, columns=("", "count")) -> Table:
@@ -17,3 +29,11 @@ def rows_table(title: str, rows, columns=("", "count")) -> Table:
     for r in rows:
         t.add_row(*[str(x) for x in r])
     return t
+
+
+def add_examples(typer_app, examples: dict) -> None:
+    """Each command's example (`examples[name]`) appended to its --help, printed as written (`\\b`)."""
+    for info in typer_app.registered_commands:
+        name = info.name or info.callback.__name__.replace("_", "-")
+        if name in examples:
+            info.callback.__doc__ = f"{(info.callback.__doc__ or '').rstrip()}\n\nExample:\n\n\b\n  {examples[name]}"

@@ -63,17 +63,21 @@ def heldout_states_path(data: str | Path) -> Path:
 
 
 def resolve_states(explicit: str | None, data: str | Path | None, held: set[str], fallback: list,
-                   fallback_note: str = "") -> tuple[list, str]:
+                   fallback_note: str = "", heldout: str | None = None) -> tuple[list, str]:
     """(held-out states, where they came from): `explicit`, else those of the `held` trajectories in
-    the file beside `data`, else `fallback`. The caller keeps their trajectories out of training,
+    the file beside `data`, or beside the split file `heldout` (`X.heldout.json` -> `X.heldout.states.jsonl`,
+    as `extract` writes them), else `fallback`. The caller keeps their trajectories out of training,
     then samples."""
     from pivotrl.pivots.load import load_states
 
+    beside = [heldout_states_path(data)] if data is not None else []
+    if heldout and str(heldout).endswith(".heldout.json"):
+        beside.append(heldout_states_path(str(heldout)[:-len(".heldout.json")]))
+    found = next((p for p in beside if p.exists()), None)
     if explicit:
         states, source = load_states(explicit), str(explicit)
-    elif data is not None and heldout_states_path(data).exists():
-        states = [s for s in load_states(heldout_states_path(data)) if s.trajectory_id in held]
-        source = str(heldout_states_path(data))
+    elif found is not None:
+        states, source = [s for s in load_states(found) if s.trajectory_id in held], str(found)
     else:
         states, source = list(fallback), fallback_note
     return states, source

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from pivotrl.console import add_examples
 from pivotrl.errors import DataError
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -88,10 +89,13 @@ def lab_run(
     preset: str = typer.Option("demo", help="demo (SFT and PivotRL, under 10 minutes on 2 cores), paper (the paper's protocol, one "
                                         "domain at a time with --domain: 5 seeds, sweeps, patience; hours a domain), full (6 arms, "
                                         "a learning-rate sweep on dev, 3 seeds; hours: start it twice for two workers), tiny (tests)."),
-    output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="Results folder; rerun to resume."),
+    output: Path = typer.Option(Path("runs/lab"), "-o", "--output", help="Results folder; rerun to resume."),
     model: Optional[str] = typer.Option(None, help="Base model (default: the bundled one)."),
     domain: Optional[str] = typer.Option(None, help="Train and evaluate on this domain alone (the paper trains "
                                                     "one model per domain; repo is the long-horizon one)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder that holds committed "
+                                                               "files (results/...): to resume or extend a run "
+                                                               "whose stage files are committed."),
 ):
     """The paper's comparison: SFT, PivotRL, E2E RL and the ablations from one base model.
 
@@ -104,6 +108,10 @@ def lab_run(
 
     if preset not in PRESETS:
         raise DataError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    committed = committed_files(output)
+    if committed and not overwrite:
+        raise DataError(f"{output} holds {committed} files committed to git (results kept with the repository): "
+                        "give another -o, or --overwrite to resume or extend that run there")
     import warnings
 
     from transformers.utils import logging as hf_logging
@@ -132,6 +140,19 @@ def lab_run(
     console.print(f"this invocation {results['seconds_this_invocation'] / 60:.1f} min", soft_wrap=True)
 
 
+def committed_files(folder: Path) -> int:
+    """How many files under `folder` git tracks (0 outside a repository or without git)."""
+    import subprocess
+
+    if not folder.is_dir():
+        return 0
+    try:
+        res = subprocess.run(["git", "ls-files", "--", "."], cwd=folder, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return len(res.stdout.splitlines()) if res.returncode == 0 else 0
+
+
 def print_report(results: dict, preset: str, output: Path) -> None:
     from pivotrl.console import console
     from pivotrl.lab.report import claims_table, markdown_table
@@ -150,7 +171,7 @@ def print_report(results: dict, preset: str, output: Path) -> None:
 @app.command("report")
 def lab_report(
     preset: str = typer.Option("full", help="The preset the run uses."),
-    output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="The run's results folder."),
+    output: Path = typer.Option(Path("runs/lab"), "-o", "--output", help="The run's results folder."),
     domain: Optional[str] = typer.Option(None, help="The run's one domain, if it was given one."),
 ):
     """The report of a run still going or stopped: the arms whose every seed is evaluated (the others named)."""
@@ -169,7 +190,7 @@ def lab_report(
 def lab_claims(
     runs: list[Path] = typer.Argument(..., help="One-domain run folders (`lab run --domain NAME -o DIR`), each with "
                                                 "its results.json (`lab run` or `lab report` writes it)."),
-    output: Path = typer.Option(Path("results/lab"), "-o", "--output", help="Where claims.json and claims.md go."),
+    output: Path = typer.Option(Path("runs/lab"), "-o", "--output", help="Where claims.json and claims.md go."),
 ):
     """The registered claims over the per-domain runs (README, "Claims registered"): per seed, the mean
     over domains of each domain's paired difference, with its 95% interval over seeds and verdict."""
@@ -426,3 +447,18 @@ def lab_base_path():
     from pivotrl.lab import BASE_MODEL
 
     console.print(str(BASE_MODEL))
+
+
+EXAMPLES = {
+    "generate": "pivotrl lab generate --domain code --train 20 -o lab_data",
+    "eval": "pivotrl lab eval --model $(pivotrl lab base-path) --tasks 20 --ood 10 -o base_eval.json",
+    "run": "OMP_NUM_THREADS=1 pivotrl lab run --preset demo -o runs/lab-demo",
+    "report": "pivotrl lab report --preset demo -o runs/lab-demo",
+    "claims": "pivotrl lab claims results/lab/search results/lab/code -o runs/lab",
+    "audit": "pivotrl lab audit --trajectories 50 --k 4 -o runs/lab/audit",
+    "gate": "pivotrl lab gate --model results/pretrain/phase4-step300 --domain code -o runs/lab/gate_code.json",
+    "bases": "pivotrl lab bases results/gate/phase2_step200.json results/gate/phase2_step400.json -o runs/lab/bases.json",
+    "pretrain": "pivotrl lab pretrain --steps 200 -o runs/lab/pretrain",
+    "base-path": "pivotrl lab base-path",
+}
+add_examples(app, EXAMPLES)

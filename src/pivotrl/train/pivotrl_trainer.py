@@ -168,7 +168,7 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
         train_states, held_pivots = split_states(states, held)
         eval_states, source = resolve_states(
             cfg.eval_states, cfg.pivots, held, held_pivots, "the held-out pivots only: keep the STATES.heldout.states.jsonl "
-            "of `pivotrl extract` beside the pivots to evaluate on every held-out state")
+            "of `pivotrl extract` beside the pivots to evaluate on every held-out state", heldout=cfg.heldout)
         evaluated = {s.trajectory_id for s in eval_states}  # what is evaluated is never trained on
         train_states = [s for s in train_states if s.trajectory_id not in evaluated]
         if not train_states:

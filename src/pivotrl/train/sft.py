@@ -72,10 +72,9 @@ def train_sft(cfg: SFTRunConfig, trajectories=None, eval_states=None, extra_call
         # The same held-out trajectories as PivotRL's (one split file), so both evaluate alike.
         held = resolve_heldout(cfg.heldout, cfg.trajectories, (t.id for t in trajectories),
                                fraction=cfg.eval_fraction, seed=cfg.seed, run_dir=out if is_main_process() else None)
-        states_file = str(cfg.heldout)[:-len(".heldout.json")] if str(cfg.heldout).endswith(".heldout.json") else None
         eval_states, source = resolve_states(
-            cfg.eval_states, states_file, held, [s for s in extract_states(trajectories) if s.trajectory_id in held],
-            "the held-out trajectories' states")
+            cfg.eval_states, None, held, [s for s in extract_states(trajectories) if s.trajectory_id in held],
+            "the held-out trajectories' states", heldout=cfg.heldout)
         dropped = held | {s.trajectory_id for s in eval_states}  # what is evaluated is never trained on
         trajectories = [t for t in trajectories if t.id not in dropped]
     eval_states = sample_eval(eval_states or [], cfg.eval_max_states, cfg.seed)

@@ -1,0 +1,105 @@
+"""Write the result tables of the README and the docs from the result files, so no figure is typed.
+
+Each table sits between `<!-- generated: NAME ... -->` and `<!-- end: NAME -->` in a Markdown file;
+this script rewrites what is between them from the JSON it names:
+
+- `lab-claims`: the lab's registered claims and verdicts (`results/lab/claims.json`, written by
+  `pivotrl lab claims`);
+- `parity`: agreement with NeMo Gym's own server code (`bench/results/nemo_gym_parity.json`,
+  written by `bench/nemo_gym_parity.py`);
+- `performance`: the CPU benchmarks (`bench/results/*.json`).
+
+    python scripts/results_tables.py            # rewrite the tables in place
+    python scripts/results_tables.py --check    # exit 1 naming each table that differs (the tests run this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ("README.md", "docs/guides/verifiers.md", "docs/guides/performance.md", "docs/lab.md")
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+)[^>]*-->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
+
+
+def _read(path: str) -> dict:
+    return json.loads((ROOT / path).read_text())
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def lab_claims() -> str:
+    claims = _read("results/lab/claims.json")["claims"]
+    rows = ["| claim | domains | difference, points [95% CI over seeds] | verdict |", "| --- | --- | --- | --- |"]
+    for entry in claims.values():
+        seeds = entry.get("seeds")
+        diff = (f"{_points(seeds['mean'])} [{_points(seeds['low'])}, {_points(seeds['high'])}], {seeds['n']} seeds"
+                if seeds else "-")
+        rows.append(f"| {entry['claim']} | {', '.join(entry['domains'])} | {diff} | {entry['verdict']} |")
+    return "\n".join(rows)
+
+
+def parity() -> str:
+    path = ROOT / "bench/results/nemo_gym_parity.json"
+    if not path.exists():
+        return "Not measured in this repository yet: run `bench/nemo_gym_parity.py` against a NeMo Gym checkout."
+    data = json.loads(path.read_text())
+    rows = [f"NeMo Gym commit `{data['gym_commit'][:9]}`, seeds {', '.join(map(str, data['seeds']))}:", "",
+            "| verifier | mode | cases | rewards agree | failure codes agree |", "| --- | --- | ---: | ---: | ---: |"]
+    for r in data["modes"]:
+        rows.append(f"| `{r['verifier']}` | {r['mode']} | {r['cases']:,} | {100 * r['rewards_agree'] / r['cases']:.2f}% "
+                    f"| {100 * r['codes_agree'] / r['cases']:.2f}% |")
+    return "\n".join(rows)
+
+
+def performance() -> str:
+    prof = _read("bench/results/profile_throughput.json")
+    grpo = _read("bench/results/long_context_grpo.json")["speedup_vs_trl"]
+    box = _read("bench/results/sandbox_overhead.json")["cases"]
+    a, c = prof["a_per_sample"]["samples_per_s"], prof["c_batched"]["samples_per_s"]
+    return "\n".join([
+        "| what | measured | source |", "| --- | --- | --- |",
+        f"| profiling, transformers backend, batched with one prefill per prompt | {c:.1f} samples/s, {c / a:.1f}x "
+        f"one `generate` per sample ({a:.1f}) | `bench/results/profile_throughput.json` |",
+        f"| a GRPO step at ~4k-token contexts, K=8 (`share_prefill` + `group_micro_batches`) | "
+        f"{grpo['4096:8']['shared_prefill+grouped']:.2f}x TRL's steps/s (K=16: {grpo['4096:16']['shared_prefill+grouped']:.2f}x) "
+        "| `bench/results/long_context_grpo.json` |",
+        f"| the sandbox, per call (trivial command; the code domain's reward check) | "
+        f"+{box['trivial (true)']['overhead_ms']:.1f} ms; {box['code verdict (host check)']['sandbox_ms']:.0f} ms in all "
+        "| `bench/results/sandbox_overhead.json` |"])
+
+
+TABLES = {"lab-claims": lab_claims, "parity": parity, "performance": performance}
+
+
+def render(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + TABLES[m.group("name")]() + "\n" + m.group(4), text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="Exit 1 where a committed table differs from its files.")
+    args = ap.parse_args()
+    stale = []
+    for name in FILES:
+        path = ROOT / name
+        text = path.read_text()
+        new = render(text)
+        if new != text:
+            stale.append(name)
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print("tables that differ from their result files (run python scripts/results_tables.py): " + ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
