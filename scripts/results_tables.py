@@ -7,7 +7,8 @@ this script rewrites what is between them from the JSON it names:
   `pivotrl lab claims`);
 - `parity`: agreement with NeMo Gym's own server code (`bench/results/nemo_gym_parity.json`,
   written by `bench/nemo_gym_parity.py`);
-- `performance`: the CPU benchmarks (`bench/results/*.json`).
+- `performance`: the CPU benchmarks (`bench/results/*.json`);
+- `sandbox-overhead`: what the sandbox costs per call (`bench/results/sandbox_overhead.json`).
 
     python scripts/results_tables.py            # rewrite the tables in place
     python scripts/results_tables.py --check    # exit 1 naming each table that differs (the tests run this)
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("README.md", "docs/guides/verifiers.md", "docs/guides/performance.md", "docs/lab.md")
+FILES = ("README.md", "docs/guides/verifiers.md", "docs/guides/performance.md", "docs/guides/security.md", "docs/lab.md")
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+)[^>]*-->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
 
 
@@ -55,6 +56,9 @@ def parity() -> str:
     for r in data["modes"]:
         rows.append(f"| `{r['verifier']}` | {r['mode']} | {r['cases']:,} | {100 * r['rewards_agree'] / r['cases']:.2f}% "
                     f"| {100 * r['codes_agree'] / r['cases']:.2f}% |")
+    pub = data.get("published_rollouts")
+    if pub:
+        rows += ["", f"NeMo Gym's published example rollouts: {pub['agree']} of {pub['rollouts']} rewarded as recorded."]
     return "\n".join(rows)
 
 
@@ -75,7 +79,16 @@ def performance() -> str:
         "| `bench/results/sandbox_overhead.json` |"])
 
 
-TABLES = {"lab-claims": lab_claims, "parity": parity, "performance": performance}
+def sandbox_overhead() -> str:
+    data = _read("bench/results/sandbox_overhead.json")
+    rows = ["| call | direct (ms) | sandboxed (ms) | overhead (ms) |", "| --- | ---: | ---: | ---: |"]
+    for name, c in data["cases"].items():
+        cell = name.replace("|", "\\|")  # a pipe inside a cell ends it
+        rows.append(f"| {cell} | {c['direct_ms']:.1f} | {c['sandbox_ms']:.1f} | +{c['overhead_ms']:.1f} |")
+    return "\n".join(rows)
+
+
+TABLES = {"lab-claims": lab_claims, "parity": parity, "performance": performance, "sandbox-overhead": sandbox_overhead}
 
 
 def render(text: str) -> str:

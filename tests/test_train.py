@@ -970,3 +970,20 @@ def test_the_shared_prompt_loss_is_taken_only_in_one_process_on_a_plain_module()
     for kind in (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
         assert not shared_prompt_applies(SimpleNamespace(distributed_type=kind, num_processes=1), module), kind
     assert not shared_prompt_applies(SimpleNamespace(distributed_type=DistributedType.NO, num_processes=2), module)
+
+
+def test_a_split_file_given_as_heldout_finds_the_states_extract_wrote_beside_it(tmp_path):
+    """`--heldout X.heldout.json` (the split `extract` wrote) evaluates on `X.heldout.states.jsonl`
+    beside it, wherever the training data lives; it warned and evaluated nothing before."""
+    from pivotrl.data.sample import generate_sample_trajectories
+    from pivotrl.eval.heldout import resolve_states
+    from pivotrl.pivots.state import write_states
+
+    states = extract_states(generate_sample_trajectories(6, seed=0))
+    held = {states[0].trajectory_id}
+    write_states(tmp_path / "x.jsonl.heldout.states.jsonl", states)
+    found, source = resolve_states(None, tmp_path / "elsewhere" / "pivots.jsonl", held, [], "none",
+                                   heldout=str(tmp_path / "x.jsonl.heldout.json"))
+    assert source == str(tmp_path / "x.jsonl.heldout.states.jsonl")
+    assert found and {s.trajectory_id for s in found} == held
+    assert resolve_states(None, tmp_path / "elsewhere" / "pivots.jsonl", held, [], "none") == ([], "none")

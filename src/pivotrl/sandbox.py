@@ -23,7 +23,7 @@ Linux namespaces through bubblewrap (`bwrap`, the sandbox Flatpak uses):
 
 Where `bwrap` is missing or cannot create namespaces, `SandboxUnavailable` says how to fix it;
 there is no fallback to running unconfined. Nothing here raises on what the command does: a
-refusal, a timeout or a crash inside is a `Result`. See the README's "Security model".
+refusal, a timeout or a crash inside is a `Result`. See docs/guides/security.md.
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def lab_claims(
                                                 "its results.json (`lab run` or `lab report` writes it)."),
     output: Path = typer.Option(Path("runs/lab"), "-o", "--output", help="Where claims.json and claims.md go."),
 ):
-    """The registered claims over the per-domain runs (README, "Claims registered"): per seed, the mean
+    """The registered claims over the per-domain runs (results/lab/README.md, "Claims registered"): per seed, the mean
     over domains of each domain's paired difference, with its 95% interval over seeds and verdict."""
     from pivotrl.artifacts import atomic_open
     from pivotrl.console import console
@@ -304,7 +304,7 @@ def lab_bases(
     gates: list[Path] = typer.Argument(..., help="Gate results (`pivotrl lab gate -o`), in training order."),
     output: Path = typer.Option(Path("runs/lab/bases.json"), "-o", "--output"),
 ):
-    """The gate per domain (README "A base per domain"): each domain's base is the earliest checkpoint
+    """The gate per domain (results/pretrain/README.md, "A base per domain"): each domain's base is the earliest checkpoint
     whose criteria for that domain all hold; the criteria across domains then apply to the chosen set.
     Exit 1 when a domain has no base or the set fails."""
     from pivotrl.artifacts import atomic_open

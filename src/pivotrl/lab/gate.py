@@ -16,7 +16,7 @@ uninformative. The gate asks, per domain of the lab:
 - pivots: 15-35% of all candidate states.
 
 A base that fails the gate is not used for the lab's comparison. The numbers are the ones registered
-in the README before any run; changing one needs a stated reason, before results exist.
+in results/pretrain/README.md before any run; changing one needs a stated reason, before results exist.
 
 The comparison trains one model per domain, as the paper does, so the gate also chooses a base per
 domain (`choose_domain_bases`, `pivotrl lab bases`): the earliest checkpoint that holds every

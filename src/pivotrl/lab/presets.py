@@ -76,7 +76,7 @@ PRESETS = {
     # The paper's protocol (issue 24), registered before its runs, on a base that passes the regime
     # gate: one model per domain (`lab run --preset paper --domain NAME`), SFT and PivotRL on the same
     # trajectories, each swept over three learning rates on dev (seed 0) and kept at its best dev
-    # checkpoint, then 5 seeds (the power estimate in the README); SFT then PivotRL; generous caps with
+    # checkpoint, then 5 seeds (the power estimate in results/lab/README.md); SFT then PivotRL; generous caps with
     # patience (an arm stops after 4 dev evaluations without a new best), PivotRL on the fast GRPO
     # path; the filter and exact-match ablations on tooluse; E2E RL on the long-horizon repo domain,
     # with dev sets large enough that three standard errors are ~15 points at 20% success.
@@ -95,7 +95,7 @@ PRESETS = {
                    eval=EvalConfig(tasks_per_domain=200, ood_per_task=50, variant_tasks=100, next_action_states=50)),
     # SFT and PivotRL at the learning rates the full preset's sweeps chose, for 90 s each: enough for
     # the effect the full results show beyond noise at this size (SFT loses out-of-domain skills that
-    # PivotRL keeps), measured on 100 OOD items; in-domain differences are noise at this size (README).
+    # PivotRL keeps), measured on 100 OOD items; in-domain differences are noise at this size (docs/lab.md).
     # 24 dev episodes cannot tell checkpoints one episode apart: the later one is kept.
     "demo": Preset("demo", seeds=[0], arms=("sft", "pivotrl"),
                    trajectories={"tooluse": 40, "terminal": 40, "search": 40, "code": 20}, profile_k=4,

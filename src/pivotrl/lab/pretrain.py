@@ -146,7 +146,7 @@ def lookup_drills(model_dir: str, n: int = 20, seed: str = "lookup-drills") -> d
     """Greedy on `n` fresh `keyed` documents that read a value (a seed no pretraining draws with):
     how many `cat` the asked file after its listing (the call exactly), and how many answer the
     asked key's value from the lines `cat` printed (as the terminal's reward reads an answer). The
-    terminal's lookup, a routine turn of the gate that no phase has taught (README)."""
+    terminal's lookup, a routine turn of the gate that no phase has taught (results/pretrain/README.md)."""
     rng, docs = random.Random(seed), []
     while len(docs) < n:
         messages, tools = keyed_doc(rng)

@@ -417,22 +417,33 @@ def plot_results(results: dict, out: Path) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    claims = results.get("claims") or {}
+
+    def bar(arm: str, key: str, centre: float):
+        """The 95% interval the verdicts are judged on (over seeds; with one seed, over test items)
+        as error-bar lengths around the point, where the report computed one."""
+        res = claims.get(f"{arm}_vs_base_{key}") or {}
+        iv = res.get("seeds") if len(res.get("per_seed") or []) > 1 else res.get("tasks")
+        if not iv or iv.get("low") is None:
+            return None
+        return [[max(0.0, centre - 100 * iv["low"])], [max(0.0, 100 * iv["high"] - centre)]]
+
     for arm in ARMS:
         if arm in t and t[arm]["ood_delta"] is not None:
-            ax.scatter(100 * t[arm]["in_domain_delta"], 100 * t[arm]["ood_delta"], s=60)
-            ax.annotate(LABELS[arm], (100 * t[arm]["in_domain_delta"], 100 * t[arm]["ood_delta"]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
+            x, y = 100 * t[arm]["in_domain_delta"], 100 * t[arm]["ood_delta"]
+            ax.errorbar([x], [y], xerr=bar(arm, "in_domain", x), yerr=bar(arm, "ood", y), fmt="o", ms=7, capsize=3)
+            ax.annotate(LABELS[arm], (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
     ax.axhline(0, color="grey", lw=1)
     ax.axvline(0, color="grey", lw=1)
     ax.set(xlabel="in-domain change vs base (points)", ylabel="OOD reasoning change vs base (points)",
-           title="Gains in-domain vs skills kept out of domain")
+           title="Gains in-domain vs skills kept out of domain\n(bars: 95% intervals of the paired differences)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "in_domain_vs_ood.png", dpi=120)
     plt.close(fig)
 
 
-# The claims registered for the per-domain comparison (README, "Claims registered"), read over the
+# The claims registered for the per-domain comparison (results/lab/README.md, "Claims registered"), read over the
 # domains' runs: (claim in each domain's results, direction, what is claimed over the domains).
 ACROSS = [
     ("pivotrl_vs_sft_in_domain", "keeps", "PivotRL - SFT >= 0 in-domain, on the mean over domains"),

@@ -498,7 +498,7 @@ def keyed_doc(rng: random.Random) -> tuple[list, list]:
 
 # --- records: many lookups by key in one printed record -------------------------------------------
 # `keyed` holds one lookup a document: a few answer tokens against hundreds of others, and 300 steps of
-# it did not teach the lookup (README, phase 6t). Here one `cat` is followed by 3-6 questions, each
+# it did not teach the lookup (results/pretrain/README.md, phase 6t). Here one `cat` is followed by 3-6 questions, each
 # its own turn and each answered from the same lines, so most answer tokens are lookups.
 ATTRIBUTES = ["size", "cost", "age", "depth", "speed", "level", "score", "height", "width", "weight", "price",
               "stock", "volume", "length", "rank", "grade", "load", "margin", "quota", "limit"]

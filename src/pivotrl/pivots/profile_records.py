@@ -61,7 +61,7 @@ def summarise(rewards: list[float]) -> dict:
 
 
 def schema_table() -> str:
-    """`PROFILE_COLUMNS` as the markdown table the README states (a test keeps the two equal)."""
+    """`PROFILE_COLUMNS` as the markdown table docs/guides/data.md states (a test keeps the two equal)."""
     rows = ["| column | type | required | meaning |", "| --- | --- | --- | --- |"]
     rows += [f"| `{c.name}` | {'state' if c.type == 'state' else CHECKS[c.type][1]} | {'yes' if c.required else ''} "
              f"| {c.help} |" for c in PROFILE_COLUMNS]

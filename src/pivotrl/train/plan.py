@@ -32,7 +32,8 @@ device from its config, which allocates nothing), the rest follows how the step 
   (`--eval_max_states 0`, refresh off) and is evaluated after, checkpoint by checkpoint.
 
 Good to a factor of about 1.5 (allocator slack, CUDA context, temporary buffers): a plan well under
-the device fits, one over it does not. The README's recipes are checked against it by the tests.
+the device fits, one over it does not. The recipes of the README and docs/guides/training.md are
+checked against it by the tests.
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ class Recipe:
 
 def nearest_fit(recipe: Recipe, device_bytes: float) -> tuple[list[str], StepMemory] | None:
     """The changes (as train flags) that make `recipe` fit, tried one after another, each kept, in the
-    order the README recommends; None when even all of them do not."""
+    order docs/guides/training.md recommends; None when even all of them do not."""
     length = recipe.prompt_tokens + recipe.completion_tokens
     steps = []
     if recipe.use_vllm and recipe.vllm_mode == "colocate" and (recipe.vllm_max_model_len or 0) != length:
