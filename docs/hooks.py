@@ -1,7 +1,8 @@
 """MkDocs hooks (mkdocs.yml `hooks:`): the site links to the evidence, and is generated where it can be.
 
 - Evidence: the pages point to files of the repository (results, benchmarks, configs, source,
-  tests), by links or as `code spans` naming a path. Each such file is published with the site at
+  tests), by links (written as repository paths, so that they work on GitHub too) or as
+  `code spans` naming a path. Each such file is published with the site at
   its path in the repository, a code span naming one becomes a link to it, and the results READMEs
   (the lab's notebook) are pages of the site. A file that has moved fails the build (with
   `strict: true`, so does a broken link or anchor anywhere).
@@ -45,15 +46,20 @@ def _virtual(repo_path: str) -> str | None:
     return repo_path if repo_path.split("/")[0] in EVIDENCE else None
 
 
+def _resolve(target: str, page_virtual: str) -> str:
+    """A relative link of a page, as the repository reads it (links are written as they work when
+    the Markdown is read in the repository, on GitHub say): its repository path."""
+    return os.path.normpath(os.path.join(os.path.dirname(_repo_path(page_virtual)), target))
+
+
 def _targets(text: str, page_virtual: str) -> list[tuple[str, str]]:
     """(link as written, its repository path) for each relative link and evidence code span."""
     out = []
-    here = os.path.dirname(page_virtual)
     for m in LINK.finditer(text):
         target = m.group(2).split("#")[0]
         if not target or re.match(r"^[a-z][a-z0-9+.-]*:", target):
             continue
-        out.append((m.group(2), _repo_path(os.path.normpath(os.path.join(here, target)))))
+        out.append((m.group(2), _resolve(target, page_virtual)))
     for m in SPAN.finditer(text):
         if not PLACEHOLDER.search(m.group(1)):
             out.append((m.group(1), m.group(1).rstrip("/")))
@@ -112,8 +118,8 @@ def _nav_paths(nav) -> list[str]:
 
 
 def on_page_markdown(markdown, page, config, files):
-    """Links from the results READMEs to the docs (written as repository paths) become site links;
-    evidence code spans become links to the published file."""
+    """Links, written as repository paths, become links of the site (the same file, published at its
+    virtual place); evidence code spans become links to the published file."""
     virtual = page.file.src_uri
     here = os.path.dirname(virtual)
 
@@ -121,8 +127,10 @@ def on_page_markdown(markdown, page, config, files):
         target, _, anchor = m.group(2).partition("#")
         if not target or re.match(r"^[a-z][a-z0-9+.-]*:", target):
             return m.group(0)
-        resolved = os.path.normpath(os.path.join(here, target))
-        site = _virtual(resolved) if resolved.startswith("docs/") or resolved == "README.md" else None
+        repo_path = _resolve(target, virtual)
+        if (ROOT / repo_path).is_dir() and (ROOT / repo_path / "README.md").exists():
+            repo_path += "/README.md"
+        site = _virtual(repo_path)
         if site is None:
             return m.group(0)
         new = os.path.relpath(site, here or ".")

@@ -8,7 +8,10 @@ this script rewrites what is between them from the JSON it names:
 - `parity`: agreement with NeMo Gym's own server code (`bench/results/nemo_gym_parity.json`,
   written by `bench/nemo_gym_parity.py`);
 - `performance`: the CPU benchmarks (`bench/results/*.json`);
-- `sandbox-overhead`: what the sandbox costs per call (`bench/results/sandbox_overhead.json`).
+- `sandbox-overhead`: what the sandbox costs per call (`bench/results/sandbox_overhead.json`);
+- `long-context-grpo`, `profile-throughput`, `thinking-pipeline`: those benchmarks' own files;
+- `audit`: the verifier audit (`results/lab-v2/audit/audit.json`, as `pivotrl lab audit` tabulates it);
+- `demo`: `make demo`'s comparison (`results/demo/results.json`, as `pivotrl lab report` tabulates it).
 
     python scripts/results_tables.py            # rewrite the tables in place
     python scripts/results_tables.py --check    # exit 1 naming each table that differs (the tests run this)
@@ -23,8 +26,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("README.md", "docs/guides/verifiers.md", "docs/guides/performance.md", "docs/guides/security.md", "docs/lab.md")
-BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+)[^>]*-->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
+FILES = ("README.md", "docs/quickstart.md", "docs/guides/verifiers.md", "docs/guides/performance.md",
+         "docs/guides/security.md", "docs/guides/profile-and-select.md", "docs/lab.md")
+# the markers may be indented (a table inside a list item): the table is indented alike
+BLOCK = re.compile(r"(?P<indent>[ \t]*)(<!-- generated: (?P<name>[\w-]+)[^>]*-->\n)(?P<body>.*?)(?P=indent)(<!-- end: (?P=name) -->)",
+                   re.S)
 
 
 def _read(path: str) -> dict:
@@ -79,6 +85,55 @@ def performance() -> str:
         "| `bench/results/sandbox_overhead.json` |"])
 
 
+def long_context_grpo() -> str:
+    data = _read("bench/results/long_context_grpo.json")
+    names = {"trl": "TRL", "shared_prefill": "share_prefill", "shared_prefill+grouped": "share_prefill + group_micro_batches"}
+    rows = ["| context, K | path | steps/s | vs TRL | generation share | peak RSS |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in data["runs"]:
+        key = f"{r['context_tokens']}:{r['k']}"
+        rows.append(f"| {r['prompt_tokens_mean']:,} tokens, K={r['k']} | {names[r['variant']]} | {r['steps_per_s']:.4f} | "
+                    f"{data['speedup_vs_trl'][key][r['variant']]:.2f}x | {100 * r['generation_share']:.0f}% | "
+                    f"{r['peak_rss_mb']:,} MB |")
+    return "\n".join(rows)
+
+
+def profile_throughput() -> str:
+    data = _read("bench/results/profile_throughput.json")
+    base = data["a_per_sample"]["samples_per_s"]
+    rows = ["| mode | samples/s | vs (a) |", "|---|---:|---:|"]
+    for key, label in (("a_per_sample", "(a) one `generate` per sample"), ("b_n_per_prompt", "(b) n samples per prompt in one call"),
+                       ("c_batched", "(c) batched across prompts (8 prompts per call)"),
+                       ("c_without_shared_prefill", "(c) without the shared prefill")):
+        if key in data:
+            rate = data[key]["samples_per_s"]
+            rows.append(f"| {label} | {rate:.1f} | {rate / base:.1f}x |")
+    return "\n".join(rows)
+
+
+def thinking_pipeline() -> str:
+    data = _read("bench/results/thinking_pipeline.json")
+    rows = ["| `--max-tokens` | samples cut (scored 0) | pivots | pivots had cut samples been paid as messages "
+            "| of those, not pivots now |", "|---:|---:|---:|---:|---:|"]
+    for b in data["budgets"]:
+        rows.append(f"| {b['max_tokens']} | {100 * b['truncated_share']:.1f}% | {b['pivots']} | "
+                    f"{b['pivots_if_cut_samples_were_paid_as_messages']} | {b['of_those_not_pivots_now']} |")
+    return "\n".join(rows)
+
+
+def audit() -> str:
+    sys.path.insert(0, str(ROOT / "src"))
+    from pivotrl.lab.audit import audit_table
+
+    return audit_table(_read("results/lab-v2/audit/audit.json"))
+
+
+def demo() -> str:
+    sys.path.insert(0, str(ROOT / "src"))
+    from pivotrl.lab.report import markdown_table
+
+    return markdown_table(_read("results/demo/results.json"))
+
+
 def sandbox_overhead() -> str:
     data = _read("bench/results/sandbox_overhead.json")
     rows = ["| call | direct (ms) | sandboxed (ms) | overhead (ms) |", "| --- | ---: | ---: | ---: |"]
@@ -88,11 +143,18 @@ def sandbox_overhead() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"lab-claims": lab_claims, "parity": parity, "performance": performance, "sandbox-overhead": sandbox_overhead}
+TABLES = {"lab-claims": lab_claims, "parity": parity, "performance": performance, "sandbox-overhead": sandbox_overhead,
+          "long-context-grpo": long_context_grpo, "profile-throughput": profile_throughput,
+          "thinking-pipeline": thinking_pipeline, "audit": audit, "demo": demo}
 
 
 def render(text: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + TABLES[m.group("name")]() + "\n" + m.group(4), text)
+    def table(m):
+        indent = m.group("indent")
+        body = "\n".join(indent + line if line else line for line in TABLES[m.group("name")]().split("\n"))
+        return f"{indent}{m.group(2)}{body}\n{indent}{m.group(5)}"
+
+    return BLOCK.sub(table, text)
 
 
 def main() -> int:

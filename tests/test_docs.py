@@ -22,6 +22,8 @@ def test_the_readme_is_short_and_every_link_in_it_resolves():
     assert len(links) >= 20
     for target in links:
         assert (ROOT / target.split("#")[0]).exists(), target
+    for path in re.findall(r"`((?:results|bench|configs|src|tests|docs|scripts)/[^`\s*]+)`", text):
+        assert (ROOT / path).exists(), path  # every file the README names as evidence is in the repository
     for heading in ("## Install", "## Quickstart", "## Your model on one GPU and on eight", "## NVIDIA's pivot datasets",
                     "## What it has been shown to do, and what has not been run", "## License and citation"):
         assert heading in text

@@ -86,7 +86,7 @@ def lab_eval(
 
 @app.command("run")
 def lab_run(
-    preset: str = typer.Option("demo", help="demo (SFT and PivotRL, under 10 minutes on 2 cores), paper (the paper's protocol, one "
+    preset: str = typer.Option("demo", help="demo (SFT and PivotRL, about 5.5 minutes on 2 cores), paper (the paper's protocol, one "
                                         "domain at a time with --domain: 5 seeds, sweeps, patience; hours a domain), full (6 arms, "
                                         "a learning-rate sweep on dev, 3 seeds; hours: start it twice for two workers), tiny (tests)."),
     output: Path = typer.Option(Path("runs/lab"), "-o", "--output", help="Results folder; rerun to resume."),
