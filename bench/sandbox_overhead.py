@@ -64,7 +64,7 @@ def main() -> None:
                                  median_ms(lambda: sandbox.run(PYTEST, d, env=PYTEST_ENV,
                                                                read_only=sandbox.python_paths()), n))
         tests = {"test_calc.py": (d / "test_calc.py").read_text()}
-        cases = code_verdict.test_cases(tests)
+        cases = code_verdict.assertion_cases(tests)
         calls = json.dumps([["calc", str(d / "calc.py"), c.function, list(c.args)] for c in cases]) + "\n"
         harness = [sys.executable, "-I", "-B", "-c", code_verdict.HARNESS]
 

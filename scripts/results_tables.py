@@ -5,6 +5,8 @@ this script rewrites what is between them from the JSON it names:
 
 - `lab-claims`: the lab's registered claims and verdicts (`results/lab/claims.json`, written by
   `pivotrl lab claims`);
+- `task-aware`: claims 1 and 2 with an interval over seeds x tasks (`results/lab/claims_task_aware.json`,
+  written by `scripts/task_aware_claims.py`);
 - `parity`: agreement with NeMo Gym's own server code (`bench/results/nemo_gym_parity.json`,
   written by `bench/nemo_gym_parity.py`);
 - `performance`: the CPU benchmarks (`bench/results/*.json`);
@@ -49,6 +51,21 @@ def lab_claims() -> str:
         diff = (f"{_points(seeds['mean'])} [{_points(seeds['low'])}, {_points(seeds['high'])}], {seeds['n']} seeds"
                 if seeds else "-")
         rows.append(f"| {entry['claim']} | {', '.join(entry['domains'])} | {diff} | {entry['verdict']} |")
+    return "\n".join(rows)
+
+
+def task_aware() -> str:
+    sys.path.insert(0, str(ROOT / "src"))
+    from pivotrl.lab.report import verdict
+
+    data = _read("results/lab/claims_task_aware.json")
+    rows = ["| claim | over seeds (as registered) | over seeds x tasks | verdict over seeds x tasks |", "| --- | --- | --- | --- |"]
+    for name, label, direction in (("pivotrl_vs_sft_in_domain", "PivotRL - SFT >= 0 in-domain", "+"),
+                                   ("sft_vs_base_ood", "SFT loses OOD reasoning", "-"),
+                                   ("pivotrl_vs_base_ood", "PivotRL within 2 points of its base OOD", "keeps")):
+        c, o = data[name]["crossed"], data[name]["over_seeds"]
+        rows.append(f"| {label} | {_points(o['mean'])} [{_points(o['low'])}, {_points(o['high'])}] | "
+                    f"{_points(c['mean'])} [{_points(c['low'])}, {_points(c['high'])}] | {verdict(c, direction)} |")
     return "\n".join(rows)
 
 
@@ -143,7 +160,7 @@ def sandbox_overhead() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"lab-claims": lab_claims, "parity": parity, "performance": performance, "sandbox-overhead": sandbox_overhead,
+TABLES = {"lab-claims": lab_claims, "task-aware": task_aware, "parity": parity, "performance": performance, "sandbox-overhead": sandbox_overhead,
           "long-context-grpo": long_context_grpo, "profile-throughput": profile_throughput,
           "thinking-pipeline": thinking_pipeline, "audit": audit, "demo": demo}
 

@@ -70,7 +70,7 @@ class Case:
     expected: object
 
 
-def test_cases(tests: dict) -> list[Case]:
+def assertion_cases(tests: dict) -> list[Case]:
     """Every assertion of the task's test files (`{path: text}`, from data), in file and line order.
     DataError names the file and line of anything that is not `assert name(literals) == literal`
     inside a `test_*` function, with the module imported by `from M import *` or `import M`."""
@@ -140,7 +140,7 @@ _MEMO: dict[str, tuple[bool, str]] = {}
 def check_tests(root: Path, tests: dict) -> tuple[bool, str]:
     """(passed, why): whether the modules in `root` give every value the tests expect. Memoised by
     the modules' bytes and the cases, the whole of what the check reads."""
-    cases = test_cases(tests)
+    cases = assertion_cases(tests)
     modules = sorted({c.module for c in cases})
     sources = {}
     for rel in modules:

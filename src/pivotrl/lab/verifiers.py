@@ -9,7 +9,8 @@ replaying the context's tool calls:
 - `lab_terminal` also accepts the reference command up to flag order and combined flags, and, for
   a question about a value, an output that shows the asked `key=value` fact as the reference's does
   (`cat f` and `grep key f` both do);
-- `lab_search` accepts a `search` whose query ranks the same document first;
+- `lab_search` accepts a `search` whose results (the top 3 the tool shows) list the document the
+  demonstrated query ranks first: what the episode needs, since the next turn opens it from the list;
 - a final message is right when the environment's own success test passes with it (what the task
   checks: the order and its status named, the answer given, the tests passing).
 

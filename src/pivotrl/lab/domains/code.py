@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pivotrl import sandbox
-from pivotrl.lab.code_verdict import check_tests, test_cases
+from pivotrl.lab.code_verdict import assertion_cases, check_tests
 from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, tool_history
 
 SYSTEM = "Coding agent. Make the tests in test_calc.py pass by fixing calc.py."
@@ -160,7 +160,7 @@ class CodeEnv:
         sandbox.write_files(self.dir, files or {})
         self.tests = {k: v for k, v in (files or {}).items() if Path(k).name.startswith("test_")}
         if self.tests:
-            test_cases(self.tests)  # tests the host cannot check are refused here, naming file and line
+            assertion_cases(self.tests)  # tests the host cannot check are refused here, naming file and line
         return None
 
     def view(self, path: str) -> str:

@@ -1,0 +1,56 @@
+"""Task-aware intervals for a paired difference measured on seeds x tasks (issue 51, point 4).
+
+Every seed of an arm is scored on the same test tasks, so the seeds are not the only source of
+noise: which tasks were drawn is another, shared by every seed. An interval over the seeds' means
+alone is conditional on those tasks and too narrow for a claim about the method. The difference
+table `d[s][t]` (arm A minus arm B, seed s, task t) is read as a crossed random-effects model,
+
+    d[s][t] = mu + seed_s + task_t + residual_st,
+
+whose grand mean has variance sigma_seed^2 / S + sigma_task^2 / T + sigma_res^2 / (S T). For a
+balanced table the two-way ANOVA mean squares give it without bias, (MS_seed + MS_task - MS_res) /
+(S T), and Satterthwaite's approximation its degrees of freedom; the interval is Student's t on
+those. Where each seed has tasks of its own (nested, not crossed), the seeds' means already carry
+the task noise and the usual t interval over seeds is the right one (`nested_interval`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from pivotrl.lab.report import t975
+
+
+def crossed_interval(d: list[list[float]]) -> dict:
+    """Mean and 95% interval of a seeds x tasks table of paired differences (every row the same
+    tasks, in the same order), with the variance components it was built from."""
+    s, t = len(d), len(d[0]) if d else 0
+    if s < 2 or t < 2 or any(len(row) != t for row in d):
+        raise ValueError("a crossed interval needs at least 2 seeds and 2 tasks, every seed on the same tasks")
+    grand = statistics.fmean(x for row in d for x in row)
+    seed_means = [statistics.fmean(row) for row in d]
+    task_means = [statistics.fmean(d[i][j] for i in range(s)) for j in range(t)]
+    ms_seed = t * sum((m - grand) ** 2 for m in seed_means) / (s - 1)
+    ms_task = s * sum((m - grand) ** 2 for m in task_means) / (t - 1)
+    ss_res = sum((d[i][j] - seed_means[i] - task_means[j] + grand) ** 2 for i in range(s) for j in range(t))
+    ms_res = ss_res / ((s - 1) * (t - 1))
+    # E[MS_seed + MS_task - MS_res] = S T Var(grand mean); a negative estimate (sampling noise) is
+    # floored at the larger of the two main-effect terms alone, never at zero.
+    v = max(ms_seed + ms_task - ms_res, ms_seed, ms_task, 1e-300)
+    df_denominator = (ms_seed ** 2 / (s - 1) + ms_task ** 2 / (t - 1) + ms_res ** 2 / ((s - 1) * (t - 1)))
+    df = v ** 2 / df_denominator if df_denominator > 0 else float(s - 1)
+    half = t975(max(1, math.floor(df))) * math.sqrt(v / (s * t))
+    return {"mean": grand, "low": grand - half, "high": grand + half, "df": df, "n_seeds": s, "n_tasks": t,
+            "components": {"seed": max(0.0, (ms_seed - ms_res) / t), "task": max(0.0, (ms_task - ms_res) / s),
+                           "residual": ms_res}}
+
+
+def nested_interval(seed_means: list[float]) -> dict:
+    """Student's t over the seeds' means: the interval when each seed was scored on tasks of its own."""
+    n = len(seed_means)
+    if n < 2:
+        raise ValueError("an interval over seeds needs at least 2 seeds")
+    mean = statistics.fmean(seed_means)
+    half = t975(n - 1) * statistics.stdev(seed_means) / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "df": n - 1, "n_seeds": n}
