@@ -13,8 +13,9 @@ Linux namespaces through bubblewrap (`bwrap`, the sandbox Flatpak uses):
 - CPU seconds, address space, file size and process count capped per process (`prlimit`, inside
   the sandbox); memory (its `/tmp` and a size-capped `/dev/shm` included) and processes capped for
   the whole call by a cgroup of its own where the caller may make one (root, as here); the task
-  folder's size and file count watched while the command runs; output read as a stream; the
-  command stopped once it passes any of these;
+  folder's size, file count and depth watched while the command runs (a walk by descriptor, `scan`),
+  and a folder already past them gets no call; output read as a stream; the command stopped once it
+  passes any of these;
 - the task folder is checked before it is handed over: no device node, and no hard link to a file
   outside it (a root caller gives the folder to `nobody`, which would give such a file away too);
 - whatever way the caller leaves a call (an exception, Ctrl-C, an alarm), the sandbox is killed
@@ -152,8 +153,9 @@ def _bwrap_args(workdir: Path, read_only: Sequence[tuple[str, str]], limits: Lim
     # host paths, is not in it to be read from /proc. /proc/loadavg is the host's (not namespaced):
     # a constant file stands in for it.
     args = ["--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1", *_root_mounts(),
-            "--proc", "/proc", "--ro-bind", _constant_loadavg(), "/proc/loadavg", "--dev", "/dev", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm",
-            "--remount-ro", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
+            "--proc", "/proc", "--ro-bind", _constant_loadavg(), "/proc/loadavg",
+            "--dev", "/dev", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+            "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     for source, dest in read_only:
         args += ["--ro-bind", source, dest]
     # The root itself (bwrap's in-memory folder holding the mount points) read-only last.
