@@ -5,8 +5,8 @@ this script rewrites what is between them from the JSON it names:
 
 - `lab-claims`: the lab's registered claims and verdicts (`results/lab/claims.json`, written by
   `pivotrl lab claims`);
-- `task-aware`: claims 1 and 2 with an interval over seeds x tasks (`results/lab/claims_task_aware.json`,
-  written by `scripts/task_aware_claims.py`);
+- `task-aware`: claims 1 and 2 with the interval over seeds x tasks (`seeds_and_tasks` in
+  `results/lab/claims.json`, written by `pivotrl lab claims`);
 - `parity`: agreement with NeMo Gym's own server code (`bench/results/nemo_gym_parity.json`,
   written by `bench/nemo_gym_parity.py`);
 - `performance`: the CPU benchmarks (`bench/results/*.json`);
@@ -55,17 +55,12 @@ def lab_claims() -> str:
 
 
 def task_aware() -> str:
-    sys.path.insert(0, str(ROOT / "src"))
-    from pivotrl.lab.report import verdict
-
-    data = _read("results/lab/claims_task_aware.json")
+    data = _read("results/lab/claims.json")
     rows = ["| claim | over seeds (as registered) | over seeds x tasks | verdict over seeds x tasks |", "| --- | --- | --- | --- |"]
-    for name, label, direction in (("pivotrl_vs_sft_in_domain", "PivotRL - SFT >= 0 in-domain", "+"),
-                                   ("sft_vs_base_ood", "SFT loses OOD reasoning", "-"),
-                                   ("pivotrl_vs_base_ood", "PivotRL within 2 points of its base OOD", "keeps")):
-        c, o = data[name]["crossed"], data[name]["over_seeds"]
-        rows.append(f"| {label} | {_points(o['mean'])} [{_points(o['low'])}, {_points(o['high'])}] | "
-                    f"{_points(c['mean'])} [{_points(c['low'])}, {_points(c['high'])}] | {verdict(c, direction)} |")
+    for name, entry in data["seeds_and_tasks"].items():
+        o, c = data["claims"][name]["seeds"], entry["seeds_and_tasks"]
+        rows.append(f"| {entry['claim']} | {_points(o['mean'])} [{_points(o['low'])}, {_points(o['high'])}] | "
+                    f"{_points(c['mean'])} [{_points(c['low'])}, {_points(c['high'])}] | {entry['verdict']} |")
     return "\n".join(rows)
 
 

@@ -191,14 +191,23 @@ def lab_claims(
     runs: list[Path] = typer.Argument(..., help="One-domain run folders (`lab run --domain NAME -o DIR`), each with "
                                                 "its results.json (`lab run` or `lab report` writes it)."),
     output: Path = typer.Option(Path("runs/lab"), "-o", "--output", help="Where claims.json and claims.md go."),
+    statistic: str = typer.Option("seeds", help="The interval the verdicts are read from: seeds (over the seeds' "
+                                                "means, as the comparison in results/lab was registered) or tasks "
+                                                "(over seeds x test tasks, as results/lab-regime/REGISTRATION.md "
+                                                "registers for the next). Both are written either way."),
 ):
     """The registered claims over the per-domain runs (results/lab/README.md, "Claims registered"): per seed, the mean
-    over domains of each domain's paired difference, with its 95% interval over seeds and verdict."""
+    over domains of each domain's paired difference, with its 95% interval over seeds and verdict, and the
+    interval over seeds x tasks read from the runs' stage files (`pivotrl.lab.intervals`)."""
     from pivotrl.artifacts import atomic_open
     from pivotrl.console import console
+    from pivotrl.lab.intervals import claims_over_seeds_and_tasks
     from pivotrl.lab.report import across_domains, across_table
 
-    by_domain = {}
+    if statistic not in ("seeds", "tasks"):
+        raise DataError(f"--statistic {statistic!r}: seeds or tasks")
+
+    by_domain, folders = {}, {}
     for run in runs:
         path = run / "results.json"
         if not path.exists():
@@ -212,7 +221,13 @@ def lab_claims(
         if domains[0] in by_domain:
             raise DataError(f"a second run of domain {domains[0]!r}", file=str(path))
         by_domain[domains[0]] = res
+        folders[domains[0]] = run
     result = across_domains(by_domain)
+    result["statistic"] = statistic
+    result["seeds_and_tasks"] = claims_over_seeds_and_tasks(folders)
+    if statistic == "tasks":  # the verdicts the registration reads
+        for name, entry in result["seeds_and_tasks"].items():
+            result["claims"][name]["verdict"] = entry["verdict"] + " (over seeds x tasks)"
     output.mkdir(parents=True, exist_ok=True)
     with atomic_open(output / "claims.json") as fh:
         fh.write(json.dumps(result, indent=2))

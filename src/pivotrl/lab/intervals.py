@@ -54,3 +54,71 @@ def nested_interval(seed_means: list[float]) -> dict:
     mean = statistics.fmean(seed_means)
     half = t975(n - 1) * statistics.stdev(seed_means) / math.sqrt(n)
     return {"mean": mean, "low": mean - half, "high": mean + half, "df": n - 1, "n_seeds": n}
+
+
+# The registered claims read over domains (`pivotrl.lab.report.ACROSS`): which arms they compare, on what.
+CLAIM_ARMS = {"pivotrl_vs_sft_in_domain": ("pivotrl", "sft", "in_domain"),
+              "sft_vs_base_ood": ("sft", "base", "ood"),
+              "pivotrl_vs_base_ood": ("pivotrl", "base", "ood")}
+
+
+def seed_evaluations(run, arm: str) -> list[dict] | None:
+    """The test evaluations of `arm` in a one-domain run folder, one per seed at the learning rate the
+    run chose (the base's one evaluation stands for every seed); None while a seed is unevaluated."""
+    import json
+    from pathlib import Path
+
+    run = Path(run)
+    results = json.loads((run / "results.json").read_text())
+    work, seeds = run / "work", results["seeds"]
+    if arm == "base":
+        paths = [work / "eval_base.json"] * len(seeds)
+    elif arm in results.get("table", {}):
+        rate = results["table"][arm]["learning_rate"]
+        paths = [work / f"eval_{arm}-lr{rate:g}-s{s}.json" for s in seeds]
+    else:
+        return None
+    if not all(p.exists() for p in paths):
+        return None
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def scored_items(record: dict, key: str) -> list[float]:
+    """Every test episode's success (in-domain) or OOD item's score of one evaluation, in its order."""
+    if key == "in_domain":
+        return [float(x) for eps in record["episodes"].values() for x in eps]
+    return [float(x) for x in record["ood_items"]]
+
+
+def claims_over_seeds_and_tasks(runs: dict) -> dict:
+    """The registered claims over one-domain runs (`{domain: run folder}`) with the task-aware
+    interval: for each seed, every domain's paired differences task by task side by side (each domain
+    has as many tasks as the others, so the grand mean is the mean over domains), then
+    `crossed_interval` over seeds x tasks, judged by the claim's registered rule."""
+    from pivotrl.errors import DataError
+    from pivotrl.lab.report import ACROSS, verdict
+
+    out = {}
+    for name, direction, says in ACROSS:
+        a, b, key = CLAIM_ARMS[name]
+        table, lengths, domains = None, {}, []
+        for domain, run in sorted(runs.items()):
+            ea, eb = seed_evaluations(run, a), seed_evaluations(run, b)
+            if ea is None or eb is None:
+                continue
+            rows = [[x - y for x, y in zip(scored_items(ra, key), scored_items(rb, key))] for ra, rb in zip(ea, eb)]
+            lengths[domain] = len(rows[0])
+            if table is not None and len(rows) != len(table):
+                raise DataError(f"{name}: the domains' runs have different numbers of seeds")
+            table = rows if table is None else [t + r for t, r in zip(table, rows)]
+            domains.append(domain)
+        if table is None or len(table) < 2:
+            continue
+        if len(set(lengths.values())) > 1:
+            raise DataError(f"{name}: the domains have different numbers of test tasks ({lengths}); the mean over "
+                            "domains needs as many from each")
+        iv = crossed_interval(table)
+        out[name] = {"claim": says, "domains": domains, "tasks_per_seed": len(table[0]),
+                     "seeds_and_tasks": {k: iv[k] for k in ("mean", "low", "high", "df")},
+                     "verdict": verdict(iv, direction)}
+    return out

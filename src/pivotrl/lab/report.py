@@ -502,6 +502,13 @@ def across_table(result: dict) -> str:
     for name, c in result["claims"].items():
         seeds = ", ".join(f"{100 * x:+.1f}" for x in c.get("per_seed", []))
         lines.append(f"| {c['claim']} | {', '.join(c['domains'])} | {seeds or '-'} | {_iv(c.get('seeds'))} | {c['verdict']} |")
+    tasks = result.get("seeds_and_tasks") or {}
+    if tasks:
+        lines += ["", "Over seeds x test tasks (crossed random effects: `pivotrl.lab.intervals`):", "",
+                  "| claim | domains | tasks per seed | mean [95% CI over seeds x tasks] | verdict |", "|---|---|---|---|---|"]
+        for c in tasks.values():
+            lines.append(f"| {c['claim']} | {', '.join(c['domains'])} | {c['tasks_per_seed']} | "
+                         f"{_iv(c['seeds_and_tasks'])} | {c['verdict']} |")
     waiting = {n: ds for n, ds in result["pending"].items() if ds}
     if waiting:
         lines.append("\nNot yet counted (a seed still to evaluate): " +
