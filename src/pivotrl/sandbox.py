@@ -198,11 +198,9 @@ def run(argv: Sequence[str], workdir: str | os.PathLike, *, limits: Limits = Lim
     workdir = Path(workdir)
     if not workdir.is_dir() or workdir.is_symlink():
         return Result(None, error=f"not a folder: {workdir}")
-    refused = foreign_entry(workdir)
+    refused = handover_problem(workdir, limits)
     if refused:
         return Result(None, error=refused)
-    if over_disk_limit(workdir, limits):  # each call may add what one poll interval lets through: none past the caps
-        return Result(None, error="disk limit reached")
     full_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": TASK_DIR, "LC_ALL": "C.UTF-8", "TMPDIR": "/tmp",
                 **(env or {})}
     setenv = [a for k, v in full_env.items() for a in ("--setenv", k, v)]
@@ -217,26 +215,33 @@ def run(argv: Sequence[str], workdir: str | os.PathLike, *, limits: Limits = Lim
     return _run(argv, limits, staged, task, stdin)
 
 
-def foreign_entry(root: Path) -> str | None:
-    """Why a folder may not be handed to the sandbox, or None: a device node, or a hard link to a
-    file outside it (its other name is a host file: the sandbox would write it, and a root caller's
-    hand-over to `nobody` would give it away)."""
+def handover_problem(root: Path, limits: Limits) -> str | None:
+    """Why a folder may not be handed to the sandbox for a call, or None, in one walk: a device node,
+    a hard link to a file outside it (its other name is a host file: the sandbox would write it, and
+    a root caller's hand-over to `nobody` would give it away), folders nested past `disk_depth`, or a
+    folder already past its disk caps (each call could otherwise add what one poll interval lets
+    through). A refusal is named before the disk caps."""
     inside: Counter = Counter()
     links: dict[tuple[int, int], tuple[int, str]] = {}
-    for entry in scan(root):
+    used = files = 0
+    for entry in scan(root, limits.disk_depth):
         st = entry.st
         if st is None:
-            return f"refused: folders nested deeper than {Limits.disk_depth} levels ({entry.rel})"
+            return f"refused: folders nested deeper than {limits.disk_depth} levels ({entry.rel})"
         if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
             return f"refused: a device node in the task folder ({entry.rel})"
         if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             inside[key] += 1
             links[key] = (st.st_nlink, entry.rel)
+        files += 1
+        used += st.st_blocks * 512
     for key, seen in inside.items():
         total, rel = links[key]
         if total > seen:
             return f"refused: a hard link to a file outside the task folder ({rel})"
+    if used > limits.disk_bytes or files > limits.disk_files:
+        return "disk limit reached"
     return None
 
 
