@@ -140,6 +140,28 @@ def iter_parquet(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
                 n += 1
 
 
+def iter_dataset_rows(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
+    """("row N", row) for each row of a Hugging Face dataset: a parquet file (streamed, `iter_parquet`)
+    or a `save_to_disk` folder (its "train" split, else its first). A folder that is not a saved
+    dataset, or one that cannot be loaded, is one DataError."""
+    path = Path(path)
+    if not path.is_dir():
+        yield from iter_parquet(path)
+        return
+    if not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+        raise DataError("is a folder but not a saved Hugging Face dataset; expected a JSONL file", file=str(path))
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise DataError(f"cannot read as a Hugging Face dataset: {exc}", file=str(path)) from None
+    for i, row in enumerate(ds):
+        yield f"row {i}", row
+
+
 def unreadable_parquet(path: str | os.PathLike, exc: Exception, where: str = "") -> DataError:
     """The one-line error for a `.parquet` file that pyarrow cannot read (truncated, not parquet)."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pivotrl.artifacts import iter_jsonl, iter_parquet
+from pivotrl.artifacts import iter_dataset_rows, iter_jsonl
 from pivotrl.data.types import Trajectory, tool_name
 from pivotrl.errors import DataError
 
@@ -79,25 +79,10 @@ def load_trajectories(path: str | Path, format: str = "auto", *, skip_invalid: b
 
 
 def _iter_records(path: Path, format: str, skipped: Counter | None = None) -> Iterator[tuple[int | str, Any]]:
-    is_hf = format == "hf" or path.is_dir() or path.suffix == ".parquet"
-    if is_hf and path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
-        raise DataError("is a folder but not a saved Hugging Face dataset; expected a JSONL file", file=str(path))
-    if not is_hf:
+    if format == "hf" or path.is_dir() or path.suffix == ".parquet":
+        yield from iter_dataset_rows(path)
+    else:
         yield from iter_jsonl(path, skipped)
-        return
-    if not path.is_dir():  # a parquet file, streamed (no Arrow cache on disk)
-        yield from iter_parquet(path)
-        return
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise DataError(f"cannot read as a Hugging Face dataset: {exc}", file=str(path)) from None
-    for i, row in enumerate(ds):
-        yield f"row {i}", row
 
 
 def normalise_record(record: Any, format: str = "auto", domain: str | None = None) -> Trajectory:

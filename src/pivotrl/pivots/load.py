@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pivotrl.artifacts import iter_jsonl, iter_parquet
+from pivotrl.artifacts import iter_dataset_rows, iter_jsonl
 from pivotrl.errors import DataError
 from pivotrl.pivots.gym import gym_row_to_state, is_gym_row
 from pivotrl.pivots.state import State
@@ -56,15 +56,6 @@ def state_from_row(row) -> State:
 
 
 def _iter_rows(path: Path):
-    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
-        raise DataError("is a folder but not a saved Hugging Face dataset; expected a JSONL file", file=str(path))
-    if path.suffix == ".parquet" and not path.is_dir():
-        return iter_parquet(path)
-    if path.is_dir():
-        import datasets
-
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-        return ((f"row {i}", r) for i, r in enumerate(ds))
+    if path.is_dir() or path.suffix == ".parquet":
+        return iter_dataset_rows(path)
     return iter_jsonl(path)
