@@ -409,9 +409,10 @@ def main() -> None:
                 entry["cases"] += 1
                 outcome = f"{theirs[1]} {theirs[0]:g}"
                 entry["outcomes"][outcome] = entry["outcomes"].get(outcome, 0) + 1
-                entry["rewards_agree"] += abs(theirs[0] - mine[0]) < 1e-9
-                entry["codes_agree"] += _same_code(verifier, theirs[1], mine[1])
-                if abs(theirs[0] - mine[0]) >= 1e-9 or not _same_code(verifier, theirs[1], mine[1]):
+                same_reward, same_code = abs(theirs[0] - mine[0]) < 1e-9, _same_code(verifier, theirs[1], mine[1])
+                entry["rewards_agree"] += same_reward
+                entry["codes_agree"] += same_code
+                if not (same_reward and same_code):
                     if len(disagreements) < 50:
                         disagreements.append({"verifier": verifier, "mode": mode, "seed": seed, "case": i, "row": row,
                                               "output": output, "config": config, "nemo_gym": theirs, "pivotrl": mine})

@@ -52,6 +52,14 @@ def _resolve(target: str, page_virtual: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(_repo_path(page_virtual)), target))
 
 
+def _published_file(repo_path: str) -> str | None:
+    """The file a repository path is published as: the path itself, a folder's README.md, or None
+    (a folder without one is no page)."""
+    if not (ROOT / repo_path).is_dir():
+        return repo_path
+    return f"{repo_path}/README.md" if (ROOT / repo_path / "README.md").exists() else None
+
+
 def _targets(text: str, page_virtual: str) -> list[tuple[str, str]]:
     """(link as written, its repository path) for each relative link and evidence code span."""
     out = []
@@ -85,22 +93,16 @@ def on_files(files, config):
         for written, repo_path in _targets(text, virtual):
             if _virtual(repo_path) in GENERATED:
                 continue
-            path = ROOT / repo_path
-            if not path.exists():
+            if not (ROOT / repo_path).exists():
                 missing.append(f"{_repo_path(virtual)}: points to {written!r} ({repo_path})")
                 continue
-            if path.is_dir():
-                if (path / "README.md").exists():
-                    repo_path += "/README.md"
-                else:
-                    continue
-            target = _virtual(repo_path)
+            published_as = _published_file(repo_path)
+            target = _virtual(published_as) if published_as else None
             if target is None or target in seen or target in published:
                 continue
             seen.add(target)
-            files.append(File(target, str(ROOT), config["site_dir"], config["use_directory_urls"])
-                         if target.split("/")[0] in EVIDENCE else File(target, str(DOCS), config["site_dir"],
-                                                                       config["use_directory_urls"]))
+            evidence = target.split("/")[0] in EVIDENCE
+            files.append(File(target, str(ROOT if evidence else DOCS), config["site_dir"], config["use_directory_urls"]))
             if target.endswith(".md"):
                 todo.append(target)
     if missing:
@@ -128,9 +130,7 @@ def on_page_markdown(markdown, page, config, files):
         if not target or re.match(r"^[a-z][a-z0-9+.-]*:", target):
             return m.group(0)
         repo_path = _resolve(target, virtual)
-        if (ROOT / repo_path).is_dir() and (ROOT / repo_path / "README.md").exists():
-            repo_path += "/README.md"
-        site = _virtual(repo_path)
+        site = _virtual(_published_file(repo_path) or repo_path)
         if site is None:
             return m.group(0)
         new = os.path.relpath(site, here or ".")
@@ -140,12 +140,10 @@ def on_page_markdown(markdown, page, config, files):
         path = m.group(1)
         if PLACEHOLDER.search(path):
             return m.group(0)
-        full = ROOT / path.rstrip("/")
-        if full.is_dir():
-            if not (full / "README.md").exists():
-                return m.group(0)
-            path = path.rstrip("/") + "/README.md"
-        return f"[`{m.group(1)}`]({os.path.relpath(path, here or '.')})"
+        published = _published_file(path.rstrip("/"))
+        if published is None:
+            return m.group(0)
+        return f"[`{m.group(1)}`]({os.path.relpath(published, here or '.')})"
 
     markdown = LINK.sub(relink, markdown)
     return SPAN.sub(span_link, markdown)

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # the tables the lab's own report writes (audit, demo) come from its code
 FILES = ("README.md", "docs/quickstart.md", "docs/guides/verifiers.md", "docs/guides/performance.md",
          "docs/guides/security.md", "docs/guides/profile-and-select.md", "docs/lab.md")
 # the markers may be indented (a table inside a list item): the table is indented alike
@@ -43,12 +44,17 @@ def _points(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def _interval(iv: dict) -> str:
+    """`mean [low, high]` in points."""
+    return f"{_points(iv['mean'])} [{_points(iv['low'])}, {_points(iv['high'])}]"
+
+
 def lab_claims() -> str:
     claims = _read("results/lab/claims.json")["claims"]
     rows = ["| claim | domains | difference, points [95% CI over seeds] | verdict |", "| --- | --- | --- | --- |"]
     for entry in claims.values():
         seeds = entry.get("seeds")
-        diff = (f"{_points(seeds['mean'])} [{_points(seeds['low'])}, {_points(seeds['high'])}], {seeds['n']} seeds"
+        diff = (f"{_interval(seeds)}, {seeds['n']} seeds"
                 if seeds else "-")
         rows.append(f"| {entry['claim']} | {', '.join(entry['domains'])} | {diff} | {entry['verdict']} |")
     return "\n".join(rows)
@@ -59,8 +65,7 @@ def task_aware() -> str:
     rows = ["| claim | over seeds (as registered) | over seeds x tasks | verdict over seeds x tasks |", "| --- | --- | --- | --- |"]
     for name, entry in data["seeds_and_tasks"].items():
         o, c = data["claims"][name]["seeds"], entry["seeds_and_tasks"]
-        rows.append(f"| {entry['claim']} | {_points(o['mean'])} [{_points(o['low'])}, {_points(o['high'])}] | "
-                    f"{_points(c['mean'])} [{_points(c['low'])}, {_points(c['high'])}] | {entry['verdict']} |")
+        rows.append(f"| {entry['claim']} | {_interval(o)} | {_interval(c)} | {entry['verdict']} |")
     return "\n".join(rows)
 
 
@@ -133,14 +138,12 @@ def thinking_pipeline() -> str:
 
 
 def audit() -> str:
-    sys.path.insert(0, str(ROOT / "src"))
     from pivotrl.lab.audit import audit_table
 
     return audit_table(_read("results/lab-v2/audit/audit.json"))
 
 
 def demo() -> str:
-    sys.path.insert(0, str(ROOT / "src"))
     from pivotrl.lab.report import markdown_table
 
     return markdown_table(_read("results/demo/results.json"))

@@ -7,7 +7,8 @@ import statistics
 
 import pytest
 
-from pivotrl.lab.intervals import crossed_interval, nested_interval
+from pivotrl.lab.intervals import crossed_interval
+from pivotrl.lab.report import mean_interval
 
 
 def simulate(rng: random.Random, mu: float, seeds: int, tasks: int, sd_seed: float, sd_task: float, sd_res: float):
@@ -21,7 +22,7 @@ def coverage(rng, n: int, **kw) -> tuple[float, float]:
     for _ in range(n):
         d = simulate(rng, 2.0, **kw)
         c = crossed_interval(d)
-        o = nested_interval([statistics.fmean(row) for row in d])
+        o = mean_interval([statistics.fmean(row) for row in d])
         crossed += c["low"] <= 2.0 <= c["high"]
         seeds_only += o["low"] <= 2.0 <= o["high"]
     return crossed / n, seeds_only / n

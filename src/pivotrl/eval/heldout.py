@@ -70,17 +70,15 @@ def resolve_states(explicit: str | None, data: str | Path | None, held: set[str]
     then samples."""
     from pivotrl.pivots.load import load_states
 
+    if explicit:
+        return load_states(explicit), str(explicit)
     beside = [heldout_states_path(data)] if data is not None else []
     if heldout and str(heldout).endswith(".heldout.json"):
         beside.append(heldout_states_path(str(heldout)[:-len(".heldout.json")]))
     found = next((p for p in beside if p.exists()), None)
-    if explicit:
-        states, source = load_states(explicit), str(explicit)
-    elif found is not None:
-        states, source = [s for s in load_states(found) if s.trajectory_id in held], str(found)
-    else:
-        states, source = list(fallback), fallback_note
-    return states, source
+    if found is not None:
+        return [s for s in load_states(found) if s.trajectory_id in held], str(found)
+    return list(fallback), fallback_note
 
 
 def resolve_episodes(tasks: str | list | None, environment: Any, max_tasks: int, max_turns: int):

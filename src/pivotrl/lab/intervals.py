@@ -11,7 +11,7 @@ whose grand mean has variance sigma_seed^2 / S + sigma_task^2 / T + sigma_res^2 
 balanced table the two-way ANOVA mean squares give it without bias, (MS_seed + MS_task - MS_res) /
 (S T), and Satterthwaite's approximation its degrees of freedom; the interval is Student's t on
 those. Where each seed has tasks of its own (nested, not crossed), the seeds' means already carry
-the task noise and the usual t interval over seeds is the right one (`nested_interval`).
+the task noise and the usual t interval over seeds is the right one (`report.mean_interval`).
 """
 
 from __future__ import annotations
@@ -44,16 +44,6 @@ def crossed_interval(d: list[list[float]]) -> dict:
     return {"mean": grand, "low": grand - half, "high": grand + half, "df": df, "n_seeds": s, "n_tasks": t,
             "components": {"seed": max(0.0, (ms_seed - ms_res) / t), "task": max(0.0, (ms_task - ms_res) / s),
                            "residual": ms_res}}
-
-
-def nested_interval(seed_means: list[float]) -> dict:
-    """Student's t over the seeds' means: the interval when each seed was scored on tasks of its own."""
-    n = len(seed_means)
-    if n < 2:
-        raise ValueError("an interval over seeds needs at least 2 seeds")
-    mean = statistics.fmean(seed_means)
-    half = t975(n - 1) * statistics.stdev(seed_means) / math.sqrt(n)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "df": n - 1, "n_seeds": n}
 
 
 # The registered claims read over domains (`pivotrl.lab.report.ACROSS`): which arms they compare, on what.
@@ -98,12 +88,18 @@ def claims_over_seeds_and_tasks(runs: dict) -> dict:
     from pivotrl.errors import DataError
     from pivotrl.lab.report import ACROSS, verdict
 
-    out = {}
+    out, loaded = {}, {}
+
+    def evaluations(run, arm):  # each arm's files read once, though several claims compare it
+        if (run, arm) not in loaded:
+            loaded[run, arm] = seed_evaluations(run, arm)
+        return loaded[run, arm]
+
     for name, direction, says in ACROSS:
         a, b, key = CLAIM_ARMS[name]
         table, lengths, domains = None, {}, []
         for domain, run in sorted(runs.items()):
-            ea, eb = seed_evaluations(run, a), seed_evaluations(run, b)
+            ea, eb = evaluations(run, a), evaluations(run, b)
             if ea is None or eb is None:
                 continue
             rows = [[x - y for x, y in zip(scored_items(ra, key), scored_items(rb, key))] for ra, rb in zip(ea, eb)]
