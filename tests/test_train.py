@@ -175,6 +175,24 @@ def test_refresh_leaves_the_training_random_stream_alone(tiny_model, sample_stat
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_a_sampled_refresh_profiles_its_sample_and_leaves_the_rest_in_place(tiny_model, sample_states):
+    from pivotrl.train.ledger import Ledger
+    from pivotrl.train.refresh import ActivePool, RefreshCallback
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    pool = ActivePool([{}] * 8, [0, 1, 2])
+    cb = RefreshCallback(sample_states[:8], pool, get_verifier_for_test(), tok, 1, 2, 0.75, 2, Ledger("/tmp", "t"),
+                         sample=3, seed=5)
+    drawn = cb.sampled(10)
+    assert len(drawn) == 3 and drawn == cb.sampled(10) and len(set(drawn)) == 3  # seeded by (seed, step)
+    assert any(cb.sampled(step) != drawn for step in range(11, 20))
+    # the sample's states that still pass are kept, those that stopped leave; the others keep their place
+    cb._apply([i for i in drawn if i >= 3][:1], step=10, sampled=drawn)
+    expected = ({0, 1, 2} - set(drawn)) | set([i for i in drawn if i >= 3][:1])
+    assert set(pool.active) == (expected or {0, 1, 2})
+    assert RefreshCallback(sample_states[:8], pool, None, tok, 1, 2, 0.75, 2, Ledger("/tmp", "t")).sampled(3) == list(range(8))
+
+
 def get_verifier_for_test():
     from pivotrl.rewards import get_verifier
 

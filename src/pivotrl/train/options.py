@@ -62,6 +62,9 @@ class PivotRLOptions(RunFolderOptions, EvalOptions):
     lora_target_modules: list[str] | None = field(default=None, metadata={"help": "Default: all linear layers."})
     refresh_every: int = field(default=0, metadata={"help": "Re-profile and re-select the pool every N steps."})
     refresh_k: int = 8
+    refresh_sample: int = field(default=0, metadata={
+        "help": "Re-profile a seeded sample of this many pool states at each refresh (0: the whole pool); "
+                "the others keep their place in or out of the active set."})
     domain_weights: dict | str | None = field(default=None, metadata={
         "help": "Pivot sampling weight per domain (JSON, e.g. '{\"code\": 1, \"search\": 1}'): each domain's share "
                 "of the training stream; default: the data's own shares."})

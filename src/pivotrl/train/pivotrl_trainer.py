@@ -237,7 +237,7 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                       "refresh_restored": restored is not None})
         callbacks.append(RefreshCallback(train_states, pool, verifier, tokenizer, cfg.refresh_every, cfg.refresh_k,
                                          cfg.lambda_diff, cfg.max_completion_length, ledger, cfg.chat_template,
-                                         template_kwargs, cfg.score_truncated))
+                                         template_kwargs, cfg.score_truncated, cfg.refresh_sample, cfg.seed))
     trainer_class = GroupedGRPOTrainer if cfg.group_micro_batches else SharedPrefillGRPOTrainer
     trainer = trainer_class(model=policy, args=cfg, processing_class=tokenizer,
                             reward_funcs=[counting_reward(verifier, ledger,

@@ -71,11 +71,21 @@ def load_active(checkpoint: str | None) -> list[int] | None:
 class RefreshCallback(TrainerCallback):
     def __init__(self, pool_states: list[State], pool: ActivePool, verifier, tokenizer, every: int, k: int,
                  lambda_diff: float, max_tokens: int, ledger, chat_template: str | None = None,
-                 template_kwargs: dict | None = None, score_truncated: bool = False):
+                 template_kwargs: dict | None = None, score_truncated: bool = False, sample: int = 0, seed: int = 0):
         self.states, self.pool, self.verifier, self.tokenizer = pool_states, pool, verifier, tokenizer
         self.every, self.k, self.lambda_diff, self.max_tokens = every, k, lambda_diff, max_tokens
         self.ledger, self.chat_template, self.template_kwargs = ledger, chat_template, template_kwargs
         self.score_truncated = score_truncated  # training's rule for samples cut by the budget, as profile's
+        # `sample` > 0: each refresh re-profiles that many states of the pool, drawn with (seed, step), so a
+        # pool of every candidate costs a bounded number of rollouts a refresh; the rest keep their place.
+        self.sample, self.seed = sample, seed
+
+    def sampled(self, step: int) -> list[int]:
+        """The pool indices re-profiled at `step`: all, or a seeded sample (the same on every rank)."""
+        everyone = range(len(self.states))
+        if not self.sample or self.sample >= len(self.states):
+            return list(everyone)
+        return sorted(random.Random(f"refresh:{self.seed}:{step}").sample(everyone, self.sample))
 
     def on_save(self, args, state, control, **kw):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -90,9 +100,10 @@ class RefreshCallback(TrainerCallback):
             return
         # Each rank re-profiles its share of the pool (each charges its own samples) with the policy
         # as it can generate alone; every rank then trains on the same gathered set.
+        sampled = self.sampled(state.global_step)
         with generation_policy(self.trainer, model) as policy:
-            keep = self._profile(policy, state.global_step, my_share(range(len(self.states))))
-        self._apply(sorted(gather_lists(keep)), state.global_step)
+            keep = self._profile(policy, state.global_step, my_share(sampled))
+        self._apply(sorted(gather_lists(keep)), state.global_step, sampled)
 
     def _profile(self, model, step: int, share: list[int]) -> list[int]:
         import torch
@@ -120,10 +131,12 @@ class RefreshCallback(TrainerCallback):
                 keep.append(i)
         return keep
 
-    def _apply(self, keep: list[int], step: int) -> None:
+    def _apply(self, keep: list[int], step: int, sampled: list[int] | None = None) -> None:
         old = set(self.pool.active)
-        new = set(keep)
-        metrics = {"refresh_pool": len(self.states), "refresh_active": len(new) or len(old),
+        # the states not re-profiled this time keep their place
+        new = set(keep) | (old - set(sampled) if sampled is not None else set())
+        metrics = {"refresh_pool": len(self.states), "refresh_profiled": len(self.states if sampled is None else sampled),
+                   "refresh_active": len(new) or len(old),
                    "refresh_entered": len(new - old), "refresh_left": len(old - new) if new else 0,
                    "refresh_kept_old_set": not new}
         if new:  # an empty selection would leave nothing to train on: keep the old set, and say so
