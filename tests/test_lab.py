@@ -362,3 +362,51 @@ def test_the_lab_verifier_judges_repo_states_by_their_effect():
     same = Action.tool_calls([ToolCall("view", {"path": "./" + path})])
     assert v.score(render(same), view).reward == 1.0
     assert v.score(render(Action.tool_calls([ToolCall("view", {"path": other})])), view).reward == 0.0
+
+
+@pytest.mark.parametrize("name, n", [("code", 40), ("repo", 8)])
+def test_unseen_templates_keep_every_test_bug_out_of_training(name, n):
+    """With `unseen_templates`, no train task plants a held-out bug template and every bug of a dev or
+    test task is one: a test task's fix is never one training demonstrated (issue 51)."""
+    from pivotrl.lab.domains.base import held_out_template
+
+    dom = get_domain(name)
+    train = dom.tasks("train", n, seed=3, unseen_templates=True)
+    test = dom.tasks("test", n, seed=3, unseen_templates=True)
+    trained = {t for task in train for t in dom.bug_templates(task)}
+    tested = {t for task in test for t in dom.bug_templates(task)}
+    assert trained and tested and not trained & tested
+    assert not any(map(held_out_template, trained)) and all(map(held_out_template, tested))
+    # the default draw plants held-out templates in training too (what the option removes)
+    assert any(held_out_template(t) for task in dom.tasks("train", n, seed=3) for t in dom.bug_templates(task))
+    assert {t["id"] for t in train}.isdisjoint(t["id"] for t in test)
+
+
+def test_unseen_ood_items_are_in_no_base_corpus_and_a_short_generator_is_left_out():
+    """`ood_items(unseen=True)` holds no question of any base's pretraining corpus (`BASE_CORPORA`,
+    which must name every committed pretraining config), each once; basic_arithmetic, whose questions
+    the corpus mostly holds, is left out rather than padded with seen ones."""
+    from pivotrl.lab.ood import BASE_CORPORA, GENERATORS, ood_items, ood_left_out, pretraining_questions
+    from pivotrl.lab.pretrain import PretrainConfig, reasoning_per_generator
+
+    root = Path(__file__).resolve().parents[1]
+    # every committed base's pretraining config (a phase's config or its trained.json), and the bundled
+    # base's (`lab pretrain` defaults, seed 0)
+    configs = [json.loads(p.read_text()) for p in (root / "results" / "pretrain").glob("*/*.json")]
+    configs = [c.get("config", c) for c in configs if isinstance(c, dict)]
+    configs = [c for c in configs if "reasoning_items" in c] + [{"reasoning_items": PretrainConfig().reasoning_items}]
+    assert len(configs) > 10
+    for c in configs:
+        cfg = PretrainConfig(reasoning_items=c["reasoning_items"], seed=c.get("seed", 0))
+        assert (reasoning_per_generator(cfg), cfg.seed) in BASE_CORPORA
+    items = ood_items(50, unseen=True)
+    by_task = {}
+    for it in items:
+        by_task.setdefault(it["task"], []).append(it["question"])
+    assert set(by_task) | set(ood_left_out(50)) == set(GENERATORS) and "basic_arithmetic" in ood_left_out(50)
+    for task, questions in by_task.items():
+        assert len(questions) == len(set(questions)) == 50
+        assert not set(questions) & pretraining_questions(task)
+    # the default (registered before issue 51) draw is unchanged, leaks included
+    seen = ood_items(50)
+    assert sum(it["question"] in pretraining_questions("basic_arithmetic") for it in seen if it["task"] == "basic_arithmetic") > 25

@@ -26,6 +26,10 @@ class EvalConfig:
     split: str = "test"              # "dev" while training (choices), "test" once at the end
     attribute_failures: bool = True  # each failed episode's first off-track turn, by type and tag
     domains: tuple = IN_DOMAIN       # whose episodes and states are in-domain (a preset's own)
+    # Tasks no arm has seen (issue 51): dev/test tasks of bug templates training never plants (code,
+    # repo), and OOD items whose question no base's pretraining corpus holds.
+    unseen_templates: bool = False
+    unseen_ood: bool = False
 
 
 def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
@@ -40,7 +44,8 @@ def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
     t0 = time.time()
     for name in cfg.domains:
         dom = get_domain(name)
-        eps = run_episodes(sampler, dom.environment, dom.tasks(cfg.split, cfg.tasks_per_domain, cfg.seed),
+        eps = run_episodes(sampler, dom.environment, dom.tasks(cfg.split, cfg.tasks_per_domain, cfg.seed,
+                                                               unseen_templates=cfg.unseen_templates),
                            MAX_TURNS[name], cfg.max_tokens)
         out["in_domain"][name] = sum(e.reward for e in eps) / len(eps)
         out["episodes"][name] = [e.reward for e in eps]  # task by task: arms compare paired
@@ -55,7 +60,7 @@ def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
                            MAX_TURNS["tooluse_variant"], cfg.max_tokens)
         out["ood"]["tooluse_variant"] = sum(e.reward for e in eps) / len(eps)
     if cfg.ood_per_task:
-        items = ood_items(cfg.ood_per_task)
+        items = ood_items(cfg.ood_per_task, unseen=cfg.unseen_ood)
         res = sampler.sample([Prompt(ood_messages(it)) for it in items],
                              SamplingParams(n=1, temperature=0.0, max_tokens=32))
         scores: dict[str, list[float]] = {}
@@ -67,7 +72,8 @@ def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
         out["ood_items"] = [x for s in scores.values() for x in s]  # item by item, paired across arms
         out["ood_reasoning_mean"] = sum(sum(s) / len(s) for s in scores.values()) / len(scores)
     if cfg.next_action_states:
-        acc = next_action_accuracy(sampler, test_states(cfg.next_action_states, cfg.seed, cfg.domains), cfg.max_tokens)
+        states = test_states(cfg.next_action_states, cfg.seed, cfg.domains, cfg.unseen_templates)
+        acc = next_action_accuracy(sampler, states, cfg.max_tokens)
         out["next_action"] = {d: v for d, v in acc.items() if "/" not in d}
         out["next_action_by_tag"] = {d: v for d, v in acc.items() if "/" in d}
         out["next_action_mean"] = sum(out["next_action"].values()) / len(out["next_action"])
@@ -89,7 +95,7 @@ def failure_points(domain, episodes) -> dict:
 
 
 def expert_states(split: str, domains, trajectories: int, task_seed: int, rng_key: str,
-                  per_domain: int | None = None) -> list:
+                  per_domain: int | None = None, unseen_templates: bool = False) -> list:
     """Every turn of the experts' trajectories on `trajectories` tasks of `split` per domain (at most
     `per_domain` states each); `rng_key` (formatted with the domain's name) seeds their surface forms."""
     from pivotrl.data.loaders import normalise_record
@@ -99,15 +105,16 @@ def expert_states(split: str, domains, trajectories: int, task_seed: int, rng_ke
     for name in domains:
         dom = get_domain(name)
         rng = random.Random(rng_key.format(name=name))
-        trajs = [normalise_record(dom.expert(t, rng)) for t in dom.tasks(split, trajectories, seed=task_seed)]
+        tasks = dom.tasks(split, trajectories, seed=task_seed, unseen_templates=unseen_templates)
+        trajs = [normalise_record(dom.expert(t, rng)) for t in tasks]
         states += extract_states(trajs)[:per_domain]
     return states
 
 
-def test_states(per_domain: int, seed: int = 0, domains: tuple = IN_DOMAIN):
+def test_states(per_domain: int, seed: int = 0, domains: tuple = IN_DOMAIN, unseen_templates: bool = False):
     """Held-out states: every turn of expert trajectories on test tasks."""
     return expert_states("test", domains, max(1, per_domain // 3), seed + 7, f"test-states:{{name}}:{seed}",
-                         per_domain)
+                         per_domain, unseen_templates)
 
 
 def next_action_accuracy(sampler, states, max_tokens: int = 96) -> dict:

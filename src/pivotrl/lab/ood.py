@@ -23,18 +23,54 @@ GENERATORS = {
     "word_sequence_reversal": dict(min_words=3, max_words=4),
 }
 EVAL_SEED = 20_261_126  # the fixed evaluation draw; pretraining uses other seeds
+# (reasoning items per generator, pretraining seed) of every base the lab has pretrained
+# (results/pretrain/, src/pivotrl/lab/base; a test reads their configs): the corpora an unseen item avoids.
+BASE_CORPORA = ((750, 0),)
 
 
-def ood_items(n_per_task: int, seed: int = EVAL_SEED) -> list[dict]:
+def pretraining_reasoning(name: str, per_generator: int, pretrain_seed: int):
+    """Generator `name`'s reasoning-gym items in a pretraining mixture (`lab.pretrain.build_mixture`)."""
+    import reasoning_gym
+
+    return reasoning_gym.create_dataset(name, size=per_generator, seed=7 + pretrain_seed, **GENERATORS[name])
+
+
+def pretraining_questions(name: str, corpora=BASE_CORPORA) -> set[str]:
+    return {e["question"] for per, seed in corpora for e in pretraining_reasoning(name, per, seed)}
+
+
+def ood_items(n_per_task: int, seed: int = EVAL_SEED, unseen: bool = False) -> list[dict]:
+    """`n_per_task` items of each generator. `unseen`: distinct questions that no base's pretraining
+    corpus holds, drawn from a larger pool; a generator with fewer such questions than asked for is
+    left out (basic_arithmetic at this size: 242 distinct questions, 233 of them in the corpus) and
+    named by `ood_left_out`."""
     import reasoning_gym
 
     items = []
     for name, cfg in GENERATORS.items():
-        ds = reasoning_gym.create_dataset(name, size=n_per_task, seed=seed, **cfg)
-        for i in range(n_per_task):
-            e = ds[i]
-            items.append({"task": name, "index": i, "seed": seed, "question": e["question"], "answer": str(e["answer"])})
+        if not unseen:
+            ds = reasoning_gym.create_dataset(name, size=n_per_task, seed=seed, **cfg)
+            items += [ood_item(name, i, seed, ds[i]) for i in range(n_per_task)]
+            continue
+        seen, chosen = pretraining_questions(name), {}
+        ds = reasoning_gym.create_dataset(name, size=20 * n_per_task + 1000, seed=seed, **cfg)
+        for i, e in enumerate(ds):
+            if e["question"] not in seen and e["question"] not in chosen:
+                chosen[e["question"]] = ood_item(name, i, seed, e)
+                if len(chosen) == n_per_task:
+                    items += chosen.values()
+                    break
     return items
+
+
+def ood_left_out(n_per_task: int, seed: int = EVAL_SEED) -> list[str]:
+    """The generators `ood_items(..., unseen=True)` leaves out."""
+    kept = {it["task"] for it in ood_items(n_per_task, seed, unseen=True)}
+    return [name for name in GENERATORS if name not in kept]
+
+
+def ood_item(name: str, index: int, seed: int, e: dict) -> dict:
+    return {"task": name, "index": index, "seed": seed, "question": e["question"], "answer": str(e["answer"])}
 
 
 def score_item(item: dict, text: str) -> float:

@@ -35,6 +35,7 @@ class Domain:
     name: str
     environment: type
     sample_task: Callable[[random.Random], dict]      # a random task; its `key` decides the split
+    #                                                    (with `bug_templates`, also `fits=`: which bugs it may plant)
     expert: Callable[[dict, random.Random], dict]     # an OpenAI-format trajectory record
     verifier: str = "tool_call"
     verifier_options: dict = field(default_factory=dict)
@@ -49,20 +50,30 @@ class Domain:
     # context shows once (or is a fixed move). Reports split accuracy by it, so a gain says what
     # was learned.
     tag: Callable | None = None
+    # `bug_templates(task) -> list[str]`: the planted bugs' templates, each "buggy -> fixed" (code, repo).
+    # With `unseen_templates`, a fixed share of templates (`held_out_template`) never appears in a
+    # train task, and every bug of a dev or test task is one of them: tasks no training has seen.
+    bug_templates: Callable | None = None
 
-    def tasks(self, split: str, n: int, seed: int = 0) -> list[dict]:
-        """`n` distinct tasks of `split`, the same for the same seed."""
+    def tasks(self, split: str, n: int, seed: int = 0, unseen_templates: bool = False) -> list[dict]:
+        """`n` distinct tasks of `split`, the same for the same seed; with `unseen_templates`, train
+        tasks without a held-out bug template and dev/test tasks with nothing else."""
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         rng = random.Random(f"{self.name}:{split}:{seed}")
         out, seen, tries = [], set(), 0
+        by_template = unseen_templates and self.bug_templates is not None
         while len(out) < n:
             tries += 1
-            if tries > 200 * n + 1000:
+            if tries > (20_000 if by_template else 200) * n + 1000:
                 raise DataError(f"{self.name}: could not draw {n} distinct {split} tasks")
-            task = self.sample_task(rng)
+            # a domain with templates plants only bugs that fit the split (drawing whole tasks until they
+            # fit took minutes for repo's 200 test tasks, whose 3-5 bugs must all be held out)
+            task = self.sample_task(rng, fits=lambda t: templates_fit([t], split)) if by_template else self.sample_task(rng)
             key = task.pop("key")
             if split_of(self.name, key) != split or key in seen:
+                continue
+            if by_template and not templates_fit(self.bug_templates(task), split):
                 continue
             seen.add(key)
             task.update(id=f"{self.name}-{split}-{hashlib.sha1(key.encode()).hexdigest()[:10]}", domain=self.name,
@@ -74,6 +85,20 @@ class Domain:
         from pivotrl.eval.episodes import environment_tools
 
         return environment_tools(self.environment())
+
+
+HELD_OUT_TEMPLATES = 30  # percent of bug templates kept out of training (`unseen_templates`)
+
+
+def held_out_template(template: str) -> bool:
+    """Whether a bug template is one that training never sees, by a hash of it (the same everywhere)."""
+    return int(hashlib.sha1(f"template\x00{template}".encode()).hexdigest()[:8], 16) % 100 < HELD_OUT_TEMPLATES
+
+
+def templates_fit(templates, split: str) -> bool:
+    """A train task has no held-out bug template; a dev or test task has held-out ones only."""
+    held = [held_out_template(t) for t in templates]
+    return not any(held) if split == "train" else all(held)
 
 
 def split_of(domain: str, key: str) -> str:

@@ -237,10 +237,21 @@ def test_source(module: str, funcs) -> str:
         for name, _, _, _, cases in funcs)
 
 
-def _sample(rng: random.Random) -> dict:
+def template_of(func) -> str:
+    """A function's bug template (`_function`'s tuple): "buggy -> fixed"."""
+    return f"{func[3]} -> {func[2]}"
+
+
+def _sample(rng: random.Random, fits=None) -> dict:
+    """A task; `fits(template)`: which bug templates it may plant (None: any, the draw as before)."""
     while True:
         funcs = [_function(rng) for _ in range(3)]
-        bug = rng.randrange(3)
+        if fits is None:
+            bug = rng.randrange(3)
+        elif not (allowed := [i for i, f in enumerate(funcs) if fits(template_of(f))]):
+            continue
+        else:
+            bug = rng.choice(allowed)
         others = [f for i, f in enumerate(funcs) if i != bug]
         name, args, good, bad, cases = funcs[bug]
         # distinct names; an unambiguous fix (neither body appears in another function); tests that catch the bug
@@ -279,6 +290,12 @@ def _expert(task: dict, rng: random.Random) -> dict:
     return run_expert(DOMAIN, task, code_policy, rng=rng)
 
 
+def bug_templates(task: dict) -> list[str]:
+    """The planted bugs' templates, "buggy -> fixed" with their constants (code: one; repo: several)."""
+    bugs = [task["bug"]] if "bug" in task else task.get("bugs", {}).values()
+    return [template_of((None, None, good, bad)) for _, bad, good in bugs]
+
+
 def code_tag(state) -> str:
     """Decision: the edit (which of three functions is wrong, and how); the rest are fixed moves."""
     ref = state.reference
@@ -286,5 +303,5 @@ def code_tag(state) -> str:
 
 
 DOMAIN = register_domain(Domain("code", CodeEnv, _sample, _expert, verifier="lab_code",
-                                policy=code_policy, tag=code_tag,
+                                policy=code_policy, tag=code_tag, bug_templates=bug_templates,
                                 description="fix a planted bug until pytest passes (like SWE-Bench)"))

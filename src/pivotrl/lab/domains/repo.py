@@ -16,7 +16,8 @@ import random
 import re
 
 from pivotrl.lab.domains.base import Domain, pick, register_domain, run_expert, tool_history
-from pivotrl.lab.domains.code import CodeEnv, _caught, _function, code_tag, module_source, run_pytest, test_source
+from pivotrl.lab.domains.code import (CodeEnv, _caught, _function, bug_templates, code_tag, module_source, run_pytest,
+                                      template_of, test_source)
 
 MODULES = ("geometry", "billing", "stats", "units", "scores", "timing")
 SYSTEM = "Coding agent. Make every test of this repository pass by fixing its modules (the tests are right)."
@@ -51,11 +52,16 @@ def _distinct_functions(rng: random.Random, n: int) -> list:
     return funcs
 
 
-def _sample(rng: random.Random) -> dict:
+def _sample(rng: random.Random, fits=None) -> dict:
+    """A task; `fits(template)`: which bug templates it may plant (None: any, the draw as before)."""
     modules = rng.sample(MODULES, rng.choice([3, 4]))
     while True:
         funcs = _distinct_functions(rng, 3 * len(modules))
-        bugs = sorted(rng.sample(range(len(funcs)), rng.choice([3, 4, 5])))
+        count = rng.choice([3, 4, 5])
+        allowed = range(len(funcs)) if fits is None else [i for i, f in enumerate(funcs) if fits(template_of(f))]
+        if len(allowed) < count:
+            continue
+        bugs = sorted(rng.sample(allowed, count))
         # every fix unambiguous (neither body appears in another function); tests that catch each bug
         if all(_caught(funcs[b][1], funcs[b][3], funcs[b][4]) for b in bugs) \
                 and all(f[i] not in (o[2], o[3]) for b in bugs for f in [funcs[b]] for i in (2, 3)
@@ -117,5 +123,5 @@ def _expert(task: dict, rng: random.Random) -> dict:
 # Tags as the code domain's: the edit (how the failing function must read) is the decision; the rest
 # follow from what the tools showed (the file a failure names, the next run).
 DOMAIN = register_domain(Domain("repo", RepoEnv, _sample, _expert, verifier="lab_code", policy=repo_policy,
-                                tag=code_tag, description="repair a small repository with several planted "
+                                tag=code_tag, bug_templates=bug_templates, description="repair a small repository with several planted "
                                                           "bugs (long episodes, like SWE-Bench)"))
