@@ -52,6 +52,21 @@ def test_each_criterion_can_fail_the_base(change, criterion):
     assert criterion in failing(figures) and not verdict(figures)["passed"]
 
 
+def test_a_gate_criterion_says_how_many_standard_errors_it_clears_its_bound_by():
+    def margin(figures, criterion):
+        return next(c["margin_se"] for c in verdict(figures)["checks"] if c["criterion"] == criterion)
+
+    figures = in_regime()
+    name = "tooluse find_user/copy: decisive, all-fail share"  # 4 of 20 all-fail, bound 0.3
+    assert margin(figures, name) == pytest.approx(round((0.3 - 0.2) / (0.21 / 20) ** 0.5, 2))
+    figures["turns"]["tooluse"]["find_user/copy"].update(states=80, all_fail=16, pivots=40)  # the same share, 4x states
+    assert margin(figures, name) == pytest.approx(2 * margin(in_regime(), name), abs=0.02)
+    figures["turns"]["tooluse"]["find_user/copy"].update(all_fail=60)  # fails: a negative margin
+    assert margin(figures, name) < 0
+    figures["episodes"] = {"tooluse": 50}
+    assert margin(figures, "tooluse: episode success") > 0
+
+
 def test_a_turn_type_becomes_decisive_at_a_quarter_of_the_failures():
     figures = in_regime()  # message/decision: 9 of 39 tooluse failures, under a quarter: routine
     names = {c["criterion"] for c in verdict(figures)["checks"]}

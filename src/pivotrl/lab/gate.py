@@ -25,6 +25,8 @@ criterion of that domain, with the criteria across domains applied to the chosen
 
 from __future__ import annotations
 
+import math
+import random
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,14 +113,21 @@ def verdict(figures: dict, t: GateThresholds = GateThresholds()) -> dict:
     """Each criterion with its figure and whether it holds; `passed` when all do."""
     checks = []
 
-    def check(name: str, value: float, holds: bool, rule: str, domain: str | None = None):
-        checks.append({"criterion": name, "value": round(value, 4), "rule": rule, "holds": bool(holds),
-                       "domain": domain})
+    def check(name: str, value: float, holds: bool, rule: str, domain: str | None = None,
+              n: int | None = None, bound: float | None = None):
+        row = {"criterion": name, "value": round(value, 4), "rule": rule, "holds": bool(holds), "domain": domain}
+        if n and bound is not None:  # how far from its bound, in standard errors of a share of n at the bound
+            se = math.sqrt(max(bound * (1 - bound), 1e-4) / n)
+            row["margin_se"] = round(abs(value - bound) / se * (1 if holds else -1), 2)
+        checks.append(row)
+
+    episodes = figures.get("episodes", {})
 
     success = figures["success"]
     for domain, s in success.items():
+        nearer = min((t.success_low, t.success_high), key=lambda b: abs(s - b))
         check(f"{domain}: episode success", s, t.success_low <= s <= t.success_high,
-              f"{t.success_low:g}-{t.success_high:g}", domain)
+              f"{t.success_low:g}-{t.success_high:g}", domain, episodes.get(domain), nearer)
     hard = sum(s <= t.hard_success for s in success.values())
     check("domains at or below the hard line", hard, hard >= t.hard_domains,
           f">= {t.hard_domains} at <= {t.hard_success:g}")
@@ -132,16 +141,20 @@ def verdict(figures: dict, t: GateThresholds = GateThresholds()) -> dict:
                 check(f"{domain} {key}: decisive, profiled states", 0, False, "> 0", domain)
                 continue
             check(f"{domain} {key}: decisive, all-fail share", row["all_fail"] / row["states"],
-                  row["all_fail"] / row["states"] <= t.decisive_all_fail, f"<= {t.decisive_all_fail:g}", domain)
+                  row["all_fail"] / row["states"] <= t.decisive_all_fail, f"<= {t.decisive_all_fail:g}", domain,
+                  row["states"], t.decisive_all_fail)
             check(f"{domain} {key}: decisive, pivot share", row["pivots"] / row["states"],
-                  row["pivots"] / row["states"] >= t.decisive_pivots, f">= {t.decisive_pivots:g}", domain)
+                  row["pivots"] / row["states"] >= t.decisive_pivots, f">= {t.decisive_pivots:g}", domain,
+                  row["states"], t.decisive_pivots)
         for key, row in sorted(rows.items()):
             if key not in decisive:
-                acc = row["greedy_correct"] / row["states"]
+                greedy = row.get("greedy_states", row["states"])  # all states, or a sample of them
+                acc = row["greedy_correct"] / max(greedy, 1)
                 check(f"{domain} {key}: routine, greedy accuracy", acc, acc >= t.routine_accuracy,
-                      f">= {t.routine_accuracy:g}", domain)
+                      f">= {t.routine_accuracy:g}", domain, greedy, t.routine_accuracy)
     share = figures["pivots"] / max(figures["candidates"], 1)
-    check("pivots among candidates", share, t.pivots_low <= share <= t.pivots_high, f"{t.pivots_low:g}-{t.pivots_high:g}")
+    check("pivots among candidates", share, t.pivots_low <= share <= t.pivots_high, f"{t.pivots_low:g}-{t.pivots_high:g}",
+          None, figures["candidates"], min((t.pivots_low, t.pivots_high), key=lambda b: abs(share - b)))
     domains = {d: all(c["holds"] for c in checks if c["domain"] == d) for d in success}
     return {"thresholds": asdict(t), "checks": checks, "domains": domains, "passed": all(c["holds"] for c in checks)}
 
@@ -175,3 +188,40 @@ def choose_domain_bases(gates: list[dict], t: GateThresholds = GateThresholds())
         checks += [c for c in verdict(chosen, t)["checks"] if c["domain"] is None]
     return {"bases": {d: g["model"] for d, g in bases.items()}, "thresholds": asdict(t), "checks": checks,
             "passed": all(c["holds"] for c in checks)}
+
+
+def gate_on_comparison(model: str, profile: Path, dev: dict, lambda_diff: float = 0.75, greedy_per_turn: int = 100,
+                       max_tokens: int = 96, seed: int = 0) -> dict:
+    """The gate recomputed on the comparison's own data (issue 51): the base's episodes on the
+    comparison's dev tasks (`dev`, an `evaluate_model` result with failures attributed) and the
+    base's profile of a seed's candidates, as training selects its pivots from it; greedy accuracy
+    of a routine turn type on a seeded sample of at most `greedy_per_turn` of its states. Each
+    criterion carries `margin_se`, its distance from the bound in standard errors (negative when it
+    fails); a domain's verdict is `domains[d]` (the criteria across domains need several domains)."""
+    from pivotrl.eval.next_action import next_action_scores
+    from pivotrl.lab.verifiers import lab_verifier
+    from pivotrl.pivots.select import load_candidates, select
+    from pivotrl.sampling.transformers_backend import TransformersSampler
+
+    cands = load_candidates(profile)
+    pivots = {id(c) for c in select(cands, "pivot", lambda_diff=lambda_diff)}
+    turns: dict = {}
+    by_turn: dict = {}
+    for c in cands:
+        key = (c.state.domain, turn_key(c.state))
+        by_turn.setdefault(key, []).append(c)
+        row = turns.setdefault(c.state.domain, {}).setdefault(key[1], dict(states=0, all_fail=0, pivots=0,
+                                                                          greedy_correct=0, greedy_states=0))
+        row["states"] += 1
+        row["all_fail"] += c.profiled and c.var == 0 and c.mean <= 0
+        row["pivots"] += id(c) in pivots
+    rng = random.Random(f"gate:{seed}")
+    sampled = [(key, c) for key, group in sorted(by_turn.items()) for c in rng.sample(group, min(len(group), greedy_per_turn))]
+    scores = next_action_scores(TransformersSampler(model), [c.state for _, c in sampled], lab_verifier(), max_tokens)
+    for ((domain, key), _), correct in zip(sampled, scores):
+        turns[domain][key]["greedy_states"] += 1
+        turns[domain][key]["greedy_correct"] += correct >= 1.0
+    figures = {"model": model, "profile": str(profile), "success": dev["in_domain"],
+               "episodes": {d: len(e) for d, e in dev.get("episodes", {}).items()},
+               "failures": dev.get("failures", {}), "turns": turns, "candidates": len(cands), "pivots": len(pivots)}
+    return {**figures, **verdict(figures)}
