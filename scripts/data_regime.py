@@ -19,8 +19,9 @@ import math
 import statistics
 from pathlib import Path
 
+from pivotrl.lab.arms import SFT_BATCH  # the lab SFT arm's per_device_train_batch_size
+
 ROOT = Path(__file__).resolve().parents[1]
-SFT_BATCH = 8  # per_device_train_batch_size of the lab's SFT arm (src/pivotrl/lab/arms.py)
 TARGETS = {"visits_kept": 2.0, "visits_cap": 4.0, "sft_epochs_kept": 3.0}
 
 

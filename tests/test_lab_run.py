@@ -140,6 +140,75 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     assert "not finished yet" in r.output and "pivotrl_exact" in r.output
 
 
+def test_the_data_regime_machinery_end_to_end(tmp_path):
+    """The `regime` preset's protocol at a tiny size: each seed draws its own data; the sweep runs on
+    a seed that is not reported (never test-evaluated); SFT then PivotRL is profiled, and SFT then E2E
+    RL trains, on a second draw SFT never saw; PivotRL stops at its visit cap and SFT at its epochs;
+    the gate is recomputed on each seed's profile; every run stores where it stood in the regime."""
+    from dataclasses import replace
+
+    from pivotrl.data import load_trajectories
+    from pivotrl.lab.experiment import PRESETS, run_lab, run_name
+    from pivotrl.pivots.select import load_candidates
+
+    tiny = PRESETS["tiny"]
+    preset = replace(tiny, seeds=[1], sweep_seed=100, data_per_seed=True, production_order=True, sft_epochs=2.0,
+                     pivot_visits_cap=1.0, gate_on_data=True, learning_rates={"sft": [2e-4], "rl": [2e-4]},
+                     arms=("sft", "pivotrl", "sft_pivotrl", "sft_e2e", "pivotrl_refresh"),
+                     trajectories={"tooluse": 4, "code": 3},
+                     eval=replace(tiny.eval, domains=("tooluse", "code"), unseen_templates=True, unseen_ood=True))
+    results = run_lab(preset, tmp_path)
+    work = tmp_path / "work"
+    ids = {}
+    for seed in (100, 1):
+        data = work / f"data-s{seed}"
+        ids[seed] = {name: {t["id"] for t in map(json.loads, (data / f"{name}_tasks.jsonl").read_text().splitlines())}
+                     for name in ("train", "heldout")}
+        assert len(ids[seed]["train"]) == 7 and len(ids[seed]["heldout"]) == 7
+        assert not ids[seed]["train"] & ids[seed]["heldout"]
+    assert ids[100]["train"] != ids[1]["train"]  # each seed its own draw
+    # SFT then PivotRL's pivots come from the draw SFT never trained on
+    held = {t.id for t in load_trajectories(work / "data-s1" / "heldout_trajectories.jsonl")}
+    assert {c.state.trajectory_id for c in load_candidates(work / "profile_sft-s1.jsonl")} <= held
+    for arm in preset.arms:
+        assert (work / f"train_{run_name(arm, 2e-4, 100)}.json").exists()  # the sweep's seed trains ...
+        assert not (work / f"eval_{run_name(arm, 2e-4, 100)}.json").exists()  # ... and is never tested
+        assert (work / f"eval_{run_name(arm, 2e-4, 1)}.json").exists()
+    runs = results["regime"]["runs"]
+    assert set(runs) == set(preset.arms) and all(list(r) == [1] for r in runs.values())
+    sft, rl = runs["sft"][1], runs["sft_pivotrl"][1]
+    assert sft["visits_end"] == pytest.approx(2.0) and sft["in_regime"]  # its epoch cap, whole epochs
+    # a run's units are its profile's pivots (none, for a base whose outcomes are never mixed, is reported as 0)
+    from pivotrl.pivots.select import select
+
+    for arm, profile in (("pivotrl", "profile-s1.jsonl"), ("sft_pivotrl", "profile_sft-s1.jsonl")):
+        pivots = select(load_candidates(work / profile), "pivot", lambda_diff=preset.lambda_diff)
+        assert runs[arm][1]["units"] == len(pivots)
+    assert rl["units"] >= 1 and rl["visits_end"] <= 1.0 + preset.prompts_per_step / rl["units"]  # stopped at the cap
+    assert "zero_std_by_interval" in rl and all(0 <= x["share"] <= 1 for x in rl["zero_std_by_interval"])
+    assert set(results["regime"]["gates"]) == {100, 1}
+    gate = json.loads((work / "gate-s1.json").read_text())
+    assert gate["profile"].endswith("profile-s1.jsonl") and set(gate["domains"]) == {"tooluse", "code"}
+    assert all("margin_se" in c for c in gate["checks"] if c["criterion"].endswith("all-fail share"))
+    assert "The regime gate on each seed's data" in (tmp_path / "table.md").read_text()
+    # OOD items no base pretrained on; test tasks of templates training never plants
+    from pivotrl.lab.domains.base import held_out_template
+    from pivotrl.lab.domains.code import bug_templates
+
+    train_code = [t for t in map(json.loads, (work / "data-s1" / "train_tasks.jsonl").read_text().splitlines())
+                  if t["domain"] == "code"]
+    assert train_code and not any(held_out_template(x) for t in train_code for x in bug_templates(t))
+    # a fresh checkout holds the stage files and the profiles' gzipped copies, not the profiles
+    from pivotrl.lab.experiment import Plan
+
+    kept = {p.name: p.read_bytes() for p in work.glob("profile*.jsonl")}
+    assert len(kept) == 4 and all((work / f"{name}.gz").exists() for name in kept)
+    for name in kept:
+        (work / name).unlink()
+    Plan(preset, "base", work).forget_lost_data()
+    assert {p.name: p.read_bytes() for p in work.glob("profile*.jsonl")} == kept
+
+
 def test_a_stage_another_live_worker_holds_is_left_for_later_and_a_dead_ones_lock_is_taken_over(tmp_path):
     import subprocess
     import sys
@@ -195,6 +264,28 @@ def test_cost_is_counted_to_the_lower_best_dev_point_and_only_beyond_three_stand
     assert third["dev_se"] == pytest.approx((11 / 102 * 91 / 102 / 100) ** 0.5)
     zero = cost_to_match({"pivotrl": [run((0, 0.0), (10, 0.01))], "e2e": [run((0, 0.0), (10, 0.01))]}, 100)[0]
     assert zero["dev_se"] > 0 and not zero["matched"]  # one success in 100 is not a gain over a base at 0%
+
+
+def test_cost_from_sft_is_its_own_row_and_a_flat_e2e_makes_the_claim_not_testable():
+    """Claim 3 from the SFT checkpoint (SFT then PivotRL against SFT then E2E RL) is counted apart from
+    the base's; where E2E RL never rose three standard errors above its start in most seeds, the
+    verdict says the claim could not be tested, not that PivotRL was cheaper or dearer."""
+    from pivotrl.lab.report import cost_to_match, cost_verdict
+
+    def run(*points):
+        return {"curve": [{"rollout_turns": t, "wall_clock_s": t / 10, "eval_success": s} for t, s in points]}
+
+    rising, flat = run((0, 0.1), (800, 0.4)), run((0, 0.1), (800, 0.12))
+    runs = {"pivotrl": [run((0, 0.1), (100, 0.4))] * 3, "e2e": [rising, flat, flat],
+            "sft_pivotrl": [run((0, 0.3), (50, 0.6))] * 3, "sft_e2e": [run((0, 0.3), (400, 0.6))] * 3}
+    rows = cost_to_match(runs, dev_episodes=100, seeds=[1, 2, 3])
+    base = [r for r in rows if r["start"] == "base"]
+    sft = [r for r in rows if r["start"] == "sft"]
+    assert [r["seed"] for r in base] == [r["seed"] for r in sft] == [1, 2, 3]
+    assert [r["e2e_rose"] for r in base] == [True, False, False]
+    assert cost_verdict(base).startswith("not testable: E2E RL never rose") and "2 of 3" in cost_verdict(base)
+    assert all(r["matched"] and r["turns_ratio"] == 8.0 for r in sft)
+    assert cost_verdict(sft).startswith("3 of 3 matched seeds at 4x or more")
 
 
 def test_paired_intervals_and_verdicts():

@@ -24,16 +24,17 @@ class DevSelection(PeriodicEval):
     without a new best. Each kept checkpoint is a `best` line in the ledger."""
 
     def __init__(self, ledger, tokenizer, every_seconds: float, tasks_per_domain: int, best_dir: Path,
-                 patience: int = 0, ties_within: int = 0, domains: tuple = IN_DOMAIN):
+                 patience: int = 0, ties_within: int = 0, domains: tuple = IN_DOMAIN, unseen_templates: bool = False):
         super().__init__(ledger, every=0, every_seconds=every_seconds)
         self.tokenizer, self.tasks, self.best_dir, self.patience = tokenizer, tasks_per_domain, Path(best_dir), patience
-        self.domains = tuple(domains)
+        self.domains, self.unseen_templates = tuple(domains), unseen_templates
         self.episodes, self.ties_within = tasks_per_domain * len(self.domains), ties_within
         self.best, self.stale = -1.0, 0
 
     def measure(self, model) -> dict:
         res = evaluate_model(model, EvalConfig(self.tasks, 0, 0, 0, split="dev", attribute_failures=False,
-                                               domains=self.domains), tokenizer=self.tokenizer)
+                                               domains=self.domains, unseen_templates=self.unseen_templates),
+                             tokenizer=self.tokenizer)
         return {"eval_success": res["in_domain_mean"], **{f"eval_success/{d}": v for d, v in res["in_domain"].items()}}
 
     def after_eval(self, state, model, metrics: dict) -> bool:
@@ -49,10 +50,13 @@ class DevSelection(PeriodicEval):
         return bool(self.patience) and self.stale >= self.patience
 
 
-def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, work: Path, run_dir: Path,
+def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, data: Path, run_dir: Path,
               pivots: Path | None = None) -> dict:
-    """Train `arm` from `start_model`; `pivots`: the profile its pivots are selected from (the PivotRL
-    arms). Returns the ledger's summary, the dev curve and the best dev checkpoint's step and score."""
+    """Train `arm` from `start_model` on the seed's `data` folder (`lab.experiment.make_data`);
+    `pivots`: the profile its pivots are selected from (the PivotRL arms). Returns the ledger's
+    summary, the dev curve, the best dev checkpoint's step and score, and where the run stood in the
+    data regime (`regime`: visits per pivot, task or trajectory at the kept checkpoint and at the end)."""
+    import math
     import shutil
 
     from pivotrl.train.ledger import read_ledger
@@ -62,56 +66,105 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
     shutil.rmtree(run_dir, ignore_errors=True)
     every = preset.seconds_per_arm / max(preset.dev_evals, 1)
     dev = [lambda ledger, tok: DevSelection(ledger, tok, every, preset.dev_tasks, run_dir / "best", preset.patience,
-                                            preset.dev_ties_within, preset.domains)]
+                                            preset.dev_ties_within, preset.domains, preset.eval.unseen_templates)]
     common = dict(model=start_model, output_dir=str(run_dir), learning_rate=lr, max_seconds=preset.seconds_per_arm,
                   save_steps=10**6, seed=seed, eval_every=0, report_to=["tensorboard"], disable_tqdm=True)
     if arm == "sft":
         from pivotrl.data import load_trajectories
         from pivotrl.train.sft import SFTRunConfig, train_sft
 
-        train_sft(SFTRunConfig(**common, per_device_train_batch_size=8, num_train_epochs=100, max_length=1024),
-                  trajectories=list(load_trajectories(work / "data" / "train_trajectories.jsonl")), eval_states=[],
-                  extra_callbacks=dev)
-    elif arm == "e2e":
+        trajectories = list(load_trajectories(data / "train_trajectories.jsonl"))
+        train_sft(SFTRunConfig(**common, per_device_train_batch_size=SFT_BATCH, num_train_epochs=preset.sft_epochs,
+                               max_length=1024), trajectories=trajectories, eval_states=[], extra_callbacks=dev)
+        # an epoch is ceil(units / batch) steps (its last batch short): visits then count whole epochs
+        units = len(trajectories)
+        per_step = units / max(math.ceil(units / SFT_BATCH), 1)
+    elif arm in ("e2e", "sft_e2e"):
         from pivotrl.train.e2e import E2EConfig, load_tasks, train_e2e
 
         cfg = E2EConfig(**common, num_generations=preset.num_generations, prompts_per_step=preset.e2e_prompts_per_step,
                         max_completion_length=preset.e2e_max_completion_length,
                         max_tool_calling_iterations=preset.e2e_max_turns, max_steps=10**6)
         envs = {name: get_domain(name).environment for name in preset.domains}  # each task names its domain
-        train_e2e(cfg, tasks=load_tasks(str(work / "data" / "train_tasks.jsonl")), eval_tasks=[], extra_callbacks=dev,
-                  environment=envs)
+        # after SFT in the production order: tasks whose trajectories SFT never trained on
+        held = arm == "sft_e2e" and preset.production_order
+        tasks = load_tasks(str(data / ("heldout_tasks.jsonl" if held else "train_tasks.jsonl")))
+        train_e2e(cfg, tasks=tasks, eval_tasks=[], extra_callbacks=dev, environment=envs)
+        units, per_step = len(tasks), preset.e2e_prompts_per_step
     else:
         from pivotrl.train.pivotrl_trainer import PivotRLConfig, train_pivotrl
 
-        states = pivot_states(arm, preset, work, pivots)
+        states = pivot_states(arm, preset, data, pivots)
         if not states:  # nothing to train on: the start checkpoint is the arm's result, said so
             shutil.copytree(start_model, run_dir / "best", dirs_exist_ok=True)
-            return {**summarise_run(arm, lr, []), "no_pivots": True}
-        exact = arm == "pivotrl_exact"
+            summary = summarise_run(arm, lr, [])
+            return {**summary, "no_pivots": True, "regime": regime_figures(summary, 0, preset.prompts_per_step, [])}
+        exact, refresh = arm == "pivotrl_exact", arm == "pivotrl_refresh"
+        # the pivots the run starts from: with refresh, the pool's own pivots (it trains on the active set)
+        units = len(select_pivots(states, preset)) if refresh else len(states)
+        cap = preset.pivot_visits_cap
         cfg = PivotRLConfig(**common, verifier="exact" if exact else "dispatch",
                             verifier_options={} if exact else lab_verifier_options(),
                             num_generations=preset.num_generations, prompts_per_step=preset.prompts_per_step,
-                            max_completion_length=preset.max_completion_length, max_steps=10**6,
+                            max_completion_length=preset.max_completion_length,
+                            max_steps=math.ceil(cap * max(units, 1) / preset.prompts_per_step) if cap else 10**6,
                             domain_weights=preset.domain_weights, group_micro_batches=preset.fast_grpo,
                             gradient_checkpointing=not preset.fast_grpo,
+                            refresh_every=preset.refresh_every if refresh else 0, refresh_k=preset.profile_k,
+                            refresh_sample=preset.refresh_sample,
                             profile_cost=None if pivots is None else str(pivots) + ".meta.json")
         train_pivotrl(cfg, train_states=states, eval_states=[], extra_callbacks=dev)
-    return summarise_run(arm, lr, read_ledger(run_dir))
+        per_step = preset.prompts_per_step
+    summary = summarise_run(arm, lr, read_ledger(run_dir))
+    return {**summary, "regime": regime_figures(summary, units, per_step, read_ledger(run_dir))}
 
 
-def pivot_states(arm: str, preset: Preset, work: Path, pivots: Path | None):
+SFT_BATCH = 8  # SFT's trajectories a step
+
+
+def select_pivots(states: list, preset: Preset) -> list:
+    """The states whose profile (carried in `meta["profile"]`) passes the pivot rule."""
+    from pivotrl.train.refresh import passes
+
+    return [s for s in states if passes(s.meta.get("profile"), preset.lambda_diff)]
+
+
+def pivot_states(arm: str, preset: Preset, data: Path, pivots: Path | None):
     """The states a PivotRL arm trains on: the pivots of its profile (mixed outcomes, mean reward
-    below lambda_diff; none when the start model's outcomes are never mixed), or, without the
-    filter, every candidate state (no profiling needed)."""
+    below lambda_diff; none when the start model's outcomes are never mixed), every candidate state
+    without the filter (no profiling needed), or, for refresh over the pool, every profiled candidate
+    (it starts from their pivots and re-selects as it trains)."""
     from pivotrl.pivots.select import load_candidates, select
 
     if arm == "pivotrl_no_filter":
         from pivotrl.data import load_trajectories
         from pivotrl.pivots import extract_states
 
-        return extract_states(load_trajectories(work / "data" / "train_trajectories.jsonl"))
-    return [c.state for c in select(load_candidates(pivots), "pivot", lambda_diff=preset.lambda_diff)]
+        return extract_states(load_trajectories(data / "train_trajectories.jsonl"))
+    cands = load_candidates(pivots)
+    if arm == "pivotrl_refresh":
+        every = [c.state for c in select(cands, "all")]
+        return every if select_pivots(every, preset) else []
+    return [c.state for c in select(cands, "pivot", lambda_diff=preset.lambda_diff)]
+
+
+def regime_figures(summary: dict, units: int, per_step: int, ledger: list[dict]) -> dict:
+    """Where a run stood in the data regime (issue 51): how many times it drew each of its `units`
+    (pivots, tasks or SFT trajectories; `per_step` a step) on average by its kept checkpoint and by its
+    end, and, for the GRPO arms, the share of groups without reward variance between dev evaluations."""
+    best = summary["best_step"] or 0
+    out = {"units": units, "per_step": per_step, "visits_kept": best * per_step / max(units, 1),
+           "visits_end": summary["steps"] * per_step / max(units, 1)}
+    steps = [r for r in ledger if r.get("kind") == "step" and "frac_reward_zero_std" in r]
+    if steps:
+        bounds = [c["step"] for c in summary["curve"] if c["step"] > 0] + [summary["steps"]]
+        out["zero_std_by_interval"], lo = [], 0
+        for hi in sorted(set(bounds)):
+            part = [r["frac_reward_zero_std"] for r in steps if lo < r["step"] <= hi]
+            if part:
+                out["zero_std_by_interval"].append({"to_step": hi, "share": statistics.fmean(part)})
+            lo = hi
+    return out
 
 
 def summarise_run(arm: str, lr: float, ledger: list[dict]) -> dict:

@@ -88,7 +88,9 @@ def lab_eval(
 def lab_run(
     preset: str = typer.Option("demo", help="demo (SFT and PivotRL, about 5.5 minutes on 2 cores), paper (the paper's protocol, one "
                                         "domain at a time with --domain: 5 seeds, sweeps, patience; hours a domain), full (6 arms, "
-                                        "a learning-rate sweep on dev, 3 seeds; hours: start it twice for two workers), tiny (tests)."),
+                                        "a learning-rate sweep on dev, 3 seeds; hours: start it twice for two workers), regime (the paper's "
+                                        "data regime, one domain at a time: a draw of data per seed, pivots seen about "
+                                        "once, tasks no arm has seen; days), tiny (tests)."),
     output: Path = typer.Option(Path("runs/lab"), "-o", "--output", help="Results folder; rerun to resume."),
     model: Optional[str] = typer.Option(None, help="Base model (default: the bundled one)."),
     domain: Optional[str] = typer.Option(None, help="Train and evaluate on this domain alone (the paper trains "

@@ -16,6 +16,7 @@ plan is recomputed from the files on disk each round (`plan`), so it needs no st
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from collections import Counter
@@ -23,47 +24,61 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pivotrl.artifacts import write_jsonl
+from pivotrl.artifacts import atomic_open, write_jsonl
 from pivotrl.lab.domains.base import get_domain
-from pivotrl.lab.evaluate import evaluate_model
-from pivotrl.lab.presets import ARMS, LABELS, PRESETS, Preset  # noqa: F401  (the lab's public names)
+from pivotrl.lab.evaluate import EvalConfig, evaluate_model
+from pivotrl.lab.presets import AFTER_SFT, ARMS, LABELS, PRESETS, Preset  # noqa: F401  (the lab's public names)
 from pivotrl.lab.report import aggregate, markdown_table, write_results  # noqa: F401
 from pivotrl.lab.stages import run_stage
 from pivotrl.lab.verifiers import lab_verifier
 
-PIVOT_ARMS = ("pivotrl", "pivotrl_exact", "sft_pivotrl")  # need a profile (no_filter does not)
+BASE_PROFILE_ARMS = ("pivotrl", "pivotrl_exact", "pivotrl_refresh")  # need the base's profile (no_filter does not)
 
 
 def run_name(arm: str, lr: float, seed: int) -> str:
     return f"{arm}-lr{lr:g}-s{seed}"
 
 
-def make_data(preset: Preset, data: Path) -> dict:
-    """Expert trajectories (the SFT data and the pivot candidates) and the E2E tasks, train split."""
-    trajs, tasks = [], []
+def make_data(preset: Preset, data: Path, seed: int | None = None) -> dict:
+    """Expert trajectories (the SFT data and the pivot candidates) and the E2E tasks, train split.
+    `seed`: the draw's own (a preset with `data_per_seed`); None: the one draw every seed shares.
+    With `production_order`, a second draw as large is kept apart (`heldout_*`): what SFT then
+    PivotRL profiles and SFT then E2E RL trains on, which SFT never trained on."""
+    trajs, tasks, held_trajs, held_tasks = [], [], [], []
     for name in preset.domains:
         dom = get_domain(name)
-        rng = random.Random(f"sft:{name}")
-        ts = dom.tasks("train", preset.trajectories[name], seed=0)
-        tasks += ts
-        trajs += [dom.expert(t, rng) for t in ts]
+        n = preset.trajectories[name]
+        rng = random.Random(f"sft:{name}" if seed is None else f"sft:{name}:{seed}")
+        drawn = dom.tasks("train", n * (2 if preset.production_order else 1), seed=seed or 0,
+                          unseen_templates=preset.eval.unseen_templates)
+        tasks += drawn[:n]
+        trajs += [dom.expert(t, rng) for t in drawn[:n]]
+        held_tasks += drawn[n:]
+        held_trajs += [dom.expert(t, rng) for t in drawn[n:]]
     write_jsonl(data / "train_trajectories.jsonl", trajs)
     write_jsonl(data / "train_tasks.jsonl", tasks)
-    return {"trajectories": len(trajs), "tasks": len(tasks)}
+    if preset.production_order:
+        write_jsonl(data / "heldout_trajectories.jsonl", held_trajs)
+        write_jsonl(data / "heldout_tasks.jsonl", held_tasks)
+    return {"trajectories": len(trajs), "tasks": len(tasks), "seed": seed, "heldout_trajectories": len(held_trajs)}
 
 
-def profile(model: str, preset: Preset, work: Path, output: Path) -> dict:
-    """The one-off profiling of every candidate state with the frozen `model` (K samples each)."""
+def profile(model: str, preset: Preset, trajectories: Path, output: Path) -> dict:
+    """The one-off profiling of every candidate state of `trajectories` with the frozen `model` (K samples each)."""
     from pivotrl.data import load_trajectories
     from pivotrl.pivots import extract_states
     from pivotrl.pivots.profile import profile_states
     from pivotrl.pivots.select import candidates_from_records
     from pivotrl.sampling import SamplingParams, get_sampler
 
-    states = extract_states(load_trajectories(work / "data" / "train_trajectories.jsonl"))
+    states = extract_states(load_trajectories(trajectories))
     recs = profile_states(states, get_sampler("transformers", model=model), lab_verifier(), k=preset.profile_k,
                           params=SamplingParams(preset.profile_k, 1.0, 1.0, preset.max_completion_length),
                           output=output, model_name=model, verifier_name="lab")
+    # A gzipped copy beside it (~25x smaller), committed with the stage files: a run resumed in a later
+    # sitting selects its pivots from this very profile, which took minutes to hours to make.
+    with atomic_open(output.with_name(output.name + ".gz"), "wb") as fh:
+        fh.write(gzip.compress(output.read_bytes(), mtime=0))
     ok = [r for r in recs if not r["skipped"]]
     mixed = sum(r["reward_var"] > 0 for r in ok)
     outcomes = outcomes_by_tag(candidates_from_records(recs), preset.lambda_diff)
@@ -108,22 +123,43 @@ class Plan:
     def has(self, stage: str) -> bool:
         return (self.work / f"{stage}.json").exists()
 
+    @property
+    def all_seeds(self) -> list[int]:
+        """The sweep's seed, then the reported ones."""
+        return list(dict.fromkeys([self.preset.first_seed, *self.preset.seeds]))
+
+    def data_stage(self, seed: int) -> str:
+        return f"data-s{seed}" if self.preset.data_per_seed else "data"
+
+    def data_dir(self, seed: int) -> Path:
+        return self.work / self.data_stage(seed)
+
+    def data_ready(self, seed: int) -> bool:
+        return self.has(self.data_stage(seed)) and (self.data_dir(seed) / "train_tasks.jsonl").exists()
+
+    def profile_stage(self, seed: int) -> str:
+        """The base's profile of a seed's candidates (one for all seeds when they share their data)."""
+        return f"profile-s{seed}" if self.preset.data_per_seed else "profile"
+
     def forget_if_model_lost(self, arm: str, lr: float, seed: int, chosen: float | None) -> None:
         """A run whose stage file survived but whose model did not (stage files are committed, models
         are not: a run resumed on a fresh checkout) is trained again if its model is still needed:
-        for its test evaluation, or as the start of SFT then PivotRL."""
+        for its test evaluation, or as the start of an arm after SFT (SFT then PivotRL, then E2E RL)."""
         name = run_name(arm, lr, seed)
         stage = self.work / f"train_{name}.json"
         if lr != chosen or not stage.exists() or not self.lost(name):
             return
-        needed = not self.has(f"eval_{name}")
-        if arm == "sft" and "sft_pivotrl" in self.preset.arms:
-            follow, then = self.preset.learning_rates_of("sft_pivotrl"), self.chosen_lr("sft_pivotrl")
-            if seed != self.preset.seeds[0] and then is not None:
-                follow = [then]
-            needed |= not self.has(f"profile_sft-s{seed}") or any(  # not trained yet, or to train again
-                not self.has(f"train_{(after := run_name('sft_pivotrl', x, seed))}")
-                or (x == then and self.lost(after) and not self.has(f"eval_{after}")) for x in follow)
+        needed = seed in self.preset.seeds and not self.has(f"eval_{name}")
+        if arm == "sft":
+            for after in (a for a in AFTER_SFT if a in self.preset.arms):
+                follow, then = self.preset.learning_rates_of(after), self.chosen_lr(after)
+                if seed != self.preset.first_seed and then is not None:
+                    follow = [then]
+                needed |= any(  # not trained yet, or to train again
+                    not self.has(f"train_{(run := run_name(after, x, seed))}")
+                    or (x == then and self.lost(run) and seed in self.preset.seeds and not self.has(f"eval_{run}"))
+                    for x in follow)
+            needed |= "sft_pivotrl" in self.preset.arms and not self.has(f"profile_sft-s{seed}")
         if needed:
             stage.unlink()
             if arm == "sft":  # SFT then PivotRL's pivots come from the model it starts from: profile it again
@@ -134,13 +170,12 @@ class Plan:
         return not (self.work / name / "best" / "config.json").exists()
 
     def chosen_lr(self, arm: str) -> float | None:
-        """The arm's learning rate: the only one, or the sweep's best dev success (first seed;
+        """The arm's learning rate: the only one, or the sweep's best dev success (the sweep's seed;
         ties: the first listed) once every sweep run is done."""
         lrs = self.preset.learning_rates_of(arm)
         if len(lrs) == 1:
             return lrs[0]
-        seed = self.preset.seeds[0]
-        devs = [self.done(f"train_{run_name(arm, lr, seed)}") for lr in lrs]
+        devs = [self.done(f"train_{run_name(arm, lr, self.preset.first_seed)}") for lr in lrs]
         if any(d is None for d in devs):
             return None
         def score(lr_dev):  # a run with no dev point (no pivots to train on) ranks last
@@ -152,52 +187,116 @@ class Plan:
     def start(self, arm: str, seed: int) -> tuple[str, Path | None] | None:
         """Where an arm starts and the profile its pivots come from; None until those exist."""
         work = self.work
-        if arm == "sft_pivotrl":  # from the SFT run of the same seed, profiled with it
+        if self.preset.data_per_seed and not self.data_ready(seed):  # (one shared draw is made before any stage)
+            return None
+        if arm in AFTER_SFT:  # from the SFT run of the same seed (SFT then PivotRL: profiled with it)
             lr = self.chosen_lr("sft")
-            if lr is None or not self.has(f"train_{run_name('sft', lr, seed)}") or not self.has(f"profile_sft-s{seed}"):
+            if lr is None or not self.has(f"train_{run_name('sft', lr, seed)}"):
                 return None
-            return str(work / run_name("sft", lr, seed) / "best"), work / f"profile_sft-s{seed}.jsonl"
-        if arm in PIVOT_ARMS:
-            return (self.base_model, work / "profile.jsonl") if self.has("profile") else None
+            if arm == "sft_pivotrl" and not self.has(f"profile_sft-s{seed}"):
+                return None
+            return str(work / run_name("sft", lr, seed) / "best"), (
+                work / f"profile_sft-s{seed}.jsonl" if arm == "sft_pivotrl" else None)
+        if arm in BASE_PROFILE_ARMS:
+            stage = self.profile_stage(seed)
+            return (self.base_model, work / f"{stage}.jsonl") if self.has(stage) else None
         return self.base_model, None
+
+    def forget_lost_data(self) -> None:
+        """A data stage whose files are gone (stage files are committed, the data is not; it is seeded
+        and drawn the same again) is run again; a profile whose file is gone is unpacked from the
+        gzipped copy `profile` keeps beside it."""
+        for seed in self.all_seeds:
+            if self.has(self.data_stage(seed)) and not self.data_ready(seed):
+                (self.work / f"{self.data_stage(seed)}.json").unlink()
+        for packed in self.work.glob("profile*.jsonl.gz"):
+            plain = packed.with_suffix("")
+            if not plain.exists():
+                with atomic_open(plain, "wb") as fh:
+                    fh.write(gzip.decompress(packed.read_bytes()))
 
     def stages(self) -> list[tuple[str, str, object]]:
         from functools import partial
 
         from pivotrl.lab.arms import train_arm
 
-        p, work, out = self.preset, self.work, []
-        out.append(("eval_base", "evaluating the base model (test split)",
-                    partial(evaluate_model, self.base_model, p.eval)))
-        if any(a in PIVOT_ARMS[:2] for a in p.arms):
-            out.append(("profile", "profiling the candidates with the base model",
-                        partial(profile, self.base_model, p, work, work / "profile.jsonl")))
+        p, work, out = self.preset, self.work, {}
+        self.forget_lost_data()
+        out["eval_base"] = ("evaluating the base model (test split)", partial(evaluate_model, self.base_model, p.eval))
+        for seed in self.all_seeds:
+            data = self.data_dir(seed)
+            if p.data_per_seed and not self.data_ready(seed):
+                out[self.data_stage(seed)] = (f"drawing seed {seed}'s expert trajectories",
+                                              partial(make_data, p, data, seed))
+            elif any(a in BASE_PROFILE_ARMS for a in p.arms):
+                out.setdefault(self.profile_stage(seed), (
+                    "profiling the candidates with the base model" + (f" (seed {seed}'s data)" if p.data_per_seed else ""),
+                    partial(profile, self.base_model, p, data / "train_trajectories.jsonl",
+                            work / f"{self.profile_stage(seed)}.jsonl")))
+        if p.gate_on_data:
+            self.add_gates(out)
         for arm in p.arms:
-            lrs, chosen = p.learning_rates_of(arm), self.chosen_lr(arm)
-            runs = [(lr, p.seeds[0]) for lr in lrs]  # the sweep (or the single rate) with the first seed
-            if chosen is not None:
-                runs += [(chosen, seed) for seed in p.seeds[1:]]
-            for lr, seed in runs:
+            chosen = self.chosen_lr(arm)
+            for lr, seed in p.run_seeds(arm, chosen):
                 start = self.start(arm, seed)
                 if start is None:
                     continue
                 name = run_name(arm, lr, seed)
                 self.forget_if_model_lost(arm, lr, seed, chosen)
-                out.append((f"train_{name}", f"training {LABELS[arm]} (lr {lr:g}, seed {seed}, cap {p.seconds_per_arm:.0f}s)",
-                            partial(train_arm, arm, seed, lr, p, start[0], work, work / name, start[1])))
-                if lr == chosen and self.has(f"train_{name}"):
-                    out.append((f"eval_{name}", f"evaluating {LABELS[arm]} (seed {seed}, best dev checkpoint, test split)",
-                                partial(evaluate_model, str(work / name / "best"), replace(p.eval, seed=0))))
+                out[f"train_{name}"] = (f"training {LABELS[arm]} (lr {lr:g}, seed {seed}, cap {p.seconds_per_arm:.0f}s)",
+                                        partial(train_arm, arm, seed, lr, p, start[0], self.data_dir(seed), work / name,
+                                                start[1]))
+                if lr == chosen and seed in p.seeds and self.has(f"train_{name}"):
+                    out[f"eval_{name}"] = (f"evaluating {LABELS[arm]} (seed {seed}, best dev checkpoint, test split)",
+                                           partial(evaluate_model, str(work / name / "best"), replace(p.eval, seed=0)))
         if "sft_pivotrl" in p.arms and (lr := self.chosen_lr("sft")) is not None:  # after the runs forgot a lost model
-            for seed in p.seeds:
+            for seed in self.all_seeds:
                 if self.has(f"train_{run_name('sft', lr, seed)}"):
                     model = str(work / run_name("sft", lr, seed) / "best")
-                    out.append((f"profile_sft-s{seed}", f"profiling the candidates with SFT (seed {seed})",
-                                partial(profile, model, p, work, work / f"profile_sft-s{seed}.jsonl")))
-        # What builds on a trained SFT model (its profile, SFT then PivotRL and its test) goes first:
+                    held = "heldout_trajectories.jsonl" if p.production_order else "train_trajectories.jsonl"
+                    out[f"profile_sft-s{seed}"] = (
+                        f"profiling the candidates with SFT (seed {seed}" + (", trajectories SFT never saw)" if p.production_order else ")"),
+                        partial(profile, model, p, self.data_dir(seed) / held, work / f"profile_sft-s{seed}.jsonl"))
+        # What builds on a trained SFT model (its profile, the arms after SFT and their tests) goes first:
         # models are not committed, so an SFT model left waiting at the end of a sitting is trained again.
-        out.sort(key=lambda s: not s[0].startswith(("profile_sft-", "train_sft_pivotrl-", "eval_sft_pivotrl-")))
-        return [s for s in out if not self.has(s[0])]
+        after = ("profile_sft-", *(f"{kind}_{a}-" for kind in ("train", "eval") for a in AFTER_SFT))
+        ordered = sorted(out.items(), key=lambda kv: not kv[0].startswith(after))
+        return [(stage, label, fn) for stage, (label, fn) in ordered if not self.has(stage)]
+
+    def add_gates(self, out: dict) -> None:
+        """The regime gate on the comparison's own data: the base on the dev tasks the arms are chosen
+        on (once), then on each seed's profile (`gate-sN`), as soon as those exist."""
+        from functools import partial
+
+        from pivotrl.lab.gate import gate_on_comparison
+
+        p = self.preset
+        out["gate_dev"] = ("the regime gate: the base on the dev tasks", partial(
+            evaluate_model, self.base_model, EvalConfig(p.dev_tasks, 0, 0, 0, p.eval.max_tokens, split="dev",
+                                                        domains=p.domains, unseen_templates=p.eval.unseen_templates)))
+        dev = self.done("gate_dev")
+        for seed in self.all_seeds:
+            prof = self.profile_stage(seed)
+            if dev is not None and self.has(prof):
+                out[f"gate-s{seed}"] = (f"the regime gate on seed {seed}'s profile", partial(
+                    gate_on_comparison, self.base_model, self.work / f"{prof}.jsonl", dev, p.lambda_diff,
+                    max_tokens=p.max_completion_length, seed=seed))
+
+    def regime(self) -> dict:
+        """Whether the comparison was in the regime it is judged in: each seed's gate on its own data
+        (a domain that fails there is reported as failing) and each run's visits per unit (pivots,
+        tasks, SFT trajectories) at its kept checkpoint and end, against the registered bounds."""
+        p = self.preset
+        gates = {s: g for s in self.all_seeds if (g := self.done(f"gate-s{s}"))}
+        runs = {}
+        for arm in p.arms:
+            lr = self.chosen_lr(arm)
+            for seed in p.seeds if lr is not None else ():
+                figures = (self.done(f"train_{run_name(arm, lr, seed)}") or {}).get("regime")
+                if figures:
+                    runs.setdefault(arm, {})[seed] = {**figures, **regime_bounds(arm, p, figures)}
+        return {"gates": {s: {"domains": g["domains"], "checks": [c for c in g["checks"] if c["domain"]]}
+                          for s, g in gates.items()}, "runs": runs}
 
     def complete(self) -> bool:
         if not self.has("eval_base"):
@@ -210,9 +309,16 @@ class Plan:
 
     def total(self) -> int:
         """Stages in the whole plan, the data included (for a progress bar)."""
-        p = self.preset
-        n = 2 + bool(any(a in PIVOT_ARMS[:2] for a in p.arms)) + len(p.seeds) * ("sft_pivotrl" in p.arms)
-        return n + sum(len(p.learning_rates_of(a)) + 2 * len(p.seeds) - 1 for a in p.arms)
+        p, seeds = self.preset, self.all_seeds
+        n = 1 + (len(seeds) if p.data_per_seed else 1)
+        n += (len(seeds) if p.data_per_seed else 1) * any(a in BASE_PROFILE_ARMS for a in p.arms)
+        n += len(seeds) * ("sft_pivotrl" in p.arms)
+        later = [s for s in p.seeds if s != p.first_seed]
+        return n + sum(len(p.learning_rates_of(a)) + len(later) + len(p.seeds) for a in p.arms)
+
+    def base_profile(self) -> dict | None:
+        """The base's profile (the sweep seed's when each seed has its own)."""
+        return self.done(self.profile_stage(self.preset.first_seed))
 
     def results(self, finished_arms_only: bool = False) -> tuple[dict, dict, dict, dict]:
         """(test evaluations, training ledgers, sweeps, profiles) of every arm; with
@@ -220,7 +326,7 @@ class Plan:
         evals, runs, sweeps = {"base": [self.done("eval_base")]}, {}, {}
         for arm in self.preset.arms:
             lr = self.chosen_lr(arm)
-            sweeps[arm] = {rate: (self.done(f"train_{run_name(arm, rate, self.preset.seeds[0])}") or {}).get("best_dev_success")
+            sweeps[arm] = {rate: (self.done(f"train_{run_name(arm, rate, self.preset.first_seed)}") or {}).get("best_dev_success")
                            for rate in self.preset.learning_rates_of(arm)}
             if lr is None and finished_arms_only:
                 continue
@@ -229,7 +335,8 @@ class Plan:
             if finished_arms_only and not (all(ran) and all(tested)):
                 continue
             runs[arm], evals[arm] = ran, tested
-        profiles = {name: self.done(name) for name in ["profile"] + [f"profile_sft-s{s}" for s in self.preset.seeds]
+        names = list(dict.fromkeys(self.profile_stage(s) for s in self.all_seeds))
+        profiles = {name: self.done(name) for name in names + [f"profile_sft-s{s}" for s in self.all_seeds]
                     if self.has(name)}
         for name, prof in profiles.items():  # profiles written before the count existed, from their records
             samples = self.work / f"{name}.jsonl"
@@ -238,6 +345,21 @@ class Plan:
 
                 prof["outcomes_by_tag"] = outcomes_by_tag(load_candidates(samples), self.preset.lambda_diff)
         return evals, runs, sweeps, profiles
+
+
+REGIME_VISITS_KEPT = 2.0  # registered: PivotRL visits each pivot at most ~2 times at its kept checkpoint
+
+
+def regime_bounds(arm: str, preset: Preset, figures: dict) -> dict:
+    """`in_regime` for a run, by the registered bounds: the PivotRL arms at most ~2 visits per pivot
+    at the kept checkpoint and the cap at the end; SFT at most `sft_epochs` (its cap). E2E RL has no
+    bound (its tasks are its data)."""
+    if arm == "sft":
+        return {"in_regime": figures["visits_end"] <= preset.sft_epochs + 1e-9}
+    if "pivotrl" in arm and arm != "pivotrl_no_filter":
+        cap = preset.pivot_visits_cap or float("inf")
+        return {"in_regime": figures["visits_kept"] <= REGIME_VISITS_KEPT and figures["visits_end"] <= cap + 1e-9}
+    return {}
 
 
 def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str | None = None, progress=None) -> dict:
@@ -249,10 +371,10 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
     work.mkdir(parents=True, exist_ok=True)
     (work / "preset.json").write_text(json.dumps(asdict(preset), indent=2, default=str))
     t_start = time.time()
-    if not (work / "data" / "train_tasks.jsonl").exists():  # a resumed run on a fresh checkout: the stage
-        (work / "data.json").unlink(missing_ok=True)        # file is committed, the data is not (seeded, the same)
-    run_stage(work / "data.json", lambda: make_data(preset, work / "data"), progress, "generating expert trajectories")
     plan = Plan(preset, base_model, work)
+    if not preset.data_per_seed:  # one draw that every stage needs (with a draw per seed, they are stages)
+        plan.forget_lost_data()
+        run_stage(work / "data.json", lambda: make_data(preset, work / "data"), progress, "generating expert trajectories")
     # Each round: every stage whose inputs exist, unless another worker holds it (left for later).
     while not plan.complete():
         stages, ran = plan.stages(), False
@@ -265,6 +387,8 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
         if not ran:
             time.sleep(5)
     results = aggregate(*plan.results(), preset, base_model, time.time() - t_start)
+    if preset.data_per_seed or preset.gate_on_data:
+        results["regime"] = plan.regime()
     write_results(results, out)
     return results
 
@@ -279,7 +403,9 @@ def report_lab(preset: Preset, out_dir: str | Path = "results/lab") -> dict:
     if not plan.has("eval_base"):
         raise DataError("nothing to report yet: the base model's test evaluation has not run", file=str(out / "work"))
     evals, runs, sweeps, profiles = plan.results(finished_arms_only=True)
-    results = aggregate(evals, runs, sweeps, profiles, preset, (plan.done("profile") or {}).get("model", ""), 0.0)
+    results = aggregate(evals, runs, sweeps, profiles, preset, (plan.base_profile() or {}).get("model", ""), 0.0)
     results["pending"] = [arm for arm in preset.arms if arm not in evals]
+    if preset.data_per_seed or preset.gate_on_data:
+        results["regime"] = plan.regime()
     write_results(results, out)
     return results

@@ -30,7 +30,7 @@ from pathlib import Path
 from pivotrl.artifacts import atomic_open
 from pivotrl.lab.domains import IN_DOMAIN, LONG_HORIZON
 from pivotrl.lab.domains.base import get_domain
-from pivotrl.lab.ood import GENERATORS
+from pivotrl.lab.ood import GENERATORS, pretraining_reasoning
 from pivotrl.lab.siblings import FAMILIES, LATER_FAMILIES, keyed_doc
 from pivotrl.models.tiny import train_tokenizer
 
@@ -163,8 +163,6 @@ def lookup_drills(model_dir: str, n: int = 20, seed: str = "lookup-drills") -> d
 
 def build_mixture(cfg: PretrainConfig, keep_in: Path | None = None) -> dict[str, list[tuple[list, list]]]:
     """Every document kind's pool; the in-domain trajectories kept in (and taken again from) `keep_in`."""
-    import reasoning_gym
-
     rng = random.Random(cfg.seed)
     pools = {"toolcall": [toolcall_doc(rng) for _ in range(cfg.toolcall_docs)], "siblings": [], "domains": [],
              "reasoning": []}
@@ -174,9 +172,8 @@ def build_mixture(cfg: PretrainConfig, keep_in: Path | None = None) -> dict[str,
     for name in POOL_DOMAINS if cfg.mix.get("domains") else ():
         pools["domains"] += domain_trajectories(cfg, name, keep_in)
     per = reasoning_per_generator(cfg)
-    for name, gen in GENERATORS.items():
-        ds = reasoning_gym.create_dataset(name, size=per, seed=7 + cfg.seed, **gen)
-        for e in ds:
+    for name in GENERATORS:
+        for e in pretraining_reasoning(name, per, cfg.seed):
             pools["reasoning"].append(([{"role": "user", "content": e["question"]},
                                         {"role": "assistant", "content": str(e["answer"])}], []))
     return {k: v for k, v in pools.items() if v}
@@ -212,10 +209,11 @@ def domain_trajectories(cfg: PretrainConfig, name: str, keep_in: Path | None = N
 def sft_task_ids(domain: str) -> set[str]:
     """The train-split tasks of any preset's SFT data for `domain` (`lab.experiment.make_data` draws
     them with seed 0, so the largest preset's hold every smaller one's): a base pretrained on their
-    trajectories would have seen the comparison's SFT data before SFT does."""
+    trajectories would have seen the comparison's SFT data before SFT does. A preset whose seeds draw
+    their own data (`data_per_seed`) draws with other seeds, and is not counted (the bases are pretrained)."""
     from pivotrl.lab.presets import PRESETS
 
-    most = max(p.trajectories.get(domain, 0) for p in PRESETS.values())
+    most = max(p.trajectories.get(domain, 0) for p in PRESETS.values() if not p.data_per_seed)
     return {t["id"] for t in get_domain(domain).tasks("train", most, seed=0)}
 
 
