@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 EVIDENCE = ("results", "bench", "configs", "src", "tests")
 LINK = re.compile(r"(\]\()([^)\s]+)(\))")
-# a code span naming a file of the repository, e.g. `results/lab/claims.json` (not inside a link's text)
+# a code span naming a file of the repository, e.g. `results/lab-v3/claims.json` (not inside a link's text)
 SPAN = re.compile(r"(?<![\[\w])`((?:%s)/[^`\s]*)`(?!\])" % "|".join(EVIDENCE))
 # `results/NAME/...`, `phase4_stepN_DOMAIN.json`: a pattern, not a file
 PLACEHOLDER = re.compile(r"[*{}<>$]|\.\.\.|(?<![A-Z])(?!README|LICENSE)[A-Z]{3,}|[a-z]N(?:_|\b)")

@@ -9,7 +9,7 @@ trajectories). Then the trajectories a domain needs so that, at the same steps, 
 pivot at most 2 times at its kept checkpoint (4 at its cap) and SFT runs at most 3 epochs at its
 kept checkpoint, with the pivots a trajectory yields measured from the committed profile.
 
-    python scripts/data_regime.py      # writes results/lab/data_regime.json and prints the table
+    python scripts/data_regime.py      # writes results/lab-v3/data_regime.json and prints the table
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ TARGETS = {"visits_kept": 2.0, "visits_cap": 4.0, "sft_epochs_kept": 3.0}
 
 
 def stage(domain: str, name: str) -> dict:
-    return json.loads((ROOT / "results" / "lab" / domain / "work" / f"{name}.json").read_text())
+    return json.loads((ROOT / "results" / "lab-v3" / domain / "work" / f"{name}.json").read_text())
 
 
 def domain_regime(domain: str) -> dict:
     preset = stage(domain, "preset")
-    results = json.loads((ROOT / "results" / "lab" / domain / "results.json").read_text())
+    results = json.loads((ROOT / "results" / "lab-v3" / domain / "results.json").read_text())
     trajectories = preset["trajectories"][domain]
     pivots = stage(domain, "profile")["pivots_by_domain"][domain]
     per_step = preset["prompts_per_step"]
@@ -63,13 +63,13 @@ def domain_regime(domain: str) -> dict:
 
 def profiling_seconds_per_state(domain: str) -> float:
     """Wall-clock of the base's K=8 profile per candidate state (the profile's bill)."""
-    bill = json.loads((ROOT / "results" / "lab" / domain / "work" / "profile.jsonl.meta.json").read_text())
+    bill = json.loads((ROOT / "results" / "lab-v3" / domain / "work" / "profile.jsonl.meta.json").read_text())
     return bill["wall_clock_s"] / bill["states"]
 
 
 def main() -> None:
     out = {d: domain_regime(d) for d in ("search", "code", "tooluse", "repo")}
-    (ROOT / "results" / "lab" / "data_regime.json").write_text(json.dumps({"targets": TARGETS, "domains": out}, indent=1) + "\n")
+    (ROOT / "results" / "lab-v3" / "data_regime.json").write_text(json.dumps({"targets": TARGETS, "domains": out}, indent=1) + "\n")
     print("| domain | trajectories | pivots | PivotRL visits/pivot, kept (cap) | zero-variance groups | SFT epochs, kept "
           "| trajectories needed: PivotRL / SFT | profiling a trajectory |")
     print("|---|---:|---:|---|---|---|---|---|")

@@ -3,10 +3,10 @@
 Each table sits between `<!-- generated: NAME ... -->` and `<!-- end: NAME -->` in a Markdown file;
 this script rewrites what is between them from the JSON it names:
 
-- `lab-claims`: the lab's registered claims and verdicts (`results/lab/claims.json`, written by
+- `lab-claims`: the lab's registered claims and verdicts (`results/lab-v3/claims.json`, written by
   `pivotrl lab claims`);
 - `task-aware`: claims 1 and 2 with the interval over seeds x tasks (`seeds_and_tasks` in
-  `results/lab/claims.json`, written by `pivotrl lab claims`);
+  `results/lab-v3/claims.json`, written by `pivotrl lab claims`);
 - `parity`: agreement with NeMo Gym's own server code (`bench/results/nemo_gym_parity.json`,
   written by `bench/nemo_gym_parity.py`);
 - `performance`: the CPU benchmarks (`bench/results/*.json`);
@@ -50,7 +50,7 @@ def _interval(iv: dict) -> str:
 
 
 def lab_claims() -> str:
-    claims = _read("results/lab/claims.json")["claims"]
+    claims = _read("results/lab-v3/claims.json")["claims"]
     rows = ["| claim | domains | difference, points [95% CI over seeds] | verdict |", "| --- | --- | --- | --- |"]
     for entry in claims.values():
         seeds = entry.get("seeds")
@@ -61,7 +61,7 @@ def lab_claims() -> str:
 
 
 def task_aware() -> str:
-    data = _read("results/lab/claims.json")
+    data = _read("results/lab-v3/claims.json")
     rows = ["| claim | over seeds (as registered) | over seeds x tasks | verdict over seeds x tasks |", "| --- | --- | --- | --- |"]
     for name, entry in data["seeds_and_tasks"].items():
         o, c = data["claims"][name]["seeds"], entry["seeds_and_tasks"]

@@ -102,6 +102,6 @@ def test_lab_run_writes_under_runs_and_refuses_a_committed_results_folder():
 
     if not (ROOT / ".git").exists() or shutil.which("git") is None:
         pytest.skip("needs a git checkout")
-    res = CliRunner().invoke(app, ["lab", "run", "--preset", "tiny", "-o", str(ROOT / "results" / "lab" / "search")])
+    res = CliRunner().invoke(app, ["lab", "run", "--preset", "tiny", "-o", str(ROOT / "results" / "lab-v3" / "search")])
     assert res.exit_code != 0 and "committed to git" in str(res.exception or res.output)
     assert "[default: runs/lab]" in CliRunner().invoke(app, ["lab", "run", "--help"]).output

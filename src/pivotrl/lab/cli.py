@@ -194,11 +194,11 @@ def lab_claims(
                                                 "its results.json (`lab run` or `lab report` writes it)."),
     output: Path = typer.Option(Path("runs/lab"), "-o", "--output", help="Where claims.json and claims.md go."),
     statistic: str = typer.Option("seeds", help="The interval the verdicts are read from: seeds (over the seeds' "
-                                                "means, as the comparison in results/lab was registered) or tasks "
+                                                "means, as the comparison in results/lab-v3 was registered) or tasks "
                                                 "(over seeds x test tasks, as results/lab-regime/REGISTRATION.md "
                                                 "registers for the next). Both are written either way."),
 ):
-    """The registered claims over the per-domain runs (results/lab/README.md, "Claims registered"): per seed, the mean
+    """The registered claims over the per-domain runs (results/lab-v3/README.md, "Claims registered"): per seed, the mean
     over domains of each domain's paired difference, with its 95% interval over seeds and verdict, and the
     interval over seeds x tasks read from the runs' stage files (`pivotrl.lab.intervals`)."""
     from pivotrl.artifacts import atomic_open
@@ -471,7 +471,7 @@ EXAMPLES = {
     "eval": "pivotrl lab eval --model $(pivotrl lab base-path) --tasks 20 --ood 10 -o base_eval.json",
     "run": "OMP_NUM_THREADS=1 pivotrl lab run --preset demo -o runs/lab-demo",
     "report": "pivotrl lab report --preset demo -o runs/lab-demo",
-    "claims": "pivotrl lab claims results/lab/search results/lab/code -o runs/lab",
+    "claims": "pivotrl lab claims results/lab-v3/search results/lab-v3/code -o runs/lab",
     "audit": "pivotrl lab audit --trajectories 50 --k 4 -o runs/lab/audit",
     "gate": "pivotrl lab gate --model results/pretrain/phase4-step300 --domain code -o runs/lab/gate_code.json",
     "bases": "pivotrl lab bases results/gate/phase2_step200.json results/gate/phase2_step400.json -o runs/lab/bases.json",

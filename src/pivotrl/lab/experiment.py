@@ -362,7 +362,7 @@ def regime_bounds(arm: str, preset: Preset, figures: dict) -> dict:
     return {}
 
 
-def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str | None = None, progress=None) -> dict:
+def run_lab(preset: Preset, out_dir: str | Path = "runs/lab", base_model: str | None = None, progress=None) -> dict:
     from pivotrl.lab import BASE_MODEL
 
     base_model = str(base_model or BASE_MODEL)
@@ -393,7 +393,7 @@ def run_lab(preset: Preset, out_dir: str | Path = "results/lab", base_model: str
     return results
 
 
-def report_lab(preset: Preset, out_dir: str | Path = "results/lab") -> dict:
+def report_lab(preset: Preset, out_dir: str | Path = "runs/lab") -> dict:
     """The report of a run still going (or stopped): results.json, table.md and the plots from the
     arms whose every seed has its test evaluation; `pending` names the others."""
     from pivotrl.errors import DataError

@@ -105,7 +105,7 @@ PRESETS = {
     # The paper's protocol (issue 24), registered before its runs, on a base that passes the regime
     # gate: one model per domain (`lab run --preset paper --domain NAME`), SFT and PivotRL on the same
     # trajectories, each swept over three learning rates on dev (seed 0) and kept at its best dev
-    # checkpoint, then 5 seeds (the power estimate in results/lab/README.md); SFT then PivotRL; generous caps with
+    # checkpoint, then 5 seeds (the power estimate in results/lab-v3/README.md); SFT then PivotRL; generous caps with
     # patience (an arm stops after 4 dev evaluations without a new best), PivotRL on the fast GRPO
     # path; the filter and exact-match ablations on tooluse; E2E RL on the long-horizon repo domain,
     # with dev sets large enough that three standard errors are ~15 points at 20% success.

@@ -497,7 +497,7 @@ def plot_results(results: dict, out: Path) -> None:
     plt.close(fig)
 
 
-# The claims registered for the per-domain comparison (results/lab/README.md, "Claims registered"), read over the
+# The claims registered for the per-domain comparison (results/lab-v3/README.md, "Claims registered"), read over the
 # domains' runs: (claim in each domain's results, direction, what is claimed over the domains).
 ACROSS = [
     ("pivotrl_vs_sft_in_domain", "keeps", "PivotRL - SFT >= 0 in-domain, on the mean over domains"),
