@@ -140,7 +140,7 @@ def test_the_lab_pipeline_runs_end_to_end_and_resumes(tmp_path):
     assert "not finished yet" in r.output and "pivotrl_exact" in r.output
 
 
-def test_the_data_regime_machinery_end_to_end(tmp_path):
+def test_the_data_regime_machinery_end_to_end(tmp_path, monkeypatch):
     """The `regime` preset's protocol at a tiny size: each seed draws its own data; the sweep runs on
     a seed that is not reported (never test-evaluated); SFT then PivotRL is profiled, and SFT then E2E
     RL trains, on a second draw SFT never saw; PivotRL stops at its visit cap and SFT at its epochs;
@@ -151,6 +151,7 @@ def test_the_data_regime_machinery_end_to_end(tmp_path):
     from pivotrl.lab.experiment import PRESETS, run_lab, run_name
     from pivotrl.pivots.select import load_candidates
 
+    monkeypatch.setattr("pivotrl.lab.experiment.DEAR_TO_DRAW", -1.0)  # every draw keeps its packed copy
     tiny = PRESETS["tiny"]
     preset = replace(tiny, seeds=[1], sweep_seed=100, data_per_seed=True, production_order=True, sft_epochs=2.0,
                      pivot_visits_cap=1.0, gate_on_data=True, learning_rates={"sft": [2e-4], "rl": [2e-4]},
@@ -198,15 +199,21 @@ def test_the_data_regime_machinery_end_to_end(tmp_path):
     train_code = [t for t in map(json.loads, (work / "data-s1" / "train_tasks.jsonl").read_text().splitlines())
                   if t["domain"] == "code"]
     assert train_code and not any(held_out_template(x) for t in train_code for x in bug_templates(t))
-    # a fresh checkout holds the stage files and the profiles' gzipped copies, not the profiles
+    # a fresh checkout holds the stage files and the gzipped copies, not the profiles and data they pack
+    import shutil
+
     from pivotrl.lab.experiment import Plan
 
-    kept = {p.name: p.read_bytes() for p in work.glob("profile*.jsonl")}
-    assert len(kept) == 4 and all((work / f"{name}.gz").exists() for name in kept)
+    def files():
+        return {str(p.relative_to(work)): p.read_bytes() for p in [*work.glob("profile*.jsonl"), *work.glob("data-s*/*.jsonl")]}
+
+    kept = files()
+    assert len(kept) == 4 + 2 * 4 and all((work / f"{name}.gz").exists() for name in kept if name.startswith("profile"))
     for name in kept:
-        (work / name).unlink()
+        (work / name).unlink(missing_ok=True)
+    shutil.rmtree(work / "data-s1")
     Plan(preset, "base", work).forget_lost_data()
-    assert {p.name: p.read_bytes() for p in work.glob("profile*.jsonl")} == kept
+    assert files() == kept and (work / "data-s1.json").exists()
 
 
 def test_a_stage_another_live_worker_holds_is_left_for_later_and_a_dead_ones_lock_is_taken_over(tmp_path):

@@ -44,6 +44,7 @@ def make_data(preset: Preset, data: Path, seed: int | None = None) -> dict:
     `seed`: the draw's own (a preset with `data_per_seed`); None: the one draw every seed shares.
     With `production_order`, a second draw as large is kept apart (`heldout_*`): what SFT then
     PivotRL profiles and SFT then E2E RL trains on, which SFT never trained on."""
+    started = time.time()
     trajs, tasks, held_trajs, held_tasks = [], [], [], []
     for name in preset.domains:
         dom = get_domain(name)
@@ -60,7 +61,28 @@ def make_data(preset: Preset, data: Path, seed: int | None = None) -> dict:
     if preset.production_order:
         write_jsonl(data / "heldout_trajectories.jsonl", held_trajs)
         write_jsonl(data / "heldout_tasks.jsonl", held_tasks)
-    return {"trajectories": len(trajs), "tasks": len(tasks), "seed": seed, "heldout_trajectories": len(held_trajs)}
+    seconds = time.time() - started
+    if seconds > DEAR_TO_DRAW:  # kept, packed, beside the stage files (the experts of code and repo run pytest)
+        for f in data.glob("*.jsonl"):
+            pack(f, data.parent / f"{data.name}.{f.name}.gz")
+    return {"trajectories": len(trajs), "tasks": len(tasks), "seed": seed, "heldout_trajectories": len(held_trajs),
+            "seconds": seconds}
+
+
+DEAR_TO_DRAW = 120.0  # seconds: a draw slower than this keeps a gzipped copy (code's 11,000 experts: ~1.5 h)
+
+
+def pack(path: Path, packed: Path) -> None:
+    """A gzipped copy of `path` (lab JSONL: ~20x smaller), committed with the stage files, so that a
+    later sitting on a fresh checkout unpacks what took long to make instead of making it again."""
+    with atomic_open(packed, "wb") as fh:
+        fh.write(gzip.compress(path.read_bytes(), mtime=0))
+
+
+def unpack(packed: Path, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as fh:
+        fh.write(gzip.decompress(packed.read_bytes()))
 
 
 def profile(model: str, preset: Preset, trajectories: Path, output: Path) -> dict:
@@ -75,10 +97,7 @@ def profile(model: str, preset: Preset, trajectories: Path, output: Path) -> dic
     recs = profile_states(states, get_sampler("transformers", model=model), lab_verifier(), k=preset.profile_k,
                           params=SamplingParams(preset.profile_k, 1.0, 1.0, preset.max_completion_length),
                           output=output, model_name=model, verifier_name="lab")
-    # A gzipped copy beside it (~25x smaller), committed with the stage files: a run resumed in a later
-    # sitting selects its pivots from this very profile, which took minutes to hours to make.
-    with atomic_open(output.with_name(output.name + ".gz"), "wb") as fh:
-        fh.write(gzip.compress(output.read_bytes(), mtime=0))
+    pack(output, output.with_name(output.name + ".gz"))  # a later sitting's arms select their pivots from it
     ok = [r for r in recs if not r["skipped"]]
     mixed = sum(r["reward_var"] > 0 for r in ok)
     outcomes = outcomes_by_tag(candidates_from_records(recs), preset.lambda_diff)
@@ -204,16 +223,18 @@ class Plan:
 
     def forget_lost_data(self) -> None:
         """A data stage whose files are gone (stage files are committed, the data is not; it is seeded
-        and drawn the same again) is run again; a profile whose file is gone is unpacked from the
-        gzipped copy `profile` keeps beside it."""
+        and drawn the same again) is unpacked from its gzipped copies where a slow draw kept them, else
+        run again; a profile whose file is gone is unpacked from the copy `profile` keeps beside it."""
         for seed in self.all_seeds:
-            if self.has(self.data_stage(seed)) and not self.data_ready(seed):
-                (self.work / f"{self.data_stage(seed)}.json").unlink()
+            stage = self.data_stage(seed)
+            if self.has(stage) and not self.data_ready(seed):
+                for packed in self.work.glob(f"{stage}.*.jsonl.gz"):
+                    unpack(packed, self.data_dir(seed) / packed.name[len(stage) + 1:-len(".gz")])
+                if not self.data_ready(seed):
+                    (self.work / f"{stage}.json").unlink()
         for packed in self.work.glob("profile*.jsonl.gz"):
-            plain = packed.with_suffix("")
-            if not plain.exists():
-                with atomic_open(plain, "wb") as fh:
-                    fh.write(gzip.decompress(packed.read_bytes()))
+            if not (plain := packed.with_suffix("")).exists():
+                unpack(packed, plain)
 
     def stages(self) -> list[tuple[str, str, object]]:
         from functools import partial

@@ -63,8 +63,12 @@ class SearchEnv:
 
 
 def _sample(rng: random.Random) -> dict:
-    towns = {_word(rng, 2): rng.choice(REGIONS) for _ in range(4)}
-    people = [(f"{_word(rng, 2)} {_word(rng, 2)}", rng.choice(list(towns)), rng.choice(JOBS)) for _ in range(4)]
+    while True:
+        towns = {_word(rng, 2): rng.choice(REGIONS) for _ in range(4)}
+        people = [(f"{_word(rng, 2)} {_word(rng, 2)}", rng.choice(list(towns)), rng.choice(JOBS)) for _ in range(4)]
+        # two people of one name (about 1 task in 10,000) make the question ambiguous: drawn again
+        if len({name for name, _, _ in people}) == len(people):
+            break
     docs = {}
     for i, (name, town, job) in enumerate(people):
         docs[f"p{i}"] = f"{name} is a {job}. {name} was born in {town}."
