@@ -216,6 +216,29 @@ def test_the_data_regime_machinery_end_to_end(tmp_path, monkeypatch):
     assert files() == kept and (work / "data-s1.json").exists()
 
 
+def test_the_gates_come_before_the_other_seeds_profiles(tmp_path):
+    """The regime gate (minutes) is planned as soon as it can run, ahead of the profiles (an hour
+    each at the regime's size): whether a domain's data are in the regime is known early."""
+    from dataclasses import replace
+
+    from pivotrl.lab.experiment import PRESETS, Plan
+
+    preset = replace(PRESETS["tiny"], seeds=[1, 2], sweep_seed=100, data_per_seed=True, gate_on_data=True,
+                     arms=("sft", "pivotrl"))
+    work = tmp_path / "work"
+    for seed in (100, 1, 2):
+        (work / f"data-s{seed}").mkdir(parents=True)
+        (work / f"data-s{seed}" / "train_tasks.jsonl").write_text("")
+        (work / f"data-s{seed}.json").write_text("{}")
+    (work / "profile-s100.json").write_text("{}")
+    (work / "eval_base.json").write_text("{}")
+    names = [name for name, _, _ in Plan(preset, "base", work).stages()]
+    assert names[0] == "gate_dev" and names.index("gate_dev") < names.index("profile-s1") < names.index("profile-s2")
+    (work / "gate_dev.json").write_text(json.dumps({"in_domain": {}}))
+    names = [name for name, _, _ in Plan(preset, "base", work).stages()]
+    assert names[0] == "gate-s100" and "gate-s1" not in names  # seed 1's gate waits for its profile
+
+
 def test_a_stage_another_live_worker_holds_is_left_for_later_and_a_dead_ones_lock_is_taken_over(tmp_path):
     import subprocess
     import sys

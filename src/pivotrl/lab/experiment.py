@@ -280,8 +280,9 @@ class Plan:
                         partial(profile, model, p, self.data_dir(seed) / held, work / f"profile_sft-s{seed}.jsonl"))
         # What builds on a trained SFT model (its profile, the arms after SFT and their tests) goes first:
         # models are not committed, so an SFT model left waiting at the end of a sitting is trained again.
+        # Then the gates (minutes each): whether the comparison's data are in the regime is known early.
         after = ("profile_sft-", *(f"{kind}_{a}-" for kind in ("train", "eval") for a in AFTER_SFT))
-        ordered = sorted(out.items(), key=lambda kv: not kv[0].startswith(after))
+        ordered = sorted(out.items(), key=lambda kv: (not kv[0].startswith(after), not kv[0].startswith("gate")))
         return [(stage, label, fn) for stage, (label, fn) in ordered if not self.has(stage)]
 
     def add_gates(self, out: dict) -> None:
