@@ -192,7 +192,9 @@ def test_the_data_regime_machinery_end_to_end(tmp_path, monkeypatch):
     assert gate["profile"].endswith("profile-s1.jsonl") and set(gate["domains"]) == {"tooluse", "code"}
     assert all("margin_se" in c for c in gate["checks"] if c["criterion"].endswith("all-fail share"))
     assert "The regime gate on each seed's data" in (tmp_path / "table.md").read_text()
-    # OOD items no base pretrained on; test tasks of templates training never plants
+    # OOD items no base pretrained on (at one item a generator, none is short); test tasks of templates
+    # training never plants
+    assert json.loads((work / f"eval_{run_name('sft', 2e-4, 1)}.json").read_text())["ood_left_out"] == []
     from pivotrl.lab.domains.base import held_out_template
     from pivotrl.lab.domains.code import bug_templates
 

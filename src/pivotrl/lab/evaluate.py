@@ -35,7 +35,7 @@ class EvalConfig:
 def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
     """`model`: a directory or hub id, or a loaded model with its `tokenizer`."""
     from pivotrl.eval.episodes import run_episodes
-    from pivotrl.lab.ood import ood_items, ood_messages, score_item
+    from pivotrl.lab.ood import GENERATORS, ood_items, ood_messages, score_item
     from pivotrl.sampling import Prompt, SamplingParams
     from pivotrl.sampling.transformers_backend import TransformersSampler
 
@@ -71,6 +71,8 @@ def evaluate_model(model, cfg: EvalConfig, tokenizer=None, log=None) -> dict:
             out["ood"][task] = sum(s) / len(s)
         out["ood_items"] = [x for s in scores.values() for x in s]  # item by item, paired across arms
         out["ood_reasoning_mean"] = sum(sum(s) / len(s) for s in scores.values()) / len(scores)
+        if cfg.unseen_ood:  # generators without enough questions no base pretrained on (named, not padded)
+            out["ood_left_out"] = [name for name in GENERATORS if name not in scores]
     if cfg.next_action_states:
         states = test_states(cfg.next_action_states, cfg.seed, cfg.domains, cfg.unseen_templates)
         acc = next_action_accuracy(sampler, states, cfg.max_tokens)

@@ -335,6 +335,7 @@ class Plan:
         n = 1 + (len(seeds) if p.data_per_seed else 1)
         n += (len(seeds) if p.data_per_seed else 1) * any(a in BASE_PROFILE_ARMS for a in p.arms)
         n += len(seeds) * ("sft_pivotrl" in p.arms)
+        n += (1 + len(seeds)) * p.gate_on_data  # gate_dev, then a gate per seed's profile
         later = [s for s in p.seeds if s != p.first_seed]
         return n + sum(len(p.learning_rates_of(a)) + len(later) + len(p.seeds) for a in p.arms)
 
