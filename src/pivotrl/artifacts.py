@@ -192,6 +192,23 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
         raise
 
 
+def gzip_copy(path: str | os.PathLike, packed: str | os.PathLike) -> None:
+    """A gzipped copy of `path` at `packed`, written atomically (no timestamp: the same file gives the
+    same bytes, so a committed copy changes only when its content does)."""
+    import gzip
+
+    with atomic_open(packed, "wb") as fh:
+        fh.write(gzip.compress(Path(path).read_bytes(), mtime=0))
+
+
+def gunzip_copy(packed: str | os.PathLike, path: str | os.PathLike) -> None:
+    """`packed` (a `gzip_copy`) unpacked to `path`, atomically."""
+    import gzip
+
+    with atomic_open(path, "wb") as fh:
+        fh.write(gzip.decompress(Path(packed).read_bytes()))
+
+
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
     """Write records as JSONL atomically; returns the number written."""
     n = 0

@@ -115,8 +115,9 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
                             profile_cost=None if pivots is None else str(pivots) + ".meta.json")
         train_pivotrl(cfg, train_states=states, eval_states=[], extra_callbacks=dev)
         per_step = preset.prompts_per_step
-    summary = summarise_run(arm, lr, read_ledger(run_dir))
-    return {**summary, "regime": regime_figures(summary, units, per_step, read_ledger(run_dir))}
+    ledger = read_ledger(run_dir)
+    summary = summarise_run(arm, lr, ledger)
+    return {**summary, "regime": regime_figures(summary, units, per_step, ledger)}
 
 
 SFT_BATCH = 8  # SFT's trajectories a step

@@ -16,7 +16,6 @@ plan is recomputed from the files on disk each round (`plan`), so it needs no st
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 from collections import Counter
@@ -24,7 +23,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pivotrl.artifacts import atomic_open, write_jsonl
+from pivotrl.artifacts import gunzip_copy, gzip_copy, write_jsonl
 from pivotrl.lab.domains.base import get_domain
 from pivotrl.lab.evaluate import EvalConfig, evaluate_model
 from pivotrl.lab.presets import AFTER_SFT, ARMS, LABELS, PRESETS, Preset  # noqa: F401  (the lab's public names)
@@ -64,25 +63,15 @@ def make_data(preset: Preset, data: Path, seed: int | None = None) -> dict:
     seconds = time.time() - started
     if seconds > DEAR_TO_DRAW:  # kept, packed, beside the stage files (the experts of code and repo run pytest)
         for f in data.glob("*.jsonl"):
-            pack(f, data.parent / f"{data.name}.{f.name}.gz")
+            gzip_copy(f, data.parent / f"{data.name}.{f.name}.gz")
     return {"trajectories": len(trajs), "tasks": len(tasks), "seed": seed, "heldout_trajectories": len(held_trajs),
             "seconds": seconds}
 
 
-DEAR_TO_DRAW = 120.0  # seconds: a draw slower than this keeps a gzipped copy (code's 11,000 experts: ~1.5 h)
-
-
-def pack(path: Path, packed: Path) -> None:
-    """A gzipped copy of `path` (lab JSONL: ~20x smaller), committed with the stage files, so that a
-    later sitting on a fresh checkout unpacks what took long to make instead of making it again."""
-    with atomic_open(packed, "wb") as fh:
-        fh.write(gzip.compress(path.read_bytes(), mtime=0))
-
-
-def unpack(packed: Path, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as fh:
-        fh.write(gzip.decompress(packed.read_bytes()))
+# seconds: a draw slower than this keeps gzipped copies (lab JSONL: ~20x smaller), committed with the stage
+# files, so that a later sitting on a fresh checkout unpacks it instead of drawing it again (code's
+# 11,000 experts: ~1.5 h)
+DEAR_TO_DRAW = 120.0
 
 
 def profile(model: str, preset: Preset, trajectories: Path, output: Path) -> dict:
@@ -97,7 +86,7 @@ def profile(model: str, preset: Preset, trajectories: Path, output: Path) -> dic
     recs = profile_states(states, get_sampler("transformers", model=model), lab_verifier(), k=preset.profile_k,
                           params=SamplingParams(preset.profile_k, 1.0, 1.0, preset.max_completion_length),
                           output=output, model_name=model, verifier_name="lab")
-    pack(output, output.with_name(output.name + ".gz"))  # a later sitting's arms select their pivots from it
+    gzip_copy(output, output.with_name(output.name + ".gz"))  # a later sitting's arms select their pivots from it
     ok = [r for r in recs if not r["skipped"]]
     mixed = sum(r["reward_var"] > 0 for r in ok)
     outcomes = outcomes_by_tag(candidates_from_records(recs), preset.lambda_diff)
@@ -229,12 +218,12 @@ class Plan:
             stage = self.data_stage(seed)
             if self.has(stage) and not self.data_ready(seed):
                 for packed in self.work.glob(f"{stage}.*.jsonl.gz"):
-                    unpack(packed, self.data_dir(seed) / packed.name[len(stage) + 1:-len(".gz")])
+                    gunzip_copy(packed, self.data_dir(seed) / packed.name[len(stage) + 1:-len(".gz")])
                 if not self.data_ready(seed):
                     (self.work / f"{stage}.json").unlink()
         for packed in self.work.glob("profile*.jsonl.gz"):
             if not (plain := packed.with_suffix("")).exists():
-                unpack(packed, plain)
+                gunzip_copy(packed, plain)
 
     def stages(self) -> list[tuple[str, str, object]]:
         from functools import partial

@@ -68,6 +68,22 @@ def turn_key(state) -> str:
     return f"{turn_type(state)}/{dom.tag(state) if dom.tag else 'untagged'}"
 
 
+def count_turns(cands, lambda_diff: float) -> tuple[dict, int]:
+    """Profiled candidates by domain and turn type (`turn_key`): states, all-fail, pivots, and a
+    `greedy_correct` count the caller fills; and the pivots in all."""
+    from pivotrl.pivots.select import select
+
+    pivots = {id(c) for c in select(cands, "pivot", lambda_diff=lambda_diff)}
+    turns: dict = {}
+    for c in cands:
+        row = turns.setdefault(c.state.domain, {}).setdefault(turn_key(c.state), dict(
+            states=0, all_fail=0, pivots=0, greedy_correct=0))
+        row["states"] += 1
+        row["all_fail"] += c.profiled and c.var == 0 and c.mean <= 0
+        row["pivots"] += id(c) in pivots
+    return turns, len(pivots)
+
+
 def measure_gate(cfg: GateConfig, log=print) -> dict:
     """The gate's figures for `cfg.model` and its verdict."""
     from pivotrl.eval.next_action import next_action_scores
@@ -76,7 +92,7 @@ def measure_gate(cfg: GateConfig, log=print) -> dict:
     from pivotrl.lab.evaluate import MAX_TURNS, EvalConfig, evaluate_model, expert_states
     from pivotrl.lab.verifiers import lab_verifier
     from pivotrl.pivots.profile import profile_states
-    from pivotrl.pivots.select import candidates_from_records, select
+    from pivotrl.pivots.select import candidates_from_records
     from pivotrl.sampling import SamplingParams
     from pivotrl.sampling.transformers_backend import TransformersSampler
 
@@ -94,18 +110,12 @@ def measure_gate(cfg: GateConfig, log=print) -> dict:
                                    params=SamplingParams(cfg.k, 1.0, 1.0, cfg.max_tokens), seed=cfg.seed)
             greedy += next_action_scores(sampler, states, verifier, cfg.max_tokens)
     cands = candidates_from_records(recs)
-    pivots = {id(c) for c in select(cands, "pivot", lambda_diff=cfg.lambda_diff)}
-    turns: dict = {}
+    turns, pivots = count_turns(cands, cfg.lambda_diff)
     for c, correct in zip(cands, greedy):
-        row = turns.setdefault(c.state.domain, {}).setdefault(turn_key(c.state), dict(
-            states=0, all_fail=0, pivots=0, greedy_correct=0))
-        row["states"] += 1
-        row["all_fail"] += c.profiled and c.var == 0 and c.mean <= 0
-        row["pivots"] += id(c) in pivots
-        row["greedy_correct"] += correct >= 1.0
+        turns[c.state.domain][turn_key(c.state)]["greedy_correct"] += correct >= 1.0
     figures = {"model": model, "config": asdict(cfg), "max_turns": MAX_TURNS,
                "success": episodes["in_domain"], "failures": episodes.get("failures", {}), "turns": turns,
-               "candidates": len(cands), "pivots": len(pivots)}
+               "candidates": len(cands), "pivots": pivots}
     return {**figures, **verdict(figures)}
 
 
@@ -200,28 +210,22 @@ def gate_on_comparison(model: str, profile: Path, dev: dict, lambda_diff: float 
     fails); a domain's verdict is `domains[d]` (the criteria across domains need several domains)."""
     from pivotrl.eval.next_action import next_action_scores
     from pivotrl.lab.verifiers import lab_verifier
-    from pivotrl.pivots.select import load_candidates, select
+    from pivotrl.pivots.select import load_candidates
     from pivotrl.sampling.transformers_backend import TransformersSampler
 
     cands = load_candidates(profile)
-    pivots = {id(c) for c in select(cands, "pivot", lambda_diff=lambda_diff)}
-    turns: dict = {}
+    turns, pivots = count_turns(cands, lambda_diff)
     by_turn: dict = {}
     for c in cands:
-        key = (c.state.domain, turn_key(c.state))
-        by_turn.setdefault(key, []).append(c)
-        row = turns.setdefault(c.state.domain, {}).setdefault(key[1], dict(states=0, all_fail=0, pivots=0,
-                                                                          greedy_correct=0, greedy_states=0))
-        row["states"] += 1
-        row["all_fail"] += c.profiled and c.var == 0 and c.mean <= 0
-        row["pivots"] += id(c) in pivots
+        by_turn.setdefault((c.state.domain, turn_key(c.state)), []).append(c)
     rng = random.Random(f"gate:{seed}")
     sampled = [(key, c) for key, group in sorted(by_turn.items()) for c in rng.sample(group, min(len(group), greedy_per_turn))]
     scores = next_action_scores(TransformersSampler(model), [c.state for _, c in sampled], lab_verifier(), max_tokens)
+    for (domain, key), group in by_turn.items():
+        turns[domain][key]["greedy_states"] = min(len(group), greedy_per_turn)
     for ((domain, key), _), correct in zip(sampled, scores):
-        turns[domain][key]["greedy_states"] += 1
         turns[domain][key]["greedy_correct"] += correct >= 1.0
     figures = {"model": model, "profile": str(profile), "success": dev["in_domain"],
                "episodes": {d: len(e) for d, e in dev.get("episodes", {}).items()},
-               "failures": dev.get("failures", {}), "turns": turns, "candidates": len(cands), "pivots": len(pivots)}
+               "failures": dev.get("failures", {}), "turns": turns, "candidates": len(cands), "pivots": pivots}
     return {**figures, **verdict(figures)}

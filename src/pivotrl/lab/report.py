@@ -9,7 +9,7 @@ import os
 import statistics
 from pathlib import Path
 
-from pivotrl.artifacts import atomic_open
+from pivotrl.artifacts import atomic_open, gzip_copy
 from pivotrl.errors import DataError
 from pivotrl.lab.presets import ARMS, LABELS
 
@@ -430,11 +430,8 @@ def regime_table(results: dict) -> str:
 def archive_ledgers(work: Path, dest: Path) -> None:
     """Every run's per-step ledger, gzipped, as `dest/RUN.jsonl.gz`: small enough to commit beside
     the results (the run folders also hold models, which are not)."""
-    import gzip
-
     for ledger in sorted(work.glob("*/ledger.jsonl")):
-        with atomic_open(dest / f"{ledger.parent.name}.jsonl.gz", "wb") as fh:
-            fh.write(gzip.compress(ledger.read_bytes(), mtime=0))
+        gzip_copy(ledger, dest / f"{ledger.parent.name}.jsonl.gz")
 
 
 def plot_results(results: dict, out: Path) -> None:
