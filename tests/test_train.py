@@ -97,6 +97,35 @@ def test_equal_rewards_in_a_group_give_zero_advantage(tmp_path, tiny_model, samp
     assert all(r["frac_reward_zero_std"] == 1.0 and r["grad_norm"] == 0.0 for r in steps)
 
 
+SCORED: list[str] = []
+
+
+def records_state(completion, state):
+    """A test reward that notes which state it scored, by its messages (one process: a module list is enough)."""
+    SCORED.append(json.dumps(state.context))
+    return prefers_vowel(completion, state)
+
+
+@pytest.mark.parametrize("num_iterations", [1, 2])
+def test_a_visit_cap_stops_after_each_pivot_is_drawn_that_often(tmp_path, tiny_model, sample_states, num_iterations):
+    """max_visits_per_pivot=1 (the paper's regime): every pivot is rolled out once, in one group of
+    num_generations, whatever the micro-batching; with num_iterations 2 each generation serves two
+    optimizer steps, so the run takes twice the steps for the same draws. The ledger says how many
+    pivots a step drew and how many steps that makes."""
+    states = sample_states[:6]
+    SCORED.clear()
+    run = tmp_path / "run"
+    train_pivotrl(small(model=tiny_model, output_dir=str(run), verifier=f"{__name__}:records_state", num_generations=2,
+                        prompts_per_step=2, max_visits_per_pivot=1.0, max_steps=1000, group_micro_batches=True,
+                        num_iterations=num_iterations), train_states=states, eval_states=[])
+    assert len({json.dumps(s.context) for s in states}) == 6
+    assert sorted(SCORED) == sorted(json.dumps(s.context) for s in states for _ in range(2))
+    data = next(r for r in read_ledger(run) if r["kind"] == "data")
+    assert data["starting_pivots"] == 6 and data["pivots_per_step"] == 2 / num_iterations
+    assert [r["step"] for r in read_ledger(run) if r["kind"] == "step"] == list(range(1, 3 * num_iterations + 1))
+    assert data["max_steps"] == 3 * num_iterations
+
+
 def test_the_verifier_reward_reaches_the_trainer(tmp_path, tiny_model, sample_states):
     state = sample_states[1]
     run = tmp_path / "run"
@@ -552,14 +581,18 @@ def test_two_processes_write_one_ledger_with_every_ranks_rollouts(tmp_path, tiny
     cfg.write_text(f"model: {tiny_model}\npivots: {pivots}\noutput_dir: {tmp_path / 'run'}\n"
                    f"verifier: {__name__}:prefers_vowel\nnum_generations: 4\nprompts_per_step: 2\n"
                    "max_completion_length: 4\nlearning_rate: 1.0e-2\neval_fraction: 0.3\neval_every: 1\n"
-                   "report_to: []\nmax_steps: 2\nmax_seconds: 600\ndisable_tqdm: true\nrefresh_every: 1\nrefresh_k: 2\n")
+                   "report_to: []\nmax_steps: 100\nmax_visits_per_pivot: 1\nmax_seconds: 600\ndisable_tqdm: true\n"
+                   "refresh_every: 1\nrefresh_k: 2\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "pivotrl.cli", "train", "--config", str(cfg)], env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("trained 2 steps") == 1
+    assert r.stdout.count("trained 2 steps") == 1, r.stdout[-2000:]
     ledger = read_ledger(tmp_path / "run")
+    # the visit cap counts both ranks' draws: 2 x 2 pivots a step, so each of the 6 pivots once takes 2 steps
+    data = next(x for x in ledger if x["kind"] == "data")
+    assert (data["pivots_per_step"], data["starting_pivots"], data["max_steps"]) == (4, 6, 2)
     assert [x["kind"] for x in ledger].count("profiling") == 1
     steps = [x for x in ledger if x["kind"] == "step"]
     assert [x["step"] for x in steps] == [1, 2]

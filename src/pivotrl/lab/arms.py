@@ -100,22 +100,21 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
             summary = summarise_run(arm, lr, [])
             return {**summary, "no_pivots": True, "regime": regime_figures(summary, 0, preset.prompts_per_step, [])}
         exact, refresh = arm == "pivotrl_exact", arm == "pivotrl_refresh"
-        # the pivots the run starts from: with refresh, the pool's own pivots (it trains on the active set)
-        units = len(select_pivots(states, preset)) if refresh else len(states)
-        cap = preset.pivot_visits_cap
         cfg = PivotRLConfig(**common, verifier="exact" if exact else "dispatch",
                             verifier_options={} if exact else lab_verifier_options(),
                             num_generations=preset.num_generations, prompts_per_step=preset.prompts_per_step,
                             max_completion_length=preset.max_completion_length,
-                            max_steps=math.ceil(cap * max(units, 1) / preset.prompts_per_step) if cap else 10**6,
+                            max_visits_per_pivot=preset.pivot_visits_cap, max_steps=10**6,
                             domain_weights=preset.domain_weights, group_micro_batches=preset.fast_grpo,
                             gradient_checkpointing=not preset.fast_grpo,
                             refresh_every=preset.refresh_every if refresh else 0, refresh_k=preset.profile_k,
                             refresh_sample=preset.refresh_sample,
                             profile_cost=None if pivots is None else str(pivots) + ".meta.json")
         train_pivotrl(cfg, train_states=states, eval_states=[], extra_callbacks=dev)
-        per_step = preset.prompts_per_step
     ledger = read_ledger(run_dir)
+    if "pivotrl" in arm:  # as the trainer counted them: its starting pivots, drawn over all processes
+        data_line = next(r for r in ledger if r.get("kind") == "data")
+        units, per_step = data_line["starting_pivots"], data_line["pivots_per_step"]
     summary = summarise_run(arm, lr, ledger)
     return {**summary, "regime": regime_figures(summary, units, per_step, ledger)}
 

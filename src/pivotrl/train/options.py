@@ -65,6 +65,10 @@ class PivotRLOptions(RunFolderOptions, EvalOptions):
     refresh_sample: int = field(default=0, metadata={
         "help": "Re-profile a seeded sample of this many pool states at each refresh (0: the whole pool); "
                 "the others keep their place in or out of the active set."})
+    max_visits_per_pivot: float | None = field(default=None, metadata={
+        "help": "Stop after about N visits per training pivot (the paper's regime sees each about once; with "
+                "refresh_every, per pivot of the starting active set): sets max_steps to ceil(N x pivots / "
+                "pivots per optimizer step over all processes)."})
     domain_weights: dict | str | None = field(default=None, metadata={
         "help": "Pivot sampling weight per domain (JSON, e.g. '{\"code\": 1, \"search\": 1}'): each domain's share "
                 "of the training stream; default: the data's own shares."})

@@ -12,6 +12,7 @@ scratch).
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,25 @@ def counting_reward(verifier, ledger: Ledger, end_ids=None):
     return reward
 
 
+def pivots_per_step(cfg: PivotRLConfig) -> float:
+    """Distinct pivots one optimizer step draws over all processes. TRL's sampler deals out
+    `generation_batch_size / num_generations` prompts (TRL sums the batch over processes) per
+    generation, makes one every `steps_per_generation x num_iterations` micro-batches, and steps the
+    optimizer every `gradient_accumulation_steps` of them."""
+    prompts = cfg.generation_batch_size / cfg.num_generations
+    return prompts * cfg.gradient_accumulation_steps / (cfg.steps_per_generation * cfg.num_iterations)
+
+
+def starting_pivots(cfg: PivotRLConfig, train_states: list[State]) -> int:
+    """The pivots a run starts with (with refresh, the starting active set), counted after over-long
+    prompts are dropped: what `max_visits_per_pivot` divides by, the same on every rank and on resume."""
+    if cfg.refresh_every:
+        from pivotrl.train.refresh import initial_active
+
+        return len(initial_active(train_states, cfg.lambda_diff))
+    return len(train_states)
+
+
 def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
                   eval_states: list[State] | None = None, extra_callbacks=()) -> dict:
     """Train with `cfg`, which is also the `GRPOConfig` TRL's trainer runs with."""
@@ -207,6 +227,9 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     if not train_states:
         raise DataError(f"every pivot's prompt is longer than {limit} tokens (max_prompt_length)")
     pivots_by_domain = dict(Counter(s.domain for s in train_states))
+    if cfg.max_visits_per_pivot:  # each pivot drawn about this often: the steps follow from the data
+        cfg.max_steps = max(math.ceil(cfg.max_visits_per_pivot * starting_pivots(cfg, train_states)
+                                      / pivots_per_step(cfg)), 1)
     if cfg.domain_weights:
         if cfg.refresh_every:
             raise DataError("domain_weights and refresh_every cannot be combined yet: the refreshed pool "
@@ -215,7 +238,9 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     if not resume_from:
         ledger.write("data", 0, {"train_states": sum(pivots_by_domain.values()), "skipped_long_prompts": too_long,
                                  "max_prompt_length": limit, "pivots_by_domain": pivots_by_domain,
-                                 "domain_weights": cfg.domain_weights,
+                                 "domain_weights": cfg.domain_weights, "pivots_per_step": pivots_per_step(cfg),
+                                 "starting_pivots": starting_pivots(cfg, train_states),
+                                 "max_steps": cfg.max_steps,
                                  "stream_by_domain": dict(Counter(s.domain for s in train_states))})
     callbacks = [LedgerCallback(ledger, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
     heldout = heldout_set(cfg, eval_states, verifier)
