@@ -227,9 +227,9 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     if not train_states:
         raise DataError(f"every pivot's prompt is longer than {limit} tokens (max_prompt_length)")
     pivots_by_domain = dict(Counter(s.domain for s in train_states))
+    starting, per_step = starting_pivots(cfg, train_states), pivots_per_step(cfg)
     if cfg.max_visits_per_pivot:  # each pivot drawn about this often: the steps follow from the data
-        cfg.max_steps = max(math.ceil(cfg.max_visits_per_pivot * starting_pivots(cfg, train_states)
-                                      / pivots_per_step(cfg)), 1)
+        cfg.max_steps = max(math.ceil(cfg.max_visits_per_pivot * starting / per_step), 1)
     if cfg.domain_weights:
         if cfg.refresh_every:
             raise DataError("domain_weights and refresh_every cannot be combined yet: the refreshed pool "
@@ -238,9 +238,8 @@ def train_pivotrl(cfg: PivotRLConfig, train_states: list[State] | None = None,
     if not resume_from:
         ledger.write("data", 0, {"train_states": sum(pivots_by_domain.values()), "skipped_long_prompts": too_long,
                                  "max_prompt_length": limit, "pivots_by_domain": pivots_by_domain,
-                                 "domain_weights": cfg.domain_weights, "pivots_per_step": pivots_per_step(cfg),
-                                 "starting_pivots": starting_pivots(cfg, train_states),
-                                 "max_steps": cfg.max_steps,
+                                 "domain_weights": cfg.domain_weights, "pivots_per_step": per_step,
+                                 "starting_pivots": starting, "max_steps": cfg.max_steps,
                                  "stream_by_domain": dict(Counter(s.domain for s in train_states))})
     callbacks = [LedgerCallback(ledger, cfg.collapse_patience), WallClockLimit(ledger, cfg.max_seconds)]
     heldout = heldout_set(cfg, eval_states, verifier)
