@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -171,6 +172,9 @@ def test_the_data_regime_machinery_end_to_end(tmp_path, monkeypatch):
     # SFT then PivotRL's pivots come from the draw SFT never trained on
     held = {t.id for t in load_trajectories(work / "data-s1" / "heldout_trajectories.jsonl")}
     assert {c.state.trajectory_id for c in load_candidates(work / "profile_sft-s1.jsonl")} <= held
+    # ... and record the weights of the model they came from (a fresh checkout trains SFT again)
+    sft_sha = json.loads((work / f"train_{run_name('sft', 2e-4, 1)}.json").read_text())["kept_model_sha256"]
+    assert json.loads((work / "profile_sft-s1.json").read_text())["model_sha256"] == sft_sha is not None
     for arm in preset.arms:
         assert (work / f"train_{run_name(arm, 2e-4, 100)}.json").exists()  # the sweep's seed trains ...
         assert not (work / f"eval_{run_name(arm, 2e-4, 100)}.json").exists()  # ... and is never tested
@@ -372,10 +376,12 @@ def test_a_run_whose_model_was_lost_is_trained_again_only_where_needed(tmp_path)
     """Stage files are committed, models are not: a fresh checkout retrains what it still needs."""
     from dataclasses import replace
 
+    from pivotrl.artifacts import weights_sha256
     from pivotrl.lab.experiment import PRESETS, Plan
 
     preset = replace(PRESETS["tiny"], arms=("sft", "pivotrl"), learning_rates={"sft": [1e-4], "rl": [1e-5, 2e-5]})
-    work = tmp_path
+    work = tmp_path / "work"
+    work.mkdir()
     plan = Plan(preset, "base", work)
     for name, res in [("train_sft-lr0.0001-s0", {"best_dev_success": 0.1}),
                       ("train_pivotrl-lr1e-05-s0", {"best_dev_success": 0.3}),
@@ -386,23 +392,58 @@ def test_a_run_whose_model_was_lost_is_trained_again_only_where_needed(tmp_path)
     assert (work / "train_sft-lr0.0001-s0.json").exists()
     assert not (work / "train_pivotrl-lr1e-05-s0.json").exists() and "train_pivotrl-lr1e-05-s0" in stages  # chosen, unevaluated
     assert (work / "train_pivotrl-lr2e-05-s0.json").exists()  # not chosen: its dev score is all the sweep needs
-    # an SFT model that SFT then PivotRL still needs is trained again, and profiled again: its pivots
-    # must come from the model it starts from
+    # an SFT model that SFT then PivotRL still needs is trained again; its profile is kept if the
+    # model trained again has the weights it recorded, else profiled again (records and all)
     both = replace(preset, arms=("sft", "sft_pivotrl"), learning_rates={"sft": [1e-4], "rl": [1e-5]})
-    for name in ("train_sft-lr0.0001-s0", "profile_sft-s0"):
-        (work / f"{name}.json").write_text("{}")
-    stages = [s[0] for s in Plan(both, "base", work).stages()]
-    assert stages[0] == "train_sft-lr0.0001-s0" and not (work / "profile_sft-s0.json").exists()
+    best = work / "sft-lr0.0001-s0" / "best"
+
+    def sft_trained_again(weights: bytes):
+        (work / "train_sft-lr0.0001-s0.json").write_text("{}")
+        best.mkdir(parents=True, exist_ok=True)
+        (best / "config.json").write_text("{}")
+        (best / "model.safetensors").write_bytes(weights)
+
+    def profiled_with(weights: bytes | None):
+        sha = None
+        if weights is not None:  # the model profiled, saved elsewhere
+            (tmp_path / "profiled").mkdir(exist_ok=True)
+            (tmp_path / "profiled" / "model.safetensors").write_bytes(weights)
+            sha = weights_sha256(tmp_path / "profiled")
+        (work / "profile_sft-s0.json").write_text(json.dumps({"model_sha256": sha}))
+        (work / "profile_sft-s0.jsonl").write_text("{}\n")  # its records, which profiling would resume from
+
+    for kept, (profiled, retrained) in [(True, (b"w1", b"w1")), (False, (b"w1", b"w2")), (False, (None, b"w1"))]:
+        shutil.rmtree(work / "sft-lr0.0001-s0", ignore_errors=True)
+        (work / "train_sft-lr0.0001-s0.json").write_text("{}")
+        profiled_with(profiled)
+        stages = [s[0] for s in Plan(both, "base", work).stages()]
+        assert stages[0] == "train_sft-lr0.0001-s0" and (work / "profile_sft-s0.json").exists()  # lost: train again
+        sft_trained_again(retrained)
+        stages = [s[0] for s in Plan(both, "base", work).stages()]
+        assert (work / "profile_sft-s0.json").exists() is kept and (work / "profile_sft-s0.jsonl").exists() is kept
+        assert stages[0] == ("train_sft_pivotrl-lr1e-05-s0" if kept else "profile_sft-s0")
     # the same when SFT then PivotRL trained but its model was lost before its test evaluation
-    for name in ("train_sft-lr0.0001-s0", "profile_sft-s0", "train_sft_pivotrl-lr1e-05-s0"):
-        (work / f"{name}.json").write_text("{}")
+    shutil.rmtree(work / "sft-lr0.0001-s0")
+    (work / "train_sft_pivotrl-lr1e-05-s0.json").write_text("{}")
+    profiled_with(b"w1")
     stages = [s[0] for s in Plan(both, "base", work).stages()]
     assert stages[0] == "train_sft-lr0.0001-s0"
-    (work / "train_sft-lr0.0001-s0.json").write_text("{}")  # SFT trained again, and profiled: SFT then PivotRL next
-    (work / "sft-lr0.0001-s0" / "best").mkdir(parents=True)
-    (work / "sft-lr0.0001-s0" / "best" / "config.json").write_text("{}")
-    (work / "profile_sft-s0.json").write_text("{}")
+    sft_trained_again(b"w1")
     assert [s[0] for s in Plan(both, "base", work).stages()][0] == "train_sft_pivotrl-lr1e-05-s0"
+
+
+def test_weights_sha256_tells_models_apart_by_their_weights_only(tmp_path):
+    from pivotrl.artifacts import weights_sha256
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, config in ((a, "{}"), (b, '{"other": 1}')):
+        folder.mkdir()
+        (folder / "config.json").write_text(config)
+        (folder / "model.safetensors").write_bytes(b"same weights")
+    assert weights_sha256(a) == weights_sha256(b)  # configs differ, weights do not
+    (b / "model.safetensors").write_bytes(b"other weights")
+    assert weights_sha256(a) != weights_sha256(b)
+    assert weights_sha256(tmp_path / "missing") is None and weights_sha256("org/hub-id") is None
 
 
 @pytest.mark.parametrize("ties_within, kept", [(0, [0, 2]), (1, [0, 1, 2, 3, 5])])

@@ -209,6 +209,25 @@ def gunzip_copy(packed: str | os.PathLike, path: str | os.PathLike) -> None:
         fh.write(gzip.decompress(Path(packed).read_bytes()))
 
 
+def weights_sha256(model_dir: str | os.PathLike) -> str | None:
+    """The sha256 of a saved model's weight files (`model*.safetensors`, `pytorch_model*.bin`, by
+    name): which model a result came from, so that a model trained again can be told apart from the
+    one a stored result used. None where there are none (a hub id, a folder without weights)."""
+    import hashlib
+
+    folder = Path(model_dir)
+    files = sorted([*folder.glob("model*.safetensors"), *folder.glob("pytorch_model*.bin")]) if folder.is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
     """Write records as JSONL atomically; returns the number written."""
     n = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from pivotrl.artifacts import weights_sha256
 from pivotrl.lab.domains import IN_DOMAIN
 from pivotrl.lab.domains.base import get_domain
 from pivotrl.lab.evaluate import EvalConfig, evaluate_model
@@ -98,7 +99,7 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
         if not states:  # nothing to train on: the start checkpoint is the arm's result, said so
             shutil.copytree(start_model, run_dir / "best", dirs_exist_ok=True)
             summary = summarise_run(arm, lr, [])
-            return {**summary, "no_pivots": True, "regime": regime_figures(summary, 0, preset.prompts_per_step, [])}
+            return {**summary, "no_pivots": True, "kept_model_sha256": weights_sha256(run_dir / "best"), "regime": regime_figures(summary, 0, preset.prompts_per_step, [])}
         exact, refresh = arm == "pivotrl_exact", arm == "pivotrl_refresh"
         cfg = PivotRLConfig(**common, verifier="exact" if exact else "dispatch",
                             verifier_options={} if exact else lab_verifier_options(),
@@ -116,7 +117,8 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
         data_line = next(r for r in ledger if r.get("kind") == "data")
         units, per_step = data_line["starting_pivots"], data_line["pivots_per_step"]
     summary = summarise_run(arm, lr, ledger)
-    return {**summary, "regime": regime_figures(summary, units, per_step, ledger)}
+    return {**summary, "kept_model_sha256": weights_sha256(run_dir / "best"),
+            "regime": regime_figures(summary, units, per_step, ledger)}
 
 
 SFT_BATCH = 8  # SFT's trajectories a step

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pivotrl.artifacts import gunzip_copy, gzip_copy, write_jsonl
+from pivotrl.artifacts import gunzip_copy, gzip_copy, weights_sha256, write_jsonl
 from pivotrl.lab.domains.base import get_domain
 from pivotrl.lab.evaluate import EvalConfig, evaluate_model
 from pivotrl.lab.presets import AFTER_SFT, ARMS, LABELS, PRESETS, Preset  # noqa: F401  (the lab's public names)
@@ -93,7 +93,7 @@ def profile(model: str, preset: Preset, trajectories: Path, output: Path) -> dic
     by_domain = Counter()  # the pivots, from the counts by domain/tag (one selection, not two)
     for key, counts in outcomes.items():
         by_domain[key.split("/")[0]] += counts["pivot"]
-    return {"model": model, "states": len(recs), "mixed": mixed, "mixed_share": mixed / max(len(ok), 1),
+    return {"model": model, "model_sha256": weights_sha256(model), "states": len(recs), "mixed": mixed, "mixed_share": mixed / max(len(ok), 1),
             "mean_reward": sum(r["reward_mean"] for r in ok) / max(len(ok), 1),
             "pivots_by_domain": {d: n for d, n in by_domain.items() if n}, "outcomes_by_tag": outcomes}
 
@@ -168,10 +168,24 @@ class Plan:
                     or (x == then and self.lost(run) and seed in self.preset.seeds and not self.has(f"eval_{run}"))
                     for x in follow)
             needed |= "sft_pivotrl" in self.preset.arms and not self.has(f"profile_sft-s{seed}")
-        if needed:
+        if needed:  # (an SFT profile stays until the model is back: `forget_stale_sft_profiles`)
             stage.unlink()
-            if arm == "sft":  # SFT then PivotRL's pivots come from the model it starts from: profile it again
-                (self.work / f"profile_sft-s{seed}.json").unlink(missing_ok=True)
+
+    def forget_stale_sft_profiles(self) -> None:
+        """SFT then PivotRL's pivots come from the model it starts from. An SFT model trained again
+        (a fresh checkout) whose weights differ from the ones its profile recorded, or a profile that
+        recorded none, is profiled again; the same weights keep it (SFT on one process, seeded, gives
+        the same bytes again: see results/lab-regime/README.md)."""
+        lr = self.chosen_lr("sft")
+        for seed in self.all_seeds if lr is not None else ():
+            name, stage = run_name("sft", lr, seed), f"profile_sft-s{seed}"
+            prof = self.done(stage)
+            if prof is None or not self.has(f"train_{name}") or self.lost(name):
+                continue
+            if prof.get("model_sha256") != weights_sha256(self.work / name / "best"):
+                # the records too: profiling resumes from them, and they are of the other model
+                for path in self.work.glob(f"{stage}.*"):
+                    path.unlink()
 
     def lost(self, name: str) -> bool:
         """The run's kept model is not here (a fresh checkout, or never trained)."""
@@ -232,6 +246,7 @@ class Plan:
 
         p, work, out = self.preset, self.work, {}
         self.forget_lost_data()
+        self.forget_stale_sft_profiles()
         out["eval_base"] = ("evaluating the base model (test split)", partial(evaluate_model, self.base_model, p.eval))
         for seed in self.all_seeds:
             data = self.data_dir(seed)
