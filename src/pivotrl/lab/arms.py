@@ -99,7 +99,8 @@ def train_arm(arm: str, seed: int, lr: float, preset: Preset, start_model: str, 
         if not states:  # nothing to train on: the start checkpoint is the arm's result, said so
             shutil.copytree(start_model, run_dir / "best", dirs_exist_ok=True)
             summary = summarise_run(arm, lr, [])
-            return {**summary, "no_pivots": True, "kept_model_sha256": weights_sha256(run_dir / "best"), "regime": regime_figures(summary, 0, preset.prompts_per_step, [])}
+            return {**summary, "no_pivots": True, "kept_model_sha256": weights_sha256(run_dir / "best"),
+                    "regime": regime_figures(summary, 0, preset.prompts_per_step, [])}
         exact, refresh = arm == "pivotrl_exact", arm == "pivotrl_refresh"
         cfg = PivotRLConfig(**common, verifier="exact" if exact else "dispatch",
                             verifier_options={} if exact else lab_verifier_options(),

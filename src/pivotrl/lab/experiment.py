@@ -93,7 +93,8 @@ def profile(model: str, preset: Preset, trajectories: Path, output: Path) -> dic
     by_domain = Counter()  # the pivots, from the counts by domain/tag (one selection, not two)
     for key, counts in outcomes.items():
         by_domain[key.split("/")[0]] += counts["pivot"]
-    return {"model": model, "model_sha256": weights_sha256(model), "states": len(recs), "mixed": mixed, "mixed_share": mixed / max(len(ok), 1),
+    return {"model": model, "model_sha256": weights_sha256(model), "states": len(recs), "mixed": mixed,
+            "mixed_share": mixed / max(len(ok), 1),
             "mean_reward": sum(r["reward_mean"] for r in ok) / max(len(ok), 1),
             "pivots_by_domain": {d: n for d, n in by_domain.items() if n}, "outcomes_by_tag": outcomes}
 
