@@ -324,6 +324,16 @@ def test_cost_from_sft_is_its_own_row_and_a_flat_e2e_makes_the_claim_not_testabl
     assert cost_verdict(sft).startswith("3 of 3 matched seeds at 4x or more")
 
 
+def test_the_outcomes_table_names_whose_model_made_each_profile():
+    from pivotrl.lab.report import outcomes_table
+
+    counts = {"all_fail": 1, "pivot": 2, "mixed_above": 3, "all_pass": 4}
+    profiles = {name: {"outcomes_by_tag": {"search/copy": counts}}
+                for name in ("profile", "profile-s100", "profile_sft-s100", "profile-s2", "profile_sft-s2")}
+    rows = [line.split(" | ")[0].lstrip("| ") for line in outcomes_table({"profiles": profiles}).splitlines()[4:]]
+    assert rows == ["base", "base, seed 100", "SFT, seed 100", "base, seed 2", "SFT, seed 2"]
+
+
 def test_paired_intervals_and_verdicts():
     from pivotrl.lab.report import mean_interval, paired, verdict
 

@@ -340,6 +340,15 @@ def tags_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def profile_owner(stage: str) -> str:
+    """Whose profile a stage is, by its name: `profile` (the base's, shared by every seed),
+    `profile-sN` (the base's, of seed N's draw) or `profile_sft-sN` (seed N's SFT model, of the
+    trajectories it never trained on)."""
+    model, _, seed = stage.partition("-s")
+    who = "SFT" if model == "profile_sft" else "base"
+    return f"{who}, seed {seed}" if seed else who
+
+
 def outcomes_table(results: dict) -> str:
     """Where GRPO has something to learn: each profile's states by domain/tag and how their K samples
     came out. A state whose samples all fail gives every rollout the same reward, so no gradient."""
@@ -350,7 +359,7 @@ def outcomes_table(results: dict) -> str:
              "all fail: nothing for GRPO to learn from there):", "",
              "| profile | domain/tag | states | all fail | pivots | mixed, mean >= lambda | all pass |", "|---|---|---|---|---|---|---|"]
     for name, prof in profiles.items():
-        who = "base" if name == "profile" else f"SFT, seed {name.rsplit('-s', 1)[-1]}"
+        who = profile_owner(name)
         for key, counts in prof["outcomes_by_tag"].items():
             n = sum(counts.values())
             lines.append(f"| {who} | {key} | {n} | " + " | ".join(
